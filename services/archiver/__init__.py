@@ -1,0 +1,1 @@
+"""Keeps every raw callback byte-exact, forever, and can replay them."""

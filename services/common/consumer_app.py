@@ -1,0 +1,72 @@
+"""The application factory shared by the consumers: health and metrics over HTTP, the
+storage, the publisher and the consumer loop as ``cleanup_ctx`` resources."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Callable
+
+from aiohttp import web
+from prometheus_client import CollectorRegistry
+
+from .consumer import ConsumerLoop, RecordHandler
+from .metrics import ConsumerMetrics
+from .settings import Settings
+from .storage import Storage, open_storage
+from .web import PUBLISHER, READINESS, REGISTRY, SETTINGS, add_ops_routes, publisher_ctx
+
+__all__ = ["CONSUMER", "STORAGE", "create_consumer_app"]
+
+STORAGE = web.AppKey("storage", Storage)  # type: ignore[type-abstract]
+CONSUMER = web.AppKey("consumer", ConsumerLoop)
+
+
+def create_consumer_app(
+    settings: Settings,
+    *,
+    role: str,
+    group_id: str,
+    metrics: ConsumerMetrics,
+    build_handler: Callable[[web.Application], RecordHandler],
+    produces: tuple[str, ...] = (),
+) -> web.Application:
+    """An app whose consumer runs ``build_handler(app)`` over the callbacks topic."""
+    app = web.Application()
+    app[SETTINGS] = settings
+    app[REGISTRY] = metrics.registry
+    topics = settings.kafka.topics
+
+    async def storage_ctx(app: web.Application) -> AsyncIterator[None]:
+        async with open_storage(settings.storage) as storage:
+            app[STORAGE] = storage
+            yield
+
+    async def consumer_ctx(app: web.Application) -> AsyncIterator[None]:
+        loop = ConsumerLoop(
+            settings=settings.kafka,
+            role=role,
+            group_id=group_id,
+            topics=[topics.callbacks],
+            handler=build_handler(app),
+            publisher=app[PUBLISHER],
+            metrics=metrics,
+        )
+        await loop.start()
+        app[CONSUMER] = loop
+        try:
+            yield
+        finally:
+            await loop.stop()
+
+    app.cleanup_ctx.append(storage_ctx)
+    app.cleanup_ctx.append(publisher_ctx(role, [topics.callbacks, *produces, topics.dlq]))
+    app.cleanup_ctx.append(consumer_ctx)
+
+    async def ready() -> bool:
+        loop = app.get(CONSUMER)
+        return loop is not None and await loop.ready()
+
+    app[READINESS] = ready
+    add_ops_routes(app)
+    return app
+
+

@@ -1,0 +1,83 @@
+"""The events on the wire as typed values, converted to and from Avro records at the edge."""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any, Literal
+
+from .avro import CALLBACK_SCHEMA, load_codec
+
+__all__ = ["CallbackEvent", "SignatureStatus", "delivery_key", "sha256_hex"]
+
+SignatureStatus = Literal["VERIFIED", "UNVERIFIED"]
+
+
+def sha256_hex(body: bytes) -> str:
+    return hashlib.sha256(body).hexdigest()
+
+
+def delivery_key(task_id: str, body_sha256: str) -> str:
+    """One delivery's identity: repeats of the same body for the same task share it."""
+    return f"{task_id}:{body_sha256}"
+
+
+@dataclass(frozen=True, slots=True)
+class CallbackEvent:
+    """A callback accepted by the ingest (schema ``suno.midi.v1.CallbackReceived``)."""
+
+    task_id: str
+    received_at: datetime
+    body: bytes
+    body_sha256: str
+    code: int | None = None
+    msg: str | None = None
+    state: str | None = None
+    signature: SignatureStatus = "UNVERIFIED"
+    headers: dict[str, str] = field(default_factory=dict)
+    replay: bool = False
+
+    @property
+    def delivery_key(self) -> str:
+        return delivery_key(self.task_id, self.body_sha256)
+
+    def to_record(self) -> dict[str, Any]:
+        return {
+            "task_id": self.task_id,
+            "delivery_key": self.delivery_key,
+            "received_at": self.received_at,
+            "code": self.code,
+            "msg": self.msg,
+            "state": self.state,
+            "body": self.body,
+            "body_sha256": self.body_sha256,
+            "signature": self.signature,
+            "headers": dict(self.headers),
+            "replay": self.replay,
+        }
+
+    @classmethod
+    def from_record(cls, record: dict[str, Any]) -> CallbackEvent:
+        received_at = record["received_at"]
+        if received_at.tzinfo is None:
+            received_at = received_at.replace(tzinfo=UTC)
+        return cls(
+            task_id=record["task_id"],
+            received_at=received_at,
+            body=record["body"],
+            body_sha256=record["body_sha256"],
+            code=record.get("code"),
+            msg=record.get("msg"),
+            state=record.get("state"),
+            signature=record.get("signature", "UNVERIFIED"),
+            headers=dict(record.get("headers") or {}),
+            replay=bool(record.get("replay", False)),
+        )
+
+    def encode(self) -> bytes:
+        return load_codec(CALLBACK_SCHEMA).encode(self.to_record())
+
+    @classmethod
+    def decode(cls, data: bytes) -> CallbackEvent:
+        return cls.from_record(load_codec(CALLBACK_SCHEMA).decode(data))

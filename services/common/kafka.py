@@ -1,0 +1,194 @@
+"""Kafka wiring shared by the services: client options, topic declarations, the publisher.
+
+Third-party errors are converted here (``PublishError``), and a publisher that is not
+started says so instead of failing deep inside aiokafka.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import structlog
+from aiokafka import AIOKafkaProducer
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.errors import KafkaError, TopicAlreadyExistsError
+from aiokafka.helpers import create_ssl_context
+from aiokafka.structs import RecordMetadata
+
+from .errors import NotStartedError, PublishError, PublishTimeoutError
+from .settings import KafkaSettings
+
+__all__ = [
+    "Publisher",
+    "TopicSpec",
+    "client_options",
+    "ensure_topics",
+    "topic_specs",
+]
+
+log = structlog.get_logger(__name__)
+
+DAY_MS = 24 * 3600 * 1000
+
+
+@dataclass(frozen=True, slots=True)
+class TopicSpec:
+    name: str
+    partitions: int
+    replication_factor: int
+    config: dict[str, str]
+
+
+def topic_specs(settings: KafkaSettings) -> list[TopicSpec]:
+    """The three topics as the project declares them (Strimzi's KafkaTopics mirror this)."""
+    common = {
+        "max.message.bytes": str(settings.max_message_bytes),
+        "compression.type": "zstd",
+        "min.insync.replicas": str(max(1, min(2, settings.replication_factor - 1))),
+        "cleanup.policy": "delete",
+    }
+    retention = {
+        settings.topics.callbacks: 7 * DAY_MS,
+        settings.topics.notes: 7 * DAY_MS,
+        settings.topics.dlq: 30 * DAY_MS,
+    }
+    return [
+        TopicSpec(
+            name=name,
+            partitions=settings.partitions,
+            replication_factor=settings.replication_factor,
+            config={**common, "retention.ms": str(ms)},
+        )
+        for name, ms in retention.items()
+    ]
+
+
+def client_options(settings: KafkaSettings, role: str) -> dict[str, Any]:
+    """Options every aiokafka client of ``role`` (ingest, processor, ...) is built with."""
+    options: dict[str, Any] = {
+        "bootstrap_servers": settings.bootstrap_servers,
+        "client_id": f"{settings.client_id_prefix}-{role}",
+        "security_protocol": settings.security_protocol,
+    }
+    if settings.security_protocol in ("SSL", "SASL_SSL"):
+        options["ssl_context"] = create_ssl_context()
+    if settings.sasl_mechanism:
+        options["sasl_mechanism"] = settings.sasl_mechanism
+        options["sasl_plain_username"] = settings.sasl_username
+        options["sasl_plain_password"] = (
+            settings.sasl_password.get() if settings.sasl_password else None
+        )
+    return options
+
+
+async def ensure_topics(settings: KafkaSettings, role: str, names: Sequence[str]) -> None:
+    """Create the named project topics if they are missing (idempotent)."""
+    specs = [spec for spec in topic_specs(settings) if spec.name in names]
+    admin = AIOKafkaAdminClient(**client_options(settings, f"{role}-admin"))
+    await admin.start()
+    try:
+        existing = set(await admin.list_topics())
+        new = [
+            NewTopic(spec.name, spec.partitions, spec.replication_factor, topic_configs=spec.config)
+            for spec in specs
+            if spec.name not in existing
+        ]
+        if not new:
+            return
+        try:
+            response = await admin.create_topics(new)
+        except TopicAlreadyExistsError:
+            return
+        for topic, code, *_ in getattr(response, "topic_errors", ()):
+            # 36 = TOPIC_ALREADY_EXISTS: another replica created it first.
+            if code not in (0, 36):
+                raise PublishError(f"could not create topic {topic}: error code {code}")
+        log.info("topics_created", topics=[t.name for t in new])
+    finally:
+        await admin.close()
+
+
+class Publisher:
+    """An idempotent, ``acks=all`` producer: a record is published once Kafka says so."""
+
+    def __init__(self, settings: KafkaSettings, role: str, *, linger_ms: int = 2) -> None:
+        self._settings = settings
+        self._role = role
+        self._linger_ms = linger_ms
+        self._producer: AIOKafkaProducer | None = None
+
+    @property
+    def started(self) -> bool:
+        return self._producer is not None
+
+    async def start(self) -> None:
+        producer = AIOKafkaProducer(
+            **client_options(self._settings, self._role),
+            acks="all",
+            enable_idempotence=True,
+            compression_type="zstd",
+            max_request_size=self._settings.max_message_bytes,
+            linger_ms=self._linger_ms,
+            request_timeout_ms=30_000,
+        )
+        try:
+            await producer.start()
+        except KafkaError as exc:
+            await producer.stop()
+            raise PublishError(
+                f"cannot reach Kafka at {self._settings.bootstrap_servers}: {exc}"
+            ) from exc
+        self._producer = producer
+
+    async def stop(self) -> None:
+        producer, self._producer = self._producer, None
+        if producer is not None:
+            await producer.stop()  # flushes what is pending
+
+    @property
+    def producer(self) -> AIOKafkaProducer:
+        if self._producer is None:
+            raise NotStartedError(f"the {self._role} publisher is not started; call start()")
+        return self._producer
+
+    async def publish(
+        self,
+        topic: str,
+        *,
+        key: bytes,
+        value: bytes,
+        headers: Sequence[tuple[str, bytes]] = (),
+        timeout: float | None = None,
+    ) -> RecordMetadata:
+        """Send one record and wait for the broker's acknowledgement.
+
+        Raises :class:`PublishTimeoutError` after ``timeout`` seconds, :class:`PublishError`
+        when Kafka refuses or fails.
+        """
+        producer = self.producer
+        try:
+            async with asyncio.timeout(timeout):
+                future = await producer.send(topic, value=value, key=key, headers=list(headers))
+                return await future
+        except TimeoutError as exc:
+            raise PublishTimeoutError(
+                f"Kafka did not acknowledge the record on {topic} within {timeout} s"
+            ) from exc
+        except KafkaError as exc:
+            raise PublishError(f"Kafka refused the record on {topic}: {exc}") from exc
+
+    async def missing_topics(self, names: Sequence[str], *, timeout: float = 2.0) -> list[str]:
+        """Which of ``names`` the cluster lacks, from fresh metadata.
+
+        Raises :class:`PublishError` when no broker answers within ``timeout``.
+        """
+        try:
+            async with asyncio.timeout(timeout):
+                metadata = await self.producer.client.fetch_all_metadata()
+        except (TimeoutError, KafkaError, OSError) as exc:
+            raise PublishError(f"no Kafka broker answered a metadata request: {exc!r}") from exc
+        known = metadata.topics()
+        return [name for name in names if name not in known]

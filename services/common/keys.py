@@ -1,0 +1,30 @@
+"""Turning task ids into storage keys that can never name a path outside their folder."""
+
+from __future__ import annotations
+
+import re
+
+__all__ = ["MAX_TASK_ID_LENGTH", "is_valid_task_id", "task_key"]
+
+#: Longest task id accepted. Encoded, the worst case is three bytes a character, and
+#: ``<key>.mid`` must stay below the usual 255-byte file-name limit.
+MAX_TASK_ID_LENGTH = 80
+
+_SAFE = frozenset(b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_")
+_PRINTABLE_ASCII = re.compile(r"[\x21-\x7e]+")
+
+
+def task_key(task_id: str) -> str:
+    """Percent-encode every byte of ``task_id`` except ASCII letters, digits, ``-`` and ``_``.
+
+    ``urllib.parse.quote(task_id, safe="-_")`` would leave ``.`` and ``~`` as they are, so a
+    task id of ``..`` would name the parent folder; here they are encoded too.
+    """
+    return "".join(
+        chr(byte) if byte in _SAFE else f"%{byte:02X}" for byte in task_id.encode("utf-8")
+    )
+
+
+def is_valid_task_id(task_id: str) -> bool:
+    """1..80 printable ASCII characters, no spaces: what the ingest accepts."""
+    return 0 < len(task_id) <= MAX_TASK_ID_LENGTH and _PRINTABLE_ASCII.fullmatch(task_id) is not None

@@ -1,0 +1,1 @@
+"""The callback receiver: verify, dedupe, publish to Kafka, answer only once durable."""

@@ -1,0 +1,1 @@
+"""Turns callback events into a MIDI file per task and a typed notes event."""

@@ -1,0 +1,72 @@
+"""Session-wide fixtures: one real Kafka broker for every test that needs one."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterator
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+
+from services.common.settings import KafkaSettings, Settings, TopicNames
+
+from .brokers import Broker, session_broker
+
+REFERENCE = Path(__file__).resolve().parents[1].parent / "shared" / "reference"
+
+
+def pytest_report_header(config: pytest.Config) -> str:
+    return "kafka: chosen on first use: KAFKA_BOOTSTRAP_SERVERS, else testcontainers, else local jars"
+
+
+@pytest.fixture(name="kafka_broker", scope="session")
+def fixture_kafka_broker(request: pytest.FixtureRequest) -> Iterator[Broker]:
+    """The session's real Kafka broker; failing to start fails the session loudly."""
+    try:
+        with session_broker() as broker:
+            reporter = request.config.pluginmanager.get_plugin("terminalreporter")
+            if reporter is not None:
+                reporter.write_line(f"\nkafka broker: {broker.source}")
+            yield broker
+    except RuntimeError as exc:
+        pytest.exit(str(exc), returncode=3)
+
+
+@pytest.fixture(name="topics")
+def fixture_topics() -> TopicNames:
+    """Topic names unique to one test, so tests never read each other's records."""
+    suffix = uuid.uuid4().hex[:10]
+    return TopicNames(
+        callbacks=f"test.{suffix}.callbacks",
+        notes=f"test.{suffix}.notes",
+        dlq=f"test.{suffix}.dlq",
+    )
+
+
+@pytest.fixture(name="settings")
+def fixture_settings(kafka_broker: Broker, topics: TopicNames, tmp_path: Path) -> Settings:
+    """Settings for one test: the session broker, unique topics and groups, a temp data dir."""
+    base = Settings.from_env({})
+    suffix = uuid.uuid4().hex[:8]
+    return base.with_overrides(
+        kafka=replace(
+            KafkaSettings(),
+            bootstrap_servers=kafka_broker.bootstrap_servers,
+            topics=topics,
+            partitions=3,
+        ),
+        storage={"data_dir": tmp_path / "data"},
+        ingest={"port": 0},
+        processor={"port": 0, "group_id": f"test-processor-{suffix}"},
+        archiver={"port": 0, "group_id": f"test-archiver-{suffix}"},
+    )
+
+
+@pytest.fixture(name="reference_examples", scope="session")
+def fixture_reference_examples() -> dict[str, bytes]:
+    """The provider's example callbacks from ../shared/reference/examples, as raw bytes."""
+    folder = REFERENCE / "examples"
+    if not folder.is_dir():
+        pytest.fail(f"the provider's examples are missing: expected them in {folder}")
+    return {path.stem: path.read_bytes() for path in sorted(folder.glob("*.json"))}
