@@ -13,6 +13,12 @@ from services.common.settings import KafkaSettings, Settings, TopicNames
 
 from .brokers import Broker, session_broker
 
+pytest_plugins = sorted(
+    f"tests.fixtures.{path.stem}"
+    for path in (Path(__file__).parent / "fixtures").glob("*.py")
+    if path.stem != "__init__"
+)
+
 REFERENCE = Path(__file__).resolve().parents[1].parent / "shared" / "reference"
 
 
