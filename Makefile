@@ -1,0 +1,28 @@
+# The two commands a new machine needs: `make run` and `make test`.
+.PHONY: run test send-example lint typecheck bench-ingest bench-processor kafka clean
+
+PYTHON := .venv/bin/python
+
+run: ## set up, then run the whole pipeline locally (Ctrl-C stops it)
+	@scripts/bootstrap.sh
+	@$(PYTHON) -m devenv.pipeline
+
+test: ## set up, then run the full test suite against a real Kafka broker
+	@scripts/bootstrap.sh --test
+	@$(PYTHON) -m pytest $(PYTEST_ARGS)
+
+send-example: ## POST a sample callback to the running ingest
+	@$(PYTHON) -m devenv.send_example $(ARGS)
+
+kafka: ## only a local Kafka broker on 127.0.0.1:9092
+	@scripts/bootstrap.sh
+	@$(PYTHON) -m devenv.kafka
+
+lint:
+	@.venv/bin/ruff check services devenv tests bench
+
+typecheck:
+	@.venv/bin/mypy
+
+clean:
+	rm -rf data .pytest_cache .mypy_cache .ruff_cache

@@ -1,0 +1,109 @@
+"""Send a callback shaped like the provider's to a running ingest, signed when a key is set.
+
+    python -m devenv.send_example                       # a generated callback, new task id
+    python -m devenv.send_example --file callback.json  # any JSON file, byte for byte
+    python -m devenv.send_example --shape data          # task id inside data (older shape)
+
+It signs with the first key of ``SUNO_WEBHOOK_SECRETS`` the way the provider does:
+``base64(HMAC-SHA256(key, taskId + "." + timestamp))``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import hashlib
+import hmac
+import json
+import sys
+import time
+import urllib.error
+import urllib.request
+import uuid
+from pathlib import Path
+from typing import Any
+
+from services.common.callback import find_task_id
+from services.common.keys import task_key
+from services.common.main import load_settings
+
+__all__ = ["example_callback", "main", "signature_headers"]
+
+#: A bar of drums and a bass line on the provider's 1/192 s grid.
+_DRUMS = [(36, 0, 24), (42, 48, 60), (38, 96, 120), (42, 144, 156)]
+_BASS = [(40, 0, 90), (43, 96, 186), (45, 192, 282), (47, 288, 378)]
+
+
+def example_callback(task_id: str, *, shape: str = "top") -> dict[str, Any]:
+    """A success callback in the provider's documented shape, with generated notes.
+
+    Times mix numbers and numeric strings, as the provider's own examples do.
+    """
+
+    def notes(spec: list[tuple[int, int, int]]) -> list[dict[str, Any]]:
+        return [
+            {"pitch": pitch, "start": start / 192, "end": str(end / 192), "velocity": 0.8}
+            for pitch, start, end in spec
+        ]
+
+    data: dict[str, Any] = {
+        "state": "complete",
+        "instruments": [
+            {"name": "Drums", "notes": notes(_DRUMS)},
+            {"name": "Electric Bass (finger)", "notes": notes(_BASS)},
+        ],
+    }
+    if shape == "data":
+        return {"code": 200, "msg": "success", "data": {"taskId": task_id, **data}}
+    return {"task_id": task_id, "code": 200, "msg": "success", "data": data}
+
+
+def signature_headers(key: str, task_id: str, timestamp: int | None = None) -> dict[str, str]:
+    ts = str(int(time.time()) if timestamp is None else timestamp)
+    digest = hmac.new(key.encode(), f"{task_id}.{ts}".encode(), hashlib.sha256).digest()
+    return {"X-Webhook-Timestamp": ts, "X-Webhook-Signature": base64.b64encode(digest).decode()}
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(
+        prog="python -m devenv.send_example",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    settings = load_settings("send_example")
+    parser.add_argument(
+        "--url", default=f"http://127.0.0.1:{settings.ingest.port}/callbacks/suno/midi"
+    )
+    parser.add_argument("--file", type=Path, help="send this JSON file byte for byte")
+    parser.add_argument("--shape", choices=("top", "data"), default="top")
+    parser.add_argument("--task-id", help="task id of the generated callback (default: new)")
+    args = parser.parse_args(argv)
+
+    if args.file:
+        body = args.file.read_bytes()
+        task_id = find_task_id(json.loads(body)) or ""
+    else:
+        task_id = args.task_id or f"example-{uuid.uuid4().hex[:12]}"
+        body = json.dumps(example_callback(task_id, shape=args.shape), indent=2).encode()
+    headers = {"Content-Type": "application/json"}
+    if settings.ingest.webhook_secrets:
+        headers.update(signature_headers(settings.ingest.webhook_secrets[0].get(), task_id))
+    request = urllib.request.Request(args.url, data=body, headers=headers, method="POST")
+    try:
+        with urllib.request.urlopen(request, timeout=15) as response:
+            answer = response.read().decode()
+            status = response.status
+    except urllib.error.HTTPError as exc:
+        answer, status = exc.read().decode(), exc.code
+    except urllib.error.URLError as exc:
+        sys.exit(f"could not reach the ingest at {args.url}: {exc.reason} (is `make run` running?)")
+    print(f"task {task_id}: HTTP {status} {answer}")
+    if status == 200:
+        midi = settings.storage.data_dir / "midi" / f"{task_key(task_id)}.mid"
+        print(f"MIDI file (in a few seconds): {midi}")
+    else:
+        sys.exit(1)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,62 @@
+#!/usr/bin/env bash
+# Installs everything the project needs on a fresh machine, idempotently:
+#   scripts/bootstrap.sh          Python deps (uv, locked), Kafka jars (Maven)
+#   scripts/bootstrap.sh --test   the above, plus the servers the tests start
+#                                 (Debian's redis-server and prometheus) and kustomize
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+UV_VERSION=0.13.8
+want_test=false
+[[ "${1:-}" == "--test" ]] && want_test=true
+
+say() { printf '\033[1m==> %s\033[0m\n' "$*" >&2; }
+
+python=${PYTHON:-python3}
+"$python" - <<'PY' || { echo "Python >= 3.11 is required (found $($python --version 2>&1))" >&2; exit 1; }
+import sys; sys.exit(0 if sys.version_info >= (3, 11) else 1)
+PY
+
+if ! command -v uv >/dev/null 2>&1 || [[ "$(uv --version 2>/dev/null | cut -d' ' -f2)" != "$UV_VERSION" ]]; then
+  say "installing uv $UV_VERSION"
+  "$python" -m pip install --quiet --disable-pip-version-check "uv==$UV_VERSION"
+  hash -r
+fi
+uv_bin=$(command -v uv || echo "$("$python" -m site --user-base)/bin/uv")
+
+say "installing Python dependencies from uv.lock"
+"$uv_bin" sync --frozen --python "$python" --quiet
+
+apt_install() {
+  local missing=()
+  for pkg in "$@"; do dpkg -s "$pkg" >/dev/null 2>&1 || missing+=("$pkg"); done
+  ((${#missing[@]})) || return 0
+  if [[ $(id -u) -ne 0 ]] && ! command -v sudo >/dev/null; then
+    echo "missing Debian packages: ${missing[*]} (install them as root)" >&2; exit 1
+  fi
+  local sudo=""; [[ $(id -u) -ne 0 ]] && sudo=sudo
+  say "installing Debian packages: ${missing[*]}"
+  $sudo apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+}
+
+if ! command -v java >/dev/null || ! command -v mvn >/dev/null; then
+  apt_install openjdk-17-jre-headless maven
+fi
+say "resolving the Apache Kafka jars with Maven (cached outside the repo)"
+.venv/bin/python -m devenv.kafka --resolve >/dev/null
+
+if $want_test; then
+  apt_install redis-server prometheus
+  # The Debian packages enable system services; the tests start their own servers.
+  for service in redis-server prometheus; do
+    if command -v systemctl >/dev/null && systemctl is-active --quiet "$service" 2>/dev/null; then
+      systemctl stop "$service" || true
+    fi
+  done
+  if [[ -x scripts/ensure-kustomize.sh ]]; then
+    say "ensuring kustomize"
+    scripts/ensure-kustomize.sh >/dev/null
+  fi
+fi
+say "ready"
