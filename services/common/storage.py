@@ -2,23 +2,40 @@
 
 One small interface, :class:`Storage`, with object-store semantics (whole objects under
 ``/``-separated keys, atomic puts), so local files and S3-compatible object storage are
-interchangeable by configuration.
+interchangeable by configuration: :class:`LocalStorage` (the default) and
+:class:`S3Storage` (``STORAGE_BACKEND=s3``), both opened by :func:`open_storage`.
 """
 
 from __future__ import annotations
 
 import asyncio
+import builtins
 import contextlib
+import functools
 import os
 import tempfile
 from collections.abc import AsyncIterator
 from pathlib import Path, PurePosixPath
-from typing import Protocol, runtime_checkable
+from typing import Any, Protocol, runtime_checkable
+
+from aiobotocore.config import AioConfig
+from aiobotocore.session import get_session
+from botocore.exceptions import BotoCoreError, ClientError
 
 from .errors import ConfigError, ObjectNotFoundError, StorageError
 from .settings import StorageSettings
 
-__all__ = ["LocalStorage", "Storage", "check_key", "open_storage"]
+__all__ = [
+    "TEMPORARY_PREFIX",
+    "LocalStorage",
+    "S3Storage",
+    "Storage",
+    "check_key",
+    "open_storage",
+]
+
+#: Name prefix of LocalStorage's temporary files; never listed, safe to remove when stale.
+TEMPORARY_PREFIX = ".tmp-"
 
 
 def check_key(key: str) -> str:
@@ -104,7 +121,19 @@ class LocalStorage:
         for key in keys:
             yield key
 
-    def _walk(self, prefix: str) -> list[str]:
+    async def remove_temporary_files(self, folder: str) -> builtins.list[str]:
+        """Delete the temporary files a killed writer left below ``folder``; return them.
+
+        Safe while other writers run: a writer whose temporary file vanishes fails its
+        ``put`` with :class:`StorageError` and retries, so nothing is ever half-written.
+        """
+        top = self.path(folder)
+        try:
+            return await asyncio.to_thread(_remove_temporaries, top)
+        except OSError as exc:
+            raise StorageError(f"cannot clean {top}: {exc.strerror or exc}") from exc
+
+    def _walk(self, prefix: str) -> builtins.list[str]:
         if not self.root.is_dir():
             return []
         found = []
@@ -113,7 +142,7 @@ class LocalStorage:
             rel = Path(dirpath).relative_to(self.root).as_posix()
             base = "" if rel == "." else rel + "/"
             for name in filenames:
-                if name.startswith(".tmp-"):
+                if name.startswith(TEMPORARY_PREFIX):
                     continue
                 key = base + name
                 if key.startswith(prefix):
@@ -121,12 +150,28 @@ class LocalStorage:
         return sorted(found)
 
 
+def _remove_temporaries(top: Path) -> list[str]:
+    removed: list[str] = []
+    if not top.is_dir():
+        return removed
+    for dirpath, _dirnames, filenames in os.walk(top):
+        for name in filenames:
+            if name.startswith(TEMPORARY_PREFIX):
+                path = Path(dirpath, name)
+                with contextlib.suppress(FileNotFoundError):
+                    path.unlink()
+                    removed.append(str(path))
+    return removed
+
+
 def _write_durably(path: Path, data: bytes) -> None:
     directory = path.parent
     created = _makedirs(directory)
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-", dir=directory)
+    fd, tmp = tempfile.mkstemp(prefix=TEMPORARY_PREFIX, dir=directory)
     try:
         with os.fdopen(fd, "wb") as handle:
+            # mkstemp creates 0600; give the file the mode a plain open() would.
+            os.fchmod(handle.fileno(), 0o666 & ~_umask())
             handle.write(data)
             handle.flush()
             os.fsync(handle.fileno())
@@ -159,10 +204,173 @@ def _fsync_dir(directory: Path) -> None:
         os.close(fd)
 
 
+class S3Storage:
+    """Objects in one bucket of an S3-compatible store, below an optional key prefix.
+
+    A ``PutObject`` replaces an object in one step: readers see the old object or the new
+    one, never a part, and an acknowledged put is durable. Errors from botocore are
+    converted to :class:`StorageError` here, where they enter.
+    """
+
+    def __init__(
+        self, client: Any, bucket: str, prefix: str = "", *, page_size: int = 1000
+    ) -> None:
+        self._client = client
+        self.bucket = bucket
+        self.prefix = _normalize_prefix(prefix)
+        self._page_size = page_size
+
+    def object_key(self, key: str) -> str:
+        return self.prefix + check_key(key)
+
+    def uri(self, key: str) -> str:
+        return f"s3://{self.bucket}/{self.object_key(key)}"
+
+    async def put(self, key: str, data: bytes) -> str:
+        name = self.object_key(key)
+        try:
+            await self._client.put_object(Bucket=self.bucket, Key=name, Body=data)
+        except (ClientError, BotoCoreError, OSError, TimeoutError) as exc:
+            raise StorageError(f"cannot write {self.uri(key)}: {_describe(exc)}") from exc
+        return self.uri(key)
+
+    async def get(self, key: str) -> bytes:
+        name = self.object_key(key)
+        try:
+            response = await self._client.get_object(Bucket=self.bucket, Key=name)
+            async with response["Body"] as stream:
+                data: bytes = await stream.read()
+        except ClientError as exc:
+            if _error_code(exc) in ("NoSuchKey", "404", "NotFound"):
+                raise ObjectNotFoundError(f"no object {key!r} in s3://{self.bucket}") from None
+            raise StorageError(f"cannot read {self.uri(key)}: {_describe(exc)}") from exc
+        except (BotoCoreError, OSError, TimeoutError) as exc:
+            raise StorageError(f"cannot read {self.uri(key)}: {_describe(exc)}") from exc
+        return data
+
+    async def exists(self, key: str) -> bool:
+        name = self.object_key(key)
+        try:
+            await self._client.head_object(Bucket=self.bucket, Key=name)
+        except ClientError as exc:
+            if _error_code(exc) in ("404", "NoSuchKey", "NotFound"):
+                return False
+            raise StorageError(f"cannot look up {self.uri(key)}: {_describe(exc)}") from exc
+        except (BotoCoreError, OSError, TimeoutError) as exc:
+            raise StorageError(f"cannot look up {self.uri(key)}: {_describe(exc)}") from exc
+        return True
+
+    async def delete(self, key: str) -> None:
+        name = self.object_key(key)
+        try:
+            await self._client.delete_object(Bucket=self.bucket, Key=name)
+        except (ClientError, BotoCoreError, OSError, TimeoutError) as exc:
+            raise StorageError(f"cannot delete {self.uri(key)}: {_describe(exc)}") from exc
+
+    async def list(self, prefix: str = "") -> AsyncIterator[str]:
+        # S3 lists keys in UTF-8 byte order, which is the code point order ``sorted`` uses.
+        paginator = self._client.get_paginator("list_objects_v2")
+        pages = paginator.paginate(
+            Bucket=self.bucket,
+            Prefix=self.prefix + prefix,
+            PaginationConfig={"PageSize": self._page_size},
+        )
+        try:
+            async for page in pages:
+                for item in page.get("Contents", ()):
+                    yield item["Key"][len(self.prefix) :]
+        except (ClientError, BotoCoreError, OSError, TimeoutError) as exc:
+            raise StorageError(
+                f"cannot list s3://{self.bucket}/{self.prefix}{prefix}: {_describe(exc)}"
+            ) from exc
+
+    async def check_bucket(self) -> None:
+        """Fail early, with a message saying what to fix, when the bucket is unusable."""
+        try:
+            await self._client.head_bucket(Bucket=self.bucket)
+        except ClientError as exc:
+            if _error_code(exc) in ("404", "NoSuchBucket", "NotFound"):
+                raise ConfigError(
+                    f"S3_BUCKET={self.bucket!r} does not exist at the configured endpoint; "
+                    "create it or fix S3_BUCKET / S3_ENDPOINT_URL"
+                ) from None
+            raise StorageError(
+                f"cannot use bucket {self.bucket!r}: {_describe(exc)} "
+                "(check the AWS credentials and the bucket's permissions)"
+            ) from exc
+        except (BotoCoreError, OSError, TimeoutError) as exc:
+            raise StorageError(f"cannot reach bucket {self.bucket!r}: {_describe(exc)}") from exc
+
+
+def _normalize_prefix(prefix: str) -> str:
+    """``"a/b"``, ``"/a/b/"`` -> ``"a/b/"``; empty stays empty."""
+    stripped = prefix.strip("/")
+    if not stripped:
+        return ""
+    check_key(stripped)
+    return stripped + "/"
+
+
+def _error_code(exc: ClientError) -> str:
+    return str(exc.response.get("Error", {}).get("Code", ""))
+
+
+def _describe(exc: BaseException) -> str:
+    if isinstance(exc, ClientError):
+        error = exc.response.get("Error", {})
+        return f"{error.get('Code', '?')}: {error.get('Message', '')}".rstrip(": ")
+    return str(exc) or type(exc).__name__
+
+
 @contextlib.asynccontextmanager
 async def open_storage(settings: StorageSettings) -> AsyncIterator[Storage]:
-    """The storage the settings select, open for the duration of the ``async with``."""
+    """The storage the settings select, open for the duration of the ``async with``.
+
+    For S3 this opens one client (one connection pool) for the process; credentials come
+    from the standard AWS chain (environment, shared config files, instance roles).
+    """
     if settings.backend == "local":
         yield LocalStorage(settings.data_dir)
         return
+    if settings.backend == "s3":
+        if not settings.s3_bucket:
+            raise ConfigError("STORAGE_BACKEND=s3 needs S3_BUCKET")
+        config = AioConfig(
+            # Custom endpoints (MinIO, Ceph, moto...) rarely serve virtual-host buckets.
+            s3={"addressing_style": "path" if settings.s3_endpoint_url else "auto"},
+            retries={"max_attempts": 3, "mode": "standard"},
+            connect_timeout=5,
+            read_timeout=30,
+        )
+        async with contextlib.AsyncExitStack() as stack:
+            try:
+                client = await stack.enter_async_context(
+                    get_session().create_client(
+                        "s3",
+                        endpoint_url=settings.s3_endpoint_url,
+                        region_name=settings.s3_region,
+                        config=config,
+                    )
+                )
+            except (BotoCoreError, ValueError) as exc:
+                raise ConfigError(f"cannot configure the S3 client: {exc}") from exc
+            storage = S3Storage(client, settings.s3_bucket, settings.s3_prefix)
+            await storage.check_bucket()
+            yield storage
+        return
     raise ConfigError(f"STORAGE_BACKEND={settings.backend!r} is not supported by this build")
+
+
+@functools.cache
+def _umask() -> int:
+    """The process umask, read once; /proc avoids os.umask's set-to-read race between threads."""
+    with (
+        contextlib.suppress(OSError, ValueError),
+        open("/proc/self/status", encoding="ascii") as status,
+    ):
+        for line in status:
+            if line.startswith("Umask:"):
+                return int(line.split()[1], 8)
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
