@@ -51,7 +51,11 @@ def resolve_jars(version: str = KAFKA_VERSION) -> Path:
     staging = libs.with_name("libs.partial")
     shutil.rmtree(staging, ignore_errors=True)
     command = [
-        "mvn", "-q", "-B", "-f", str(POM),
+        "mvn",
+        "-q",
+        "-B",
+        "-f",
+        str(POM),
         f"-Dkafka.version={version}",
         "dependency:copy-dependencies",
         f"-DoutputDirectory={staging}",
@@ -163,11 +167,13 @@ class LocalKafka:
             raise BrokerStartError("Java is not installed: the local Kafka broker needs a JRE 17+")
         return [
             java,
-            f"-Xms128m", f"-Xmx{self.heap}",
+            "-Xms128m",
+            f"-Xmx{self.heap}",
             "-XX:+UseG1GC",
             "-Djava.awt.headless=true",
             f"-Dlog4j2.configurationFile={self.workdir / 'log4j2.properties'}",
-            "-cp", f"{libs}/*",
+            "-cp",
+            f"{libs}/*",
             *args,
         ]
 
@@ -175,16 +181,28 @@ class LocalKafka:
         libs = resolve_jars(self.version)
         config = self._write_config()
         fmt = subprocess.run(
-            self._java(libs, "kafka.tools.StorageTool", "format",
-                       "-t", _cluster_id(), "-c", str(config), "--ignore-formatted"),
-            capture_output=True, text=True, check=False,
+            self._java(
+                libs,
+                "kafka.tools.StorageTool",
+                "format",
+                "-t",
+                _cluster_id(),
+                "-c",
+                str(config),
+                "--ignore-formatted",
+            ),
+            capture_output=True,
+            text=True,
+            check=False,
         )
         if fmt.returncode != 0:
             raise BrokerStartError(f"kafka-storage format failed:\n{fmt.stdout}{fmt.stderr}")
         stdout = open(self.workdir / "stdout.log", "wb")  # noqa: SIM115 - lives with the process
         self.process = subprocess.Popen(
             self._java(libs, "kafka.Kafka", str(config)),
-            stdout=stdout, stderr=subprocess.STDOUT, start_new_session=True,
+            stdout=stdout,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
         )
         stdout.close()
         deadline = time.monotonic() + timeout
@@ -219,7 +237,10 @@ class LocalKafka:
         texts = []
         for path in (self.log_file, self.workdir / "stdout.log"):
             if path.exists():
-                texts.append(f"--- {path}\n" + "\n".join(path.read_text(errors="replace").splitlines()[-lines:]))
+                texts.append(
+                    f"--- {path}\n"
+                    + "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+                )
         return "\n".join(texts) or "(no log written)"
 
     def stop(self, timeout: float = 30.0) -> None:
@@ -280,8 +301,11 @@ def running_broker(port: int | None = None) -> Iterator[LocalKafka]:
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m devenv.kafka", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        prog="python -m devenv.kafka",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     parser.add_argument("--port", type=int, default=9092, help="listener port (default 9092)")
     parser.add_argument("--resolve", action="store_true", help="only resolve the jars")
     args = parser.parse_args(argv)
@@ -292,7 +316,9 @@ def main(argv: list[str] | None = None) -> None:
         broker = LocalKafka(port=args.port).start()
     except BrokerStartError as exc:
         sys.exit(f"local Kafka: {exc}")
-    print(f"Kafka {KAFKA_VERSION} ready at {broker.bootstrap_servers} (Ctrl-C stops it)", flush=True)
+    print(
+        f"Kafka {KAFKA_VERSION} ready at {broker.bootstrap_servers} (Ctrl-C stops it)", flush=True
+    )
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
     try:
         while broker.process is not None and broker.process.poll() is None:

@@ -52,10 +52,9 @@ def _wait_ready(name: str, port: int, process: subprocess.Popen[bytes], timeout:
     while time.monotonic() < deadline:
         if process.poll() is not None:
             raise RuntimeError(f"{name} exited with code {process.returncode} while starting")
-        with contextlib.suppress(OSError):
-            with urllib.request.urlopen(url, timeout=1) as response:
-                if response.status == 200:
-                    return
+        with contextlib.suppress(OSError), urllib.request.urlopen(url, timeout=1) as response:
+            if response.status == 200:
+                return
         time.sleep(0.2)
     raise RuntimeError(f"{name} was not ready at {url} within {timeout:.0f} s")
 

@@ -16,6 +16,7 @@ so a committed offset always means done.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from datetime import UTC, datetime
@@ -39,7 +40,7 @@ RecordHandler = Callable[[ConsumerRecord[bytes, bytes]], Awaitable[None]]
 _ERROR_HEADER_LIMIT = 1000
 
 
-class DeadLetter(Exception):  # noqa: N818 - it names the action, like faststream's NackMessage
+class DeadLetter(Exception):
     """The record can never be handled: send it to the dead-letter topic."""
 
     def __init__(self, reason: str, message: str) -> None:
@@ -47,7 +48,7 @@ class DeadLetter(Exception):  # noqa: N818 - it names the action, like faststrea
         self.reason = reason
 
 
-class Transient(Exception):  # noqa: N818
+class Transient(Exception):
     """The record could not be handled *yet*: retry it, do not commit past it."""
 
 
@@ -60,12 +61,18 @@ class _Listener(ConsumerRebalanceListener):  # type: ignore[misc]
         for tp in revoked:
             self._loop.forget(tp)
         if revoked:
-            log.info("partitions_revoked", partitions=sorted(f"{tp.topic}:{tp.partition}" for tp in revoked))
+            log.info(
+                "partitions_revoked",
+                partitions=sorted(f"{tp.topic}:{tp.partition}" for tp in revoked),
+            )
 
     async def on_partitions_assigned(self, assigned: set[TopicPartition]) -> None:
         self._loop.metrics.rebalances.labels("assigned").inc()
         if assigned:
-            log.info("partitions_assigned", partitions=sorted(f"{tp.topic}:{tp.partition}" for tp in assigned))
+            log.info(
+                "partitions_assigned",
+                partitions=sorted(f"{tp.topic}:{tp.partition}" for tp in assigned),
+            )
 
 
 class ConsumerLoop:
@@ -126,7 +133,7 @@ class ConsumerLoop:
         self._consumer = consumer
         self._task = asyncio.create_task(self._run(), name=f"{self._role}-consumer")
 
-    async def stop(self, timeout: float = 30.0) -> None:
+    async def stop(self, timeout: float = 30.0) -> None:  # noqa: ASYNC109 - bounds the drain
         """Finish the record in hand, commit it, leave the group."""
         self._stopping.set()
         task, self._task = self._task, None
@@ -165,10 +172,8 @@ class ConsumerLoop:
 
     def forget(self, tp: TopicPartition) -> None:
         self._next_offset.pop(tp, None)
-        try:
+        with contextlib.suppress(KeyError):
             self.metrics.lag.remove(tp.topic, str(tp.partition))
-        except KeyError:
-            pass
 
     # the loop ------------------------------------------------------------------------
 

@@ -6,7 +6,6 @@ from __future__ import annotations
 from collections.abc import AsyncIterator, Callable
 
 from aiohttp import web
-from prometheus_client import CollectorRegistry
 
 from .consumer import ConsumerLoop, RecordHandler
 from .metrics import ConsumerMetrics
@@ -68,5 +67,3 @@ def create_consumer_app(
     app[READINESS] = ready
     add_ops_routes(app)
     return app
-
-

@@ -161,7 +161,7 @@ class Publisher:
         key: bytes,
         value: bytes,
         headers: Sequence[tuple[str, bytes]] = (),
-        timeout: float | None = None,
+        timeout: float | None = None,  # noqa: ASYNC109 - callers pass their own deadline
     ) -> RecordMetadata:
         """Send one record and wait for the broker's acknowledgement.
 
@@ -180,7 +180,12 @@ class Publisher:
         except KafkaError as exc:
             raise PublishError(f"Kafka refused the record on {topic}: {exc}") from exc
 
-    async def missing_topics(self, names: Sequence[str], *, timeout: float = 2.0) -> list[str]:
+    async def missing_topics(
+        self,
+        names: Sequence[str],
+        *,
+        timeout: float = 2.0,  # noqa: ASYNC109 - readiness probes must answer fast
+    ) -> list[str]:
         """Which of ``names`` the cluster lacks, from fresh metadata.
 
         Raises :class:`PublishError` when no broker answers within ``timeout``.

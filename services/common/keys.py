@@ -27,4 +27,6 @@ def task_key(task_id: str) -> str:
 
 def is_valid_task_id(task_id: str) -> bool:
     """1..80 printable ASCII characters, no spaces: what the ingest accepts."""
-    return 0 < len(task_id) <= MAX_TASK_ID_LENGTH and _PRINTABLE_ASCII.fullmatch(task_id) is not None
+    return (
+        0 < len(task_id) <= MAX_TASK_ID_LENGTH and _PRINTABLE_ASCII.fullmatch(task_id) is not None
+    )

@@ -178,7 +178,9 @@ class Settings:
             max_body_bytes=env.int(
                 "INGEST_MAX_BODY_BYTES", IngestSettings.max_body_bytes, minimum=1024
             ),
-            max_json_depth=env.int("INGEST_MAX_JSON_DEPTH", IngestSettings.max_json_depth, minimum=2),
+            max_json_depth=env.int(
+                "INGEST_MAX_JSON_DEPTH", IngestSettings.max_json_depth, minimum=2
+            ),
             publish_timeout_seconds=env.float(
                 "INGEST_PUBLISH_TIMEOUT_SECONDS", IngestSettings.publish_timeout_seconds
             ),
@@ -268,6 +270,7 @@ ENVIRONMENT: tuple[tuple[str, str, str], ...] = (
     ("KAFKA_TOPIC_CALLBACKS", "suno.midi.callbacks.v1", "ingest -> processor, archiver"),
     ("KAFKA_TOPIC_NOTES", "suno.midi.notes.v1", "processor -> downstream"),
     ("KAFKA_TOPIC_DLQ", "suno.midi.dlq.v1", "dead letters"),
+    ("KAFKA_CLIENT_ID_PREFIX", "suno-midi", "client.id prefix; the role is appended"),
     ("KAFKA_SECURITY_PROTOCOL", "PLAINTEXT", "PLAINTEXT, SSL, SASL_PLAINTEXT or SASL_SSL"),
     ("KAFKA_SASL_MECHANISM", "", "e.g. SCRAM-SHA-512"),
     ("KAFKA_SASL_USERNAME", "", "SASL user"),

@@ -1,0 +1,216 @@
+"""The shared consumer loop on a real broker: commit after work, dead-letter, retry."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+
+import pytest
+from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka.structs import ConsumerRecord
+from prometheus_client import CollectorRegistry
+
+from services.common.consumer import ConsumerLoop, DeadLetter, RecordHandler, Transient
+from services.common.kafka import Publisher, ensure_topics
+from services.common.metrics import ConsumerMetrics
+from services.common.settings import Settings
+
+from ..helpers import eventually, read_topic
+
+pytestmark = pytest.mark.kafka
+
+
+@pytest.fixture(name="publisher")
+async def fixture_publisher(settings: Settings) -> AsyncIterator[Publisher]:
+    topics = settings.kafka.topics
+    await ensure_topics(settings.kafka, "test", [topics.callbacks, topics.dlq])
+    publisher = Publisher(settings.kafka, "test")
+    await publisher.start()
+    try:
+        yield publisher
+    finally:
+        await publisher.stop()
+
+
+async def committed(settings: Settings, group_id: str) -> dict[int, int]:
+    """The group's committed offsets on the callbacks topic, by partition."""
+    consumer = AIOKafkaConsumer(
+        bootstrap_servers=settings.kafka.bootstrap_servers, group_id=group_id
+    )
+    await consumer.start()
+    try:
+        result = {}
+        for partition in range(settings.kafka.partitions):
+            offset = await consumer.committed(
+                TopicPartition(settings.kafka.topics.callbacks, partition)
+            )
+            if offset is not None:
+                result[partition] = offset
+        return result
+    finally:
+        await consumer.stop()
+
+
+def make_loop(
+    settings: Settings, publisher: Publisher, handler: RecordHandler, registry: CollectorRegistry
+) -> ConsumerLoop:
+    return ConsumerLoop(
+        settings=settings.kafka,
+        role="test",
+        group_id=settings.processor.group_id,
+        topics=[settings.kafka.topics.callbacks],
+        handler=handler,
+        publisher=publisher,
+        metrics=ConsumerMetrics("test", registry),
+        backoff_initial=0.05,
+        backoff_max=0.2,
+    )
+
+
+class TestConsumerLoop:
+    async def test_dead_letters_carry_the_why_and_the_where(
+        self, settings: Settings, publisher: Publisher
+    ) -> None:
+        """A DeadLetter lands on the DLQ with its reason and source; the loop goes on."""
+        topics = settings.kafka.topics
+        handled: list[bytes] = []
+
+        async def handler(record: ConsumerRecord[bytes, bytes]) -> None:
+            if record.value == b"poison":
+                raise DeadLetter("invalid_callback", "not a callback")
+            handled.append(record.value or b"")
+
+        registry = CollectorRegistry()
+        loop = make_loop(settings, publisher, handler, registry)
+        for value in (b"poison", b"good"):
+            await publisher.publish(topics.callbacks, key=b"same-key", value=value, timeout=10)
+        await loop.start()
+        try:
+            await eventually(lambda: handled == [b"good"], what="the good record")
+            [dead] = await read_topic(settings.kafka.bootstrap_servers, topics.dlq, 1)
+        finally:
+            await loop.stop()
+        headers = {k: v.decode() for k, v in dead.headers}
+        assert dead.value == b"poison" and dead.key == b"same-key"
+        assert headers["dlq.reason"] == "invalid_callback"
+        assert headers["dlq.error"] == "not a callback"
+        assert headers["dlq.source.topic"] == topics.callbacks
+        assert headers["dlq.source.offset"] == "0"
+        assert headers["dlq.consumer.group"] == settings.processor.group_id
+        assert (
+            registry.get_sample_value("test_dead_letters_total", {"reason": "invalid_callback"})
+            == 1
+        )
+        assert sum((await committed(settings, settings.processor.group_id)).values()) == 2
+
+    async def test_undecodable_records_are_dead_lettered(
+        self, settings: Settings, publisher: Publisher
+    ) -> None:
+        """A handler's CodecError sends the record to the DLQ as undecodable."""
+        from services.common.events import CallbackEvent
+
+        async def handler(record: ConsumerRecord[bytes, bytes]) -> None:
+            CallbackEvent.decode(record.value or b"")
+
+        loop = make_loop(settings, publisher, handler, CollectorRegistry())
+        await publisher.publish(
+            settings.kafka.topics.callbacks, key=b"k", value=b"\x00garbage", timeout=10
+        )
+        await loop.start()
+        try:
+            [dead] = await read_topic(
+                settings.kafka.bootstrap_servers, settings.kafka.topics.dlq, 1
+            )
+        finally:
+            await loop.stop()
+        assert dict(dead.headers)["dlq.reason"] == b"undecodable"
+
+    async def test_unexpected_errors_are_retried_then_dead_lettered(
+        self, settings: Settings, publisher: Publisher
+    ) -> None:
+        """A bug is tried max_attempts times, then dead-lettered as processing_failed."""
+        attempts = 0
+
+        async def handler(_record: ConsumerRecord[bytes, bytes]) -> None:
+            nonlocal attempts
+            attempts += 1
+            raise ZeroDivisionError("bug")
+
+        registry = CollectorRegistry()
+        loop = make_loop(settings, publisher, handler, registry)
+        await publisher.publish(settings.kafka.topics.callbacks, key=b"k", value=b"v", timeout=10)
+        await loop.start()
+        try:
+            [dead] = await read_topic(
+                settings.kafka.bootstrap_servers, settings.kafka.topics.dlq, 1
+            )
+        finally:
+            await loop.stop()
+        assert attempts == 3
+        assert dict(dead.headers)["dlq.reason"] == b"processing_failed"
+        topic = settings.kafka.topics.callbacks
+        assert (
+            registry.get_sample_value("test_records_total", {"topic": topic, "result": "retried"})
+            == 2
+        )
+
+    async def test_transient_errors_hold_the_offset_until_they_pass(
+        self, settings: Settings, publisher: Publisher
+    ) -> None:
+        """While the handler fails transiently, nothing is committed; then exactly once."""
+        failing = True
+        calls = 0
+
+        async def handler(_record: ConsumerRecord[bytes, bytes]) -> None:
+            nonlocal calls
+            calls += 1
+            if failing:
+                raise Transient("disk full")
+
+        loop = make_loop(settings, publisher, handler, CollectorRegistry())
+        await publisher.publish(settings.kafka.topics.callbacks, key=b"k", value=b"v", timeout=10)
+        await loop.start()
+        try:
+            await eventually(lambda: calls >= 5, what="several retries")
+            assert await committed(settings, settings.processor.group_id) == {}
+            failing = False
+            await eventually(
+                lambda: committed(settings, settings.processor.group_id), what="the commit"
+            )
+        finally:
+            await loop.stop()
+        assert sum((await committed(settings, settings.processor.group_id)).values()) == 1
+        assert (
+            await read_topic(
+                settings.kafka.bootstrap_servers, settings.kafka.topics.dlq, 1, timeout=2
+            )
+            == []
+        )
+
+    async def test_stop_finishes_the_record_in_hand(
+        self, settings: Settings, publisher: Publisher
+    ) -> None:
+        """stop() waits for the running handler, commits it, and handles nothing more."""
+        started = asyncio.Event()
+        release = asyncio.Event()
+        handled: list[bytes] = []
+
+        async def handler(record: ConsumerRecord[bytes, bytes]) -> None:
+            started.set()
+            await release.wait()
+            handled.append(record.value or b"")
+
+        loop = make_loop(settings, publisher, handler, CollectorRegistry())
+        for value in (b"1", b"2", b"3"):
+            await publisher.publish(
+                settings.kafka.topics.callbacks, key=b"k", value=value, timeout=10
+            )
+        await loop.start()
+        await asyncio.wait_for(started.wait(), 30)
+        stopping = asyncio.create_task(loop.stop())
+        await asyncio.sleep(0.2)
+        assert not stopping.done()
+        release.set()
+        await stopping
+        assert handled == [b"1"]
+        assert sum((await committed(settings, settings.processor.group_id)).values()) == 1
