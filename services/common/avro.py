@@ -64,7 +64,10 @@ class AvroCodec:
     """Encodes and decodes one schema's records in single-object encoding."""
 
     def __init__(self, schema: Mapping[str, Any]) -> None:
-        self.parsed = fastavro.parse_schema(dict(schema))
+        parsed = fastavro.parse_schema(dict(schema))
+        if not isinstance(parsed, dict):
+            raise CodecError("an event schema must be an Avro record")
+        self.parsed: dict[str, Any] = parsed
         self.canonical_form: str = fastavro.schema.to_parsing_canonical_form(self.parsed)
         self.fingerprint: int = crc64_avro(self.canonical_form.encode("utf-8"))
         self.header: bytes = MAGIC + self.fingerprint.to_bytes(8, "little")
@@ -112,6 +115,8 @@ def load_codec(name: str, schema_dir: Path = SCHEMA_DIR) -> AvroCodec:
         schema = fastavro.schema.load_schema(str(path))
     except FileNotFoundError:
         raise CodecError(f"schema file {path} not found") from None
+    if not isinstance(schema, dict):
+        raise CodecError(f"{path} must hold one Avro record schema")
     return AvroCodec(schema)
 
 

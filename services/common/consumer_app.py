@@ -15,7 +15,7 @@ from .web import PUBLISHER, READINESS, REGISTRY, SETTINGS, add_ops_routes, publi
 
 __all__ = ["CONSUMER", "STORAGE", "create_consumer_app"]
 
-STORAGE = web.AppKey("storage", Storage)  # type: ignore[type-abstract]
+STORAGE = web.AppKey("storage", Storage)
 CONSUMER = web.AppKey("consumer", ConsumerLoop)
 
 

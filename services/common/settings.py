@@ -11,7 +11,7 @@ import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, cast
 
 from .errors import ConfigError
 
@@ -29,6 +29,9 @@ __all__ = [
 ]
 
 MiB = 1024 * 1024
+
+Backend = Literal["local", "s3"]
+LogFormat = Literal["auto", "json", "console"]
 
 
 class Secret:
@@ -97,7 +100,7 @@ class IngestSettings:
 
 @dataclass(frozen=True)
 class StorageSettings:
-    backend: Literal["local", "s3"] = "local"
+    backend: Backend = "local"
     data_dir: Path = Path("./data")
     s3_endpoint_url: str | None = None
     s3_bucket: str | None = None
@@ -123,7 +126,7 @@ class ArchiverSettings:
 class LogSettings:
     level: str = "INFO"
     #: ``auto`` is readable output on a terminal and JSON lines everywhere else.
-    format: Literal["auto", "json", "console"] = "auto"
+    format: LogFormat = "auto"
 
 
 @dataclass(frozen=True)
@@ -143,22 +146,22 @@ class Settings:
         """
         env = _Env(os.environ if environ is None else environ)
         topics = TopicNames(
-            callbacks=env.str("KAFKA_TOPIC_CALLBACKS", TopicNames.callbacks),
-            notes=env.str("KAFKA_TOPIC_NOTES", TopicNames.notes),
-            dlq=env.str("KAFKA_TOPIC_DLQ", TopicNames.dlq),
+            callbacks=env.text("KAFKA_TOPIC_CALLBACKS", TopicNames.callbacks),
+            notes=env.text("KAFKA_TOPIC_NOTES", TopicNames.notes),
+            dlq=env.text("KAFKA_TOPIC_DLQ", TopicNames.dlq),
         )
         kafka = KafkaSettings(
-            bootstrap_servers=env.str("KAFKA_BOOTSTRAP_SERVERS", KafkaSettings.bootstrap_servers),
+            bootstrap_servers=env.text("KAFKA_BOOTSTRAP_SERVERS", KafkaSettings.bootstrap_servers),
             topics=topics,
-            create_topics=env.bool("KAFKA_CREATE_TOPICS", KafkaSettings.create_topics),
-            partitions=env.int("KAFKA_TOPIC_PARTITIONS", KafkaSettings.partitions, minimum=1),
-            replication_factor=env.int(
+            create_topics=env.flag("KAFKA_CREATE_TOPICS", KafkaSettings.create_topics),
+            partitions=env.integer("KAFKA_TOPIC_PARTITIONS", KafkaSettings.partitions, minimum=1),
+            replication_factor=env.integer(
                 "KAFKA_REPLICATION_FACTOR", KafkaSettings.replication_factor, minimum=1
             ),
-            max_message_bytes=env.int(
+            max_message_bytes=env.integer(
                 "KAFKA_MAX_MESSAGE_BYTES", KafkaSettings.max_message_bytes, minimum=MiB
             ),
-            client_id_prefix=env.str("KAFKA_CLIENT_ID_PREFIX", KafkaSettings.client_id_prefix),
+            client_id_prefix=env.text("KAFKA_CLIENT_ID_PREFIX", KafkaSettings.client_id_prefix),
             security_protocol=env.choice(
                 "KAFKA_SECURITY_PROTOCOL",
                 KafkaSettings.security_protocol,
@@ -169,56 +172,63 @@ class Settings:
             sasl_password=env.secret("KAFKA_SASL_PASSWORD"),
         )
         ingest = IngestSettings(
-            host=env.str("INGEST_HOST", IngestSettings.host),
-            port=env.int("INGEST_PORT", IngestSettings.port, minimum=0),
+            host=env.text("INGEST_HOST", IngestSettings.host),
+            port=env.integer("INGEST_PORT", IngestSettings.port, minimum=0),
             webhook_secrets=env.secrets("SUNO_WEBHOOK_SECRETS"),
-            signature_tolerance_seconds=env.int(
+            signature_tolerance_seconds=env.integer(
                 "SIGNATURE_TOLERANCE_SECONDS", IngestSettings.signature_tolerance_seconds, minimum=0
             ),
-            max_body_bytes=env.int(
+            max_body_bytes=env.integer(
                 "INGEST_MAX_BODY_BYTES", IngestSettings.max_body_bytes, minimum=1024
             ),
-            max_json_depth=env.int(
+            max_json_depth=env.integer(
                 "INGEST_MAX_JSON_DEPTH", IngestSettings.max_json_depth, minimum=2
             ),
-            publish_timeout_seconds=env.float(
+            publish_timeout_seconds=env.number(
                 "INGEST_PUBLISH_TIMEOUT_SECONDS", IngestSettings.publish_timeout_seconds
             ),
-            max_in_flight=env.int("INGEST_MAX_IN_FLIGHT", IngestSettings.max_in_flight, minimum=1),
-            retry_after_seconds=env.int(
+            max_in_flight=env.integer(
+                "INGEST_MAX_IN_FLIGHT", IngestSettings.max_in_flight, minimum=1
+            ),
+            retry_after_seconds=env.integer(
                 "INGEST_RETRY_AFTER_SECONDS", IngestSettings.retry_after_seconds, minimum=1
             ),
             redis_url=env.secret("REDIS_URL"),
-            dedupe_window_seconds=env.int(
+            dedupe_window_seconds=env.integer(
                 "DEDUPE_WINDOW_SECONDS", IngestSettings.dedupe_window_seconds, minimum=1
             ),
-            shutdown_grace_seconds=env.float(
+            shutdown_grace_seconds=env.number(
                 "INGEST_SHUTDOWN_GRACE_SECONDS", IngestSettings.shutdown_grace_seconds
             ),
         )
         storage = StorageSettings(
-            backend=env.choice("STORAGE_BACKEND", StorageSettings.backend, ("local", "s3")),  # type: ignore[arg-type]
-            data_dir=Path(env.str("DATA_DIR", "./data")),
+            backend=cast(
+                Backend, env.choice("STORAGE_BACKEND", StorageSettings.backend, ("local", "s3"))
+            ),
+            data_dir=Path(env.text("DATA_DIR", "./data")),
             s3_endpoint_url=env.optional("S3_ENDPOINT_URL"),
             s3_bucket=env.optional("S3_BUCKET"),
-            s3_prefix=env.str("S3_PREFIX", ""),
+            s3_prefix=env.text("S3_PREFIX", ""),
             s3_region=env.optional("S3_REGION"),
         )
         processor = ProcessorSettings(
-            host=env.str("PROCESSOR_HOST", ProcessorSettings.host),
-            port=env.int("PROCESSOR_PORT", ProcessorSettings.port, minimum=0),
-            group_id=env.str("PROCESSOR_GROUP_ID", ProcessorSettings.group_id),
+            host=env.text("PROCESSOR_HOST", ProcessorSettings.host),
+            port=env.integer("PROCESSOR_PORT", ProcessorSettings.port, minimum=0),
+            group_id=env.text("PROCESSOR_GROUP_ID", ProcessorSettings.group_id),
         )
         archiver = ArchiverSettings(
-            host=env.str("ARCHIVER_HOST", ArchiverSettings.host),
-            port=env.int("ARCHIVER_PORT", ArchiverSettings.port, minimum=0),
-            group_id=env.str("ARCHIVER_GROUP_ID", ArchiverSettings.group_id),
+            host=env.text("ARCHIVER_HOST", ArchiverSettings.host),
+            port=env.integer("ARCHIVER_PORT", ArchiverSettings.port, minimum=0),
+            group_id=env.text("ARCHIVER_GROUP_ID", ArchiverSettings.group_id),
         )
         log = LogSettings(
             level=env.choice(
                 "LOG_LEVEL", LogSettings.level, ("DEBUG", "INFO", "WARNING", "ERROR"), upper=True
             ),
-            format=env.choice("LOG_FORMAT", LogSettings.format, ("auto", "json", "console")),  # type: ignore[arg-type]
+            format=cast(
+                LogFormat,
+                env.choice("LOG_FORMAT", LogSettings.format, ("auto", "json", "console")),
+            ),
         )
         settings = cls(
             kafka=kafka,
@@ -316,7 +326,7 @@ class _Env:
             return None
         return value.strip()
 
-    def str(self, name: str, default: str) -> str:
+    def text(self, name: str, default: str) -> str:
         raw = self._raw(name)
         return default if raw is None else raw
 
@@ -333,7 +343,7 @@ class _Env:
             return ()
         return tuple(Secret(part.strip()) for part in raw.split(",") if part.strip())
 
-    def int(self, name: str, default: int, *, minimum: int | None = None) -> int:
+    def integer(self, name: str, default: int, *, minimum: int | None = None) -> int:
         raw = self._raw(name)
         if raw is None:
             return default
@@ -345,7 +355,7 @@ class _Env:
             raise ConfigError(f"{name} must be at least {minimum}, got {value}")
         return value
 
-    def float(self, name: str, default: float) -> float:
+    def number(self, name: str, default: float) -> float:
         raw = self._raw(name)
         if raw is None:
             return default
@@ -354,7 +364,7 @@ class _Env:
         except ValueError:
             raise ConfigError(f"{name} must be a number, got {raw!r}") from None
 
-    def bool(self, name: str, default: bool) -> bool:
+    def flag(self, name: str, default: bool) -> bool:
         raw = self._raw(name)
         if raw is None:
             return default

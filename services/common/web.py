@@ -27,7 +27,7 @@ __all__ = [
 SETTINGS = web.AppKey("settings", Settings)
 REGISTRY = web.AppKey("registry", CollectorRegistry)
 PUBLISHER = web.AppKey("publisher", Publisher)
-READINESS = web.AppKey("readiness", Callable[[], Awaitable[bool]])  # type: ignore[arg-type]
+READINESS: web.AppKey[Callable[[], Awaitable[bool]]] = web.AppKey("readiness")
 
 
 def add_ops_routes(app: web.Application) -> None:
