@@ -22,8 +22,16 @@ pytest_plugins = sorted(
 REFERENCE = Path(__file__).resolve().parents[1].parent / "shared" / "reference"
 
 
+BROKER_SOURCE = pytest.StashKey[str]()
+
+
 def pytest_report_header(config: pytest.Config) -> str:
-    return "kafka: chosen on first use: KAFKA_BOOTSTRAP_SERVERS, else testcontainers, else local jars"
+    return "kafka: KAFKA_BOOTSTRAP_SERVERS if set, else testcontainers, else local Maven jars"
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    source = terminalreporter.config.stash.get(BROKER_SOURCE, "none (no test needed Kafka)")
+    terminalreporter.write_line(f"kafka broker used: {source}")
 
 
 @pytest.fixture(name="kafka_broker", scope="session")
@@ -31,9 +39,7 @@ def fixture_kafka_broker(request: pytest.FixtureRequest) -> Iterator[Broker]:
     """The session's real Kafka broker; failing to start fails the session loudly."""
     try:
         with session_broker() as broker:
-            reporter = request.config.pluginmanager.get_plugin("terminalreporter")
-            if reporter is not None:
-                reporter.write_line(f"\nkafka broker: {broker.source}")
+            request.config.stash[BROKER_SOURCE] = broker.source
             yield broker
     except RuntimeError as exc:
         pytest.exit(str(exc), returncode=3)
