@@ -107,7 +107,11 @@ class LocalStorage:
             raise StorageError(f"cannot read {path}: {exc.strerror or exc}") from exc
 
     async def exists(self, key: str) -> bool:
-        return await asyncio.to_thread(self.path(key).is_file)
+        path = self.path(key)
+        try:
+            return await asyncio.to_thread(path.is_file)
+        except OSError as exc:
+            raise StorageError(f"cannot look up {path}: {exc.strerror or exc}") from exc
 
     async def delete(self, key: str) -> None:
         path = self.path(key)
@@ -117,7 +121,10 @@ class LocalStorage:
             raise StorageError(f"cannot delete {path}: {exc.strerror or exc}") from exc
 
     async def list(self, prefix: str = "") -> AsyncIterator[str]:
-        keys = await asyncio.to_thread(self._walk, prefix)
+        try:
+            keys = await asyncio.to_thread(self._walk, prefix)
+        except OSError as exc:
+            raise StorageError(f"cannot list {self.root}: {exc.strerror or exc}") from exc
         for key in keys:
             yield key
 
