@@ -73,7 +73,7 @@ class Paths:
         )
 
 
-class _Dumper(yaml.SafeDumper):
+class _Dumper(yaml.SafeDumper):  # type: ignore[misc]  # PyYAML ships no type stubs
     """Block style for multi-line strings (PromQL, the dashboard JSON), so diffs stay readable."""
 
 
@@ -86,10 +86,8 @@ _Dumper.add_representer(str, _represent_str)
 
 
 def _dump(header: str, document: dict[str, Any]) -> str:
-    body = yaml.dump(
-        document, Dumper=_Dumper, sort_keys=False, width=100, allow_unicode=True
-    )
-    return header + body
+    body = yaml.dump(document, Dumper=_Dumper, sort_keys=False, width=100, allow_unicode=True)
+    return header + str(body)
 
 
 def _header(source: Path, root: Path) -> str:
