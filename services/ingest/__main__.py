@@ -1,19 +1,69 @@
-"""``suno-ingest``: serve the callback receiver until SIGTERM or Ctrl-C."""
+"""``suno-ingest``: serve callbacks until SIGTERM, then drain in the order Kubernetes needs.
+
+On SIGTERM (or Ctrl-C): ``/readyz`` turns false at once while the listener stays open, so
+load balancers stop sending; after a short announce period the listener closes, requests
+in flight finish (up to ``INGEST_SHUTDOWN_GRACE_SECONDS``), the producer flushes, and the
+process exits 0.
+"""
 
 from __future__ import annotations
 
-from services.common.main import serve
+import asyncio
+import signal
 
-from .app import create_app
+import structlog
+from aiohttp import web
+
+from services.common.logs import configure_logging
+from services.common.main import load_settings
+from services.common.settings import Settings
+
+from .app import INGEST, LIFECYCLE, create_app
+
+__all__ = ["announce_seconds", "main", "run"]
+
+log = structlog.get_logger(__name__)
+
+
+def announce_seconds(settings: Settings) -> float:
+    """How long /readyz says "not ready" before the listener closes: a fifth of the grace,
+    at most 2 s (enough for a readiness probe or an endpoints update to notice)."""
+    return min(2.0, settings.ingest.shutdown_grace_seconds / 5)
+
+
+async def run(settings: Settings) -> None:
+    app = create_app(settings)
+    grace = settings.ingest.shutdown_grace_seconds
+    runner = web.AppRunner(app, access_log=None, shutdown_timeout=grace, handle_signals=False)
+    await runner.setup()
+    try:
+        site = web.TCPSite(runner, settings.ingest.host, settings.ingest.port)
+        await site.start()
+        log.info("ingest_listening", addresses=[str(a) for a in runner.addresses])
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(signum, stop.set)
+        await stop.wait()
+        app[LIFECYCLE].draining = True
+        ingest = app.get(INGEST)
+        log.info(
+            "ingest_draining",
+            in_flight=ingest.publisher.in_flight if ingest is not None else 0,
+            announce_seconds=announce_seconds(settings),
+        )
+        await asyncio.sleep(announce_seconds(settings))
+    finally:
+        # Closes the listener, waits for in-flight handlers, then the cleanup contexts
+        # (the producer's stop() flushes what is pending).
+        await runner.cleanup()
+    log.info("ingest_stopped")
 
 
 def main() -> None:
-    serve(
-        "suno-ingest",
-        create_app,
-        lambda s: (s.ingest.host, s.ingest.port),
-        shutdown_timeout=10.0,
-    )
+    settings = load_settings("suno-ingest")
+    configure_logging(settings.log)
+    asyncio.run(run(settings))
 
 
 if __name__ == "__main__":

@@ -1,0 +1,340 @@
+"""Remembering deliveries: one event per (task id, body), one body per signature.
+
+Two records per task, in one store shared by every replica:
+
+* the **delivery** ``(task id, sha256 of body)``: absent, ``pending`` (a replica holds a
+  short lease while Kafka acknowledges) or ``done`` (kept for the dedupe window);
+* the **signature binding** ``(task id, timestamp, signature) -> sha256``: the first body
+  seen under a signature, kept at least as long as the signature can pass verification.
+
+:meth:`DedupeStore.claim` checks the binding and claims the delivery in one atomic step
+(a Lua script on Redis, one event-loop step in process), so of N concurrent identical
+deliveries exactly one is ``CLAIMED``. The owner then ``complete()``s (after Kafka's ack)
+or ``release()``s (publish failed: the sender's retry must go through). A claim whose
+owner died expires with its lease.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import enum
+import time
+import uuid
+from collections import OrderedDict
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Final, Protocol
+
+import structlog
+from redis import asyncio as aioredis
+from redis.exceptions import RedisError
+
+from services.common.errors import PipelineError
+from services.common.keys import task_key
+
+__all__ = [
+    "Claim",
+    "ClaimResult",
+    "DedupeStore",
+    "DedupeUnavailable",
+    "Delivery",
+    "MemoryDedupeStore",
+    "RedisDedupeStore",
+    "binding_ttl",
+]
+
+log = structlog.get_logger(__name__)
+
+
+class DedupeUnavailable(PipelineError):
+    """The dedupe store did not answer; the caller accepts without dedupe and says so."""
+
+
+class Claim(enum.Enum):
+    CLAIMED = "claimed"  # the caller owns the delivery: publish, then complete or release
+    DUPLICATE = "duplicate"  # already published within the window
+    PENDING = "pending"  # another request holds the lease right now
+    SIGNATURE_REUSED = "reused"  # the signature was first seen with another body
+
+
+@dataclass(frozen=True, slots=True)
+class Delivery:
+    """What the store needs to know about one request."""
+
+    task_id: str
+    body_sha256: str
+    #: ``(timestamp, signature)`` of a verified request; ``None`` when unsigned.
+    signature: tuple[int, str] | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class ClaimResult:
+    claim: Claim
+    #: Identifies this request's lease, so only its owner can release it.
+    token: str = ""
+
+
+def binding_ttl(tolerance_seconds: int) -> int:
+    """How long a signature binding is kept: longer than the signature can be valid.
+
+    A timestamp ``t`` verifies from ``t - tolerance`` to ``t + tolerance``; a binding first
+    written at the earliest moment must outlive the latest one, plus a minute of slack.
+    """
+    return 2 * tolerance_seconds + 60
+
+
+class DedupeStore(Protocol):
+    """The one interface the request handler sees; in process or Redis behind it."""
+
+    async def claim(self, delivery: Delivery, *, lease_seconds: float) -> ClaimResult: ...
+
+    async def complete(self, delivery: Delivery, token: str) -> None: ...
+
+    async def release(self, delivery: Delivery, token: str) -> None: ...
+
+    async def wait(self, delivery: Delivery, within: float) -> None:
+        """Return when the delivery is no longer pending, or after ``within`` seconds."""
+        ...
+
+    async def ping(self) -> None: ...
+
+    async def close(self) -> None: ...
+
+
+# --------------------------------------------------------------------------- in process
+
+
+@dataclass(slots=True)
+class _Entry:
+    value: str  # "done", "pending:<token>", or a body sha256 for bindings
+    expires: float
+
+
+class MemoryDedupeStore:
+    """A single replica's store: bounded, expiring, lost on restart (documented)."""
+
+    def __init__(
+        self,
+        *,
+        window_seconds: float,
+        binding_seconds: float,
+        max_entries: int = 200_000,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._window = window_seconds
+        self._binding_seconds = binding_seconds
+        self._max_entries = max_entries
+        self._clock = clock
+        self._deliveries: OrderedDict[str, _Entry] = OrderedDict()
+        self._bindings: OrderedDict[str, _Entry] = OrderedDict()
+        self._changed: dict[str, asyncio.Event] = {}
+
+    def _get(self, table: OrderedDict[str, _Entry], key: str) -> _Entry | None:
+        entry = table.get(key)
+        if entry is not None and entry.expires <= self._clock():
+            del table[key]
+            return None
+        return entry
+
+    def _put(self, table: OrderedDict[str, _Entry], key: str, value: str, ttl: float) -> None:
+        table[key] = _Entry(value, self._clock() + ttl)
+        table.move_to_end(key)
+        now = self._clock()
+        # Oldest first: drop what expired, then the oldest beyond the bound.
+        while table:
+            oldest_key, oldest = next(iter(table.items()))
+            if oldest.expires > now and len(table) <= self._max_entries:
+                break
+            del table[oldest_key]
+
+    def _notify(self, key: str) -> None:
+        event = self._changed.pop(key, None)
+        if event is not None:
+            event.set()
+
+    async def claim(self, delivery: Delivery, *, lease_seconds: float) -> ClaimResult:
+        if delivery.signature is not None:
+            binding = _binding_key(delivery)
+            bound = self._get(self._bindings, binding)
+            if bound is None:
+                self._put(self._bindings, binding, delivery.body_sha256, self._binding_seconds)
+            elif bound.value != delivery.body_sha256:
+                return ClaimResult(Claim.SIGNATURE_REUSED)
+        key = _delivery_key(delivery)
+        entry = self._get(self._deliveries, key)
+        if entry is None:
+            token = uuid.uuid4().hex
+            self._put(self._deliveries, key, f"pending:{token}", lease_seconds)
+            return ClaimResult(Claim.CLAIMED, token)
+        return ClaimResult(Claim.DUPLICATE if entry.value == "done" else Claim.PENDING)
+
+    async def complete(self, delivery: Delivery, token: str) -> None:
+        key = _delivery_key(delivery)
+        self._put(self._deliveries, key, "done", self._window)
+        self._notify(key)
+
+    async def release(self, delivery: Delivery, token: str) -> None:
+        key = _delivery_key(delivery)
+        entry = self._get(self._deliveries, key)
+        if entry is not None and entry.value == f"pending:{token}":
+            del self._deliveries[key]
+        self._notify(key)
+
+    async def wait(self, delivery: Delivery, within: float) -> None:
+        key = _delivery_key(delivery)
+        entry = self._get(self._deliveries, key)
+        if entry is None or not entry.value.startswith("pending:"):
+            return
+        event = self._changed.setdefault(key, asyncio.Event())
+        # The lease may expire without a notification: never wait past it.
+        limit = min(within, max(0.0, entry.expires - self._clock()))
+        try:
+            async with asyncio.timeout(limit):
+                await event.wait()
+        except TimeoutError:
+            pass
+
+    async def ping(self) -> None:
+        return None
+
+    async def close(self) -> None:
+        for event in self._changed.values():
+            event.set()
+        self._changed.clear()
+
+
+# --------------------------------------------------------------------------- Redis
+
+#: KEYS[1] binding key ("" when unsigned), KEYS[2] delivery key.
+#: ARGV: body sha256, binding ttl (s), lease token, lease ttl (ms).
+_CLAIM_SCRIPT: Final = """
+if KEYS[1] ~= '' then
+  local bound = redis.call('GET', KEYS[1])
+  if not bound then
+    redis.call('SET', KEYS[1], ARGV[1], 'EX', ARGV[2])
+  elseif bound ~= ARGV[1] then
+    return 'reused'
+  end
+end
+local state = redis.call('GET', KEYS[2])
+if not state then
+  redis.call('SET', KEYS[2], 'pending:' .. ARGV[3], 'PX', ARGV[4])
+  return 'claimed'
+end
+if state == 'done' then
+  return 'duplicate'
+end
+return 'pending'
+"""
+
+#: Delete the delivery only while it is still this request's lease.
+_RELEASE_SCRIPT: Final = """
+if redis.call('GET', KEYS[1]) == 'pending:' .. ARGV[1] then
+  return redis.call('DEL', KEYS[1])
+end
+return 0
+"""
+
+_WAIT_POLL_SECONDS: Final = 0.02
+
+
+class RedisDedupeStore:
+    """The store shared by replicas; every operation is one round trip, bounded in time."""
+
+    def __init__(
+        self,
+        client: aioredis.Redis,
+        *,
+        window_seconds: int,
+        binding_seconds: int,
+        prefix: str = "suno:ingest:",
+    ) -> None:
+        self._redis = client
+        self._window = window_seconds
+        self._binding_seconds = binding_seconds
+        self._prefix = prefix
+        self._claim = client.register_script(_CLAIM_SCRIPT)
+        self._release = client.register_script(_RELEASE_SCRIPT)
+
+    @classmethod
+    def from_url(
+        cls, url: str, *, window_seconds: int, binding_seconds: int, timeout: float = 1.0
+    ) -> RedisDedupeStore:
+        client = aioredis.Redis.from_url(
+            url,
+            socket_timeout=timeout,
+            socket_connect_timeout=timeout,
+            health_check_interval=30,
+            decode_responses=True,
+        )
+        return cls(client, window_seconds=window_seconds, binding_seconds=binding_seconds)
+
+    def _keys(self, delivery: Delivery) -> tuple[str, str]:
+        # The hash tag keeps both keys of a task in one cluster slot (the script needs it).
+        binding = (
+            f"{self._prefix}sig:{_binding_key(delivery)}" if delivery.signature is not None else ""
+        )
+        return binding, f"{self._prefix}dlv:{_delivery_key(delivery)}"
+
+    async def claim(self, delivery: Delivery, *, lease_seconds: float) -> ClaimResult:
+        token = uuid.uuid4().hex
+        binding, key = self._keys(delivery)
+        try:
+            answer = await self._claim(
+                keys=[binding, key],
+                args=[
+                    delivery.body_sha256,
+                    self._binding_seconds,
+                    token,
+                    max(1, int(lease_seconds * 1000)),
+                ],
+            )
+        except (RedisError, OSError) as exc:
+            raise DedupeUnavailable(f"Redis did not answer the claim: {exc!r}") from exc
+        claim = Claim(answer)
+        return ClaimResult(claim, token if claim is Claim.CLAIMED else "")
+
+    async def complete(self, delivery: Delivery, token: str) -> None:
+        _, key = self._keys(delivery)
+        try:
+            await self._redis.set(key, "done", ex=self._window)
+        except (RedisError, OSError) as exc:
+            raise DedupeUnavailable(f"Redis did not record the delivery: {exc!r}") from exc
+
+    async def release(self, delivery: Delivery, token: str) -> None:
+        _, key = self._keys(delivery)
+        try:
+            await self._release(keys=[key], args=[token])
+        except (RedisError, OSError) as exc:
+            raise DedupeUnavailable(f"Redis did not release the claim: {exc!r}") from exc
+
+    async def wait(self, delivery: Delivery, within: float) -> None:
+        _, key = self._keys(delivery)
+        deadline = time.monotonic() + within
+        try:
+            while time.monotonic() < deadline:
+                state = await self._redis.get(key)
+                if state is None or not str(state).startswith("pending:"):
+                    return
+                await asyncio.sleep(_WAIT_POLL_SECONDS)
+        except (RedisError, OSError) as exc:
+            raise DedupeUnavailable(f"Redis did not answer while waiting: {exc!r}") from exc
+
+    async def ping(self) -> None:
+        try:
+            await self._redis.ping()
+        except (RedisError, OSError) as exc:
+            raise DedupeUnavailable(f"Redis did not answer PING: {exc!r}") from exc
+
+    async def close(self) -> None:
+        await self._redis.aclose()
+
+
+def _delivery_key(delivery: Delivery) -> str:
+    return f"{{{task_key(delivery.task_id)}}}:{delivery.body_sha256}"
+
+
+def _binding_key(delivery: Delivery) -> str:
+    assert delivery.signature is not None
+    timestamp, signature = delivery.signature
+    return f"{{{task_key(delivery.task_id)}}}:{timestamp}:{signature}"

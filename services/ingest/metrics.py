@@ -1,0 +1,108 @@
+"""The ingest's Prometheus metrics: the names are the contract with the dashboards."""
+
+from __future__ import annotations
+
+from typing import Final, Literal
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+from services.common.metrics import DURATION_BUCKETS
+
+__all__ = ["BODY_SIZE_BUCKETS", "OUTCOMES", "IngestMetrics", "Outcome"]
+
+Outcome = Literal[
+    "accepted",
+    "duplicate",
+    "bad_signature",
+    "stale_timestamp",
+    "signature_reused",
+    "too_large",
+    "unsupported_media_type",
+    "bad_request",
+    "unavailable",
+    "overloaded",
+]
+
+OUTCOMES: Final[tuple[Outcome, ...]] = (
+    "accepted",
+    "duplicate",
+    "bad_signature",
+    "stale_timestamp",
+    "signature_reused",
+    "too_large",
+    "unsupported_media_type",
+    "bad_request",
+    "unavailable",
+    "overloaded",
+)
+
+#: 256 B .. 16 MiB in powers of four.
+BODY_SIZE_BUCKETS: Final[tuple[float, ...]] = tuple(float(256 * 4**i) for i in range(9))
+
+
+class IngestMetrics:
+    """Every metric the ingest exports, registered in the registry it is given."""
+
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self.registry = registry
+        self.requests = Counter(
+            "ingest_requests_total",
+            "Callback requests answered, by outcome.",
+            ["outcome"],
+            registry=registry,
+        )
+        self.request_duration = Histogram(
+            "ingest_request_duration_seconds",
+            "Time from the request's arrival to its answer, by outcome.",
+            ["outcome"],
+            buckets=DURATION_BUCKETS,
+            registry=registry,
+        )
+        self.publish_duration = Histogram(
+            "ingest_publish_duration_seconds",
+            "Time Kafka took to acknowledge (acks=all) one callback event, failures included.",
+            buckets=DURATION_BUCKETS,
+            registry=registry,
+        )
+        self.body_size = Histogram(
+            "ingest_body_size_bytes",
+            "Size of the callback bodies read (refused ones included).",
+            buckets=BODY_SIZE_BUCKETS,
+            registry=registry,
+        )
+        self.dedupe_errors = Counter(
+            "ingest_dedupe_errors_total",
+            "Dedupe store operations that failed (the callback was accepted without dedupe).",
+            ["operation"],
+            registry=registry,
+        )
+        self.dedupe_backend_up = Gauge(
+            "ingest_dedupe_backend_up",
+            "1 when the last dedupe store operation succeeded, else 0.",
+            registry=registry,
+        )
+        self.publishes_in_flight = Gauge(
+            "ingest_publishes_in_flight",
+            "Callback events sent to Kafka and not yet acknowledged.",
+            registry=registry,
+        )
+        self.kafka_ready = Gauge(
+            "ingest_kafka_ready",
+            "1 when the producer is connected and the callbacks topic exists, else 0.",
+            registry=registry,
+        )
+        self.last_accepted = Gauge(
+            "ingest_last_accepted_timestamp_seconds",
+            "Unix time of the last callback accepted (acknowledged by Kafka).",
+            registry=registry,
+        )
+        for outcome in OUTCOMES:
+            # Export every outcome from the start so rate() sees a zero, not a gap.
+            self.requests.labels(outcome)
+            self.request_duration.labels(outcome)
+        for operation in ("claim", "complete", "release", "wait", "ping"):
+            self.dedupe_errors.labels(operation)
+
+    def answered(self, outcome: Outcome, seconds: float) -> None:
+        self.requests.labels(outcome).inc()
+        self.request_duration.labels(outcome).observe(seconds)

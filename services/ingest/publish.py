@@ -1,0 +1,84 @@
+"""Publishing callback events with a bound: on time, or a clear 503 the sender retries.
+
+At most ``max_in_flight`` events wait for Kafka's acknowledgement at once; past that the
+request is refused at once (``overloaded``) instead of queueing in memory. A publish that
+Kafka has not acknowledged within ``publish_timeout_seconds`` is answered with 503 well
+before the sender's own 15 s timeout.
+"""
+
+from __future__ import annotations
+
+import time
+
+from aiokafka.structs import RecordMetadata
+
+from services.common.errors import NotStartedError, PublishError
+from services.common.events import CallbackEvent
+from services.common.kafka import Publisher
+from services.common.settings import IngestSettings
+
+from .errors import Refusal
+from .metrics import IngestMetrics
+
+__all__ = ["CallbackPublisher"]
+
+
+class CallbackPublisher:
+    """Sends one :class:`CallbackEvent` per accepted callback, keyed by task id."""
+
+    def __init__(
+        self,
+        publisher: Publisher,
+        topic: str,
+        settings: IngestSettings,
+        metrics: IngestMetrics,
+    ) -> None:
+        self._publisher = publisher
+        self._topic = topic
+        self._timeout = settings.publish_timeout_seconds
+        self._max_in_flight = settings.max_in_flight
+        self._retry_after = {"Retry-After": str(settings.retry_after_seconds)}
+        self._metrics = metrics
+        self._in_flight = 0
+
+    @property
+    def in_flight(self) -> int:
+        return self._in_flight
+
+    def reserve(self) -> None:
+        """Take one in-flight slot, or refuse with 503 ``overloaded``; pair with :meth:`free`."""
+        if self._in_flight >= self._max_in_flight:
+            raise Refusal(
+                503,
+                "overloaded",
+                f"{self._max_in_flight} callbacks are already waiting for Kafka; retry later",
+                outcome="overloaded",
+                headers=self._retry_after,
+            )
+        self._in_flight += 1
+        self._metrics.publishes_in_flight.set(self._in_flight)
+
+    def free(self) -> None:
+        self._in_flight -= 1
+        self._metrics.publishes_in_flight.set(self._in_flight)
+
+    async def publish(self, event: CallbackEvent) -> RecordMetadata:
+        """Return once Kafka acknowledged the event; 503 ``unavailable`` otherwise."""
+        started = time.perf_counter()
+        try:
+            return await self._publisher.publish(
+                self._topic,
+                key=event.task_id.encode("ascii"),
+                value=event.encode(),
+                timeout=self._timeout,
+            )
+        except (PublishError, NotStartedError) as exc:
+            raise Refusal(
+                503,
+                "unavailable",
+                "the callback could not be stored durably in time; retry later",
+                outcome="unavailable",
+                headers=self._retry_after,
+            ) from exc
+        finally:
+            self._metrics.publish_duration.observe(time.perf_counter() - started)

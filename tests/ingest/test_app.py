@@ -1,0 +1,308 @@
+"""The ingest over HTTP against the real session broker (and a real Redis where noted)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import uuid
+
+import pytest
+from aiohttp import web
+from aiohttp.test_utils import TestClient
+
+from devenv.redis import LocalRedis
+from services.common.events import CallbackEvent
+from services.common.settings import Settings
+
+from ..helpers import read_topic
+from .conftest import (
+    CALLBACK_PATH,
+    JSON,
+    KEY,
+    NOW,
+    ClientFactory,
+    callback_body,
+    sample,
+    signed_headers,
+)
+
+pytestmark = pytest.mark.kafka
+
+
+def task() -> str:
+    return f"task-{uuid.uuid4().hex[:12]}"
+
+
+async def events(settings: Settings, count: int, wait: float = 10.0) -> list[CallbackEvent]:
+    """The callback events on the test's topic: ``count`` of them, or what came in ``wait`` s."""
+    records = await read_topic(
+        settings.kafka.bootstrap_servers, settings.kafka.topics.callbacks, count, timeout=wait
+    )
+    return [CallbackEvent.decode(r.value) for r in records if r.value is not None]
+
+
+async def error_of(response: web.Response | object) -> dict[str, str]:
+    body = await response.json()  # type: ignore[attr-defined]
+    assert set(body) == {"error"} and set(body["error"]) == {"code", "message"}
+    return body["error"]  # type: ignore[no-any-return]
+
+
+class TestUnsigned:
+    async def test_accept_then_duplicate(
+        self, ingest_client: ClientFactory, settings: Settings
+    ) -> None:
+        """A callback is published once, marked UNVERIFIED; its repeat publishes nothing."""
+        client = await ingest_client()
+        tid = task()
+        body = callback_body(tid)
+        first = await client.post(CALLBACK_PATH, data=body, headers=JSON)
+        assert first.status == 200 and await first.json() == {"status": "received"}
+        again = await client.post(CALLBACK_PATH, data=body, headers=JSON)
+        assert again.status == 200 and await again.json() == {"status": "duplicate"}
+        found = await events(settings, 2, wait=4)
+        assert len(found) == 1
+        assert (found[0].task_id, found[0].body, found[0].signature) == (tid, body, "UNVERIFIED")
+        app = client.app
+        assert sample(app, "ingest_requests_total", outcome="accepted") == 1
+        assert sample(app, "ingest_requests_total", outcome="duplicate") == 1
+        assert sample(app, "ingest_last_accepted_timestamp_seconds") > 0
+
+    async def test_lone_surrogates_and_odd_headers_still_publish(
+        self, ingest_client: ClientFactory, settings: Settings
+    ) -> None:
+        """Text the Avro encoder would choke on (lone surrogates) is made valid, not a 500."""
+        client = await ingest_client()
+        body = json.dumps({"task_id": task(), "msg": "\ud800", "data": {"state": "\udfff"}}
+                          ).encode()
+        response = await client.post(
+            CALLBACK_PATH, data=body, headers={**JSON, "User-Agent": "caf\xe9"}
+        )
+        assert response.status == 200
+        (event,) = await events(settings, 1)
+        assert event.body == body and event.msg == "?"
+
+
+class TestSigned:
+    async def test_verified_event(self, ingest_client: ClientFactory, settings: Settings) -> None:
+        """A correctly signed callback is published marked VERIFIED."""
+        client = await ingest_client(keys=(KEY,))
+        tid = task()
+        response = await client.post(
+            CALLBACK_PATH, data=callback_body(tid), headers=signed_headers(tid)
+        )
+        assert response.status == 200
+        (event,) = await events(settings, 1)
+        assert event.signature == "VERIFIED"
+        assert "X-Webhook-Signature" not in event.headers
+
+    async def test_key_rotation(self, ingest_client: ClientFactory) -> None:
+        """With old and new keys configured both verify; a third key does not."""
+        client = await ingest_client(keys=(b"new-key", b"old-key"))
+        for key, status in ((b"new-key", 200), (b"old-key", 200), (b"other", 401)):
+            tid = task()
+            response = await client.post(
+                CALLBACK_PATH, data=callback_body(tid), headers=signed_headers(tid, key=key)
+            )
+            assert response.status == status, key
+
+    @pytest.mark.parametrize(
+        ("offset", "status", "outcome"),
+        [
+            (-300, 200, "accepted"),
+            (300, 200, "accepted"),
+            (-301, 401, "stale_timestamp"),
+            (301, 401, "stale_timestamp"),
+        ],
+    )
+    async def test_tolerance_edges(
+        self, ingest_client: ClientFactory, offset: int, status: int, outcome: str
+    ) -> None:
+        """Exactly at the tolerance (either way) is accepted; one second past is refused."""
+        client = await ingest_client(keys=(KEY,), signature_tolerance_seconds=300)
+        tid = task()
+        response = await client.post(
+            CALLBACK_PATH, data=callback_body(tid), headers=signed_headers(tid, NOW + offset)
+        )
+        assert response.status == status
+        assert sample(client.app, "ingest_requests_total", outcome=outcome) == 1
+        if status == 401:
+            assert (await error_of(response))["code"] == "stale_timestamp"
+
+    @pytest.mark.parametrize(
+        "headers",
+        [
+            JSON,
+            {**signed_headers("someone-else")},
+            {**signed_headers("x"), "X-Webhook-Signature": "!!"},
+            {**signed_headers("x"), "X-Webhook-Timestamp": "yesterday"},
+        ],
+    )
+    async def test_unsigned_or_forged_is_401(
+        self, ingest_client: ClientFactory, headers: dict[str, str]
+    ) -> None:
+        """Missing, forged or malformed signatures get 401 with a JSON error."""
+        client = await ingest_client(keys=(KEY,))
+        response = await client.post(CALLBACK_PATH, data=callback_body(task()), headers=headers)
+        assert response.status == 401
+        assert (await error_of(response))["code"] in (
+            "missing_signature", "bad_signature", "invalid_timestamp"
+        )
+        assert sample(client.app, "ingest_requests_total", outcome="bad_signature") == 1
+
+    @pytest.mark.redis
+    async def test_one_signature_one_body(
+        self, ingest_client: ClientFactory, settings: Settings, redis_url: str
+    ) -> None:
+        """Another body under a used signature is 409; the first body again is a duplicate."""
+        client = await ingest_client(keys=(KEY,), redis_url=redis_url)
+        tid = task()
+        headers = signed_headers(tid)
+        first = await client.post(CALLBACK_PATH, data=callback_body(tid), headers=headers)
+        assert first.status == 200
+        forged = await client.post(
+            CALLBACK_PATH, data=callback_body(tid, msg="forged"), headers=headers
+        )
+        assert forged.status == 409
+        assert (await error_of(forged))["code"] == "signature_reused"
+        again = await client.post(CALLBACK_PATH, data=callback_body(tid), headers=headers)
+        assert await again.json() == {"status": "duplicate"}
+        assert sample(client.app, "ingest_requests_total", outcome="signature_reused") == 1
+        assert len(await events(settings, 2, wait=4)) == 1
+
+    @pytest.mark.redis
+    async def test_binding_is_shared_across_replicas(
+        self, ingest_client: ClientFactory, redis_url: str
+    ) -> None:
+        """A signature used on one replica cannot carry another body on a second one."""
+        one = await ingest_client(keys=(KEY,), redis_url=redis_url)
+        two = await ingest_client(keys=(KEY,), redis_url=redis_url)
+        tid = task()
+        headers = signed_headers(tid)
+        first = await one.post(CALLBACK_PATH, data=callback_body(tid), headers=headers)
+        assert first.status == 200
+        forged = await two.post(CALLBACK_PATH, data=callback_body(tid, x=1), headers=headers)
+        assert forged.status == 409
+
+
+@pytest.mark.redis
+class TestReplicas:
+    async def test_concurrent_duplicates_across_two_replicas(
+        self, ingest_client: ClientFactory, settings: Settings, redis_url: str
+    ) -> None:
+        """30 identical deliveries at once, split over two apps sharing Redis: one event."""
+        one = await ingest_client(keys=(KEY,), redis_url=redis_url)
+        two = await ingest_client(keys=(KEY,), redis_url=redis_url)
+        tid = task()
+        body, headers = callback_body(tid), signed_headers(tid)
+        clients: list[TestClient[web.Request, web.Application]] = [one, two] * 15
+        responses = await asyncio.gather(
+            *(c.post(CALLBACK_PATH, data=body, headers=headers) for c in clients)
+        )
+        answers = [await r.json() for r in responses]
+        assert all(r.status == 200 for r in responses), answers
+        assert answers.count({"status": "received"}) == 1
+        assert answers.count({"status": "duplicate"}) == 29
+        found = await events(settings, 2, wait=4)
+        assert [e.task_id for e in found] == [tid]
+
+    async def test_redis_down_keeps_accepting(
+        self, ingest_client: ClientFactory, settings: Settings
+    ) -> None:
+        """With Redis gone, callbacks are still accepted, and metrics and logs say so."""
+        server = LocalRedis().start()
+        try:
+            client = await ingest_client(redis_url=server.url)
+            assert sample(client.app, "ingest_dedupe_backend_up") == 1
+            server.kill()
+            tid = task()
+            response = await client.post(CALLBACK_PATH, data=callback_body(tid), headers=JSON)
+            assert response.status == 200
+            assert sample(client.app, "ingest_dedupe_backend_up") == 0
+            assert sample(client.app, "ingest_dedupe_errors_total", operation="claim") >= 1
+            assert [e.task_id for e in await events(settings, 1)] == [tid]
+            server.restart()
+            response = await client.post(CALLBACK_PATH, data=callback_body(task()), headers=JSON)
+            assert response.status == 200
+            assert sample(client.app, "ingest_dedupe_backend_up") == 1
+        finally:
+            server.stop()
+
+
+class TestBadInput:
+    @pytest.mark.parametrize(
+        ("body", "headers", "status", "code"),
+        [
+            (b"{}", {"Content-Type": "text/plain"}, 415, "unsupported_media_type"),
+            (b"{}", {}, 415, "unsupported_media_type"),
+            (b"{}", {"Content-Type": "application/json; charset=latin-1"}, 415,
+             "unsupported_media_type"),
+            (b"\xff", JSON, 400, "invalid_utf8"),
+            (b"{nope", JSON, 400, "invalid_json"),
+            (b"[" * 100 + b"]" * 100, JSON, 400, "too_deep"),
+            (b"[" * 100_000, JSON, 400, "too_deep"),
+            (b"[1]", JSON, 400, "not_an_object"),
+            (b'{"code": 200}', JSON, 400, "missing_task_id"),
+            (b'{"task_id": "a b"}', JSON, 400, "invalid_task_id"),
+        ],
+    )
+    async def test_clear_answers(
+        self,
+        ingest_client: ClientFactory,
+        body: bytes,
+        headers: dict[str, str],
+        status: int,
+        code: str,
+    ) -> None:
+        """Each kind of bad request gets its status and a JSON error naming the problem."""
+        client = await ingest_client()
+        response = await client.post(CALLBACK_PATH, data=body, headers=headers)
+        assert response.status == status
+        assert (await error_of(response))["code"] == code
+
+    async def test_declared_oversize_is_refused_unread(self, ingest_client: ClientFactory) -> None:
+        """A Content-Length over the limit is refused with 413 before the body is read."""
+        client = await ingest_client(max_body_bytes=4096)
+        reader, writer = await asyncio.open_connection(client.host, client.port)
+        writer.write(
+            f"POST {CALLBACK_PATH} HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+            f"Content-Length: {10**9}\r\n\r\n".encode()
+        )
+        await writer.drain()
+        head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 5)
+        assert head.startswith(b"HTTP/1.1 413")
+        writer.close()
+        assert sample(client.app, "ingest_requests_total", outcome="too_large") == 1
+
+    async def test_chunked_oversize_is_refused(self, ingest_client: ClientFactory) -> None:
+        """A chunked body is refused with 413 once it crosses the limit."""
+        client = await ingest_client(max_body_bytes=4096)
+
+        async def chunks():  # type: ignore[no-untyped-def]
+            for _ in range(100):
+                yield b" " * 1024
+
+        response = await client.post(CALLBACK_PATH, data=chunks(), headers=JSON)
+        assert response.status == 413
+        assert (await error_of(response))["code"] == "body_too_large"
+
+    async def test_404_and_405_are_json(self, ingest_client: ClientFactory) -> None:
+        """Unknown paths and wrong methods answer JSON errors too."""
+        client = await ingest_client()
+        missing = await client.get("/nope")
+        assert missing.status == 404 and (await error_of(missing))["code"] == "not_found"
+        wrong = await client.get(CALLBACK_PATH)
+        assert wrong.status == 405 and (await error_of(wrong))["code"] == "method_not_allowed"
+        assert "POST" in wrong.headers["Allow"]
+
+
+class TestOps:
+    async def test_health_and_readiness(self, ingest_client: ClientFactory) -> None:
+        """/healthz is the process; /readyz is Kafka + topic, and sets the gauge."""
+        client = await ingest_client()
+        assert (await client.get("/healthz")).status == 200
+        assert (await client.get("/readyz")).status == 200
+        assert sample(client.app, "ingest_kafka_ready") == 1
+        metrics = await (await client.get("/metrics")).text()
+        for name in ("ingest_requests_total", "ingest_publishes_in_flight",
+                     "ingest_body_size_bytes_bucket", "ingest_dedupe_backend_up"):
+            assert name in metrics

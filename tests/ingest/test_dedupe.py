@@ -1,0 +1,169 @@
+"""The dedupe stores behind one interface: the in-process one and a real Redis."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import AsyncIterator
+
+import pytest
+
+from devenv.redis import LocalRedis
+from services.ingest.dedupe import (
+    Claim,
+    DedupeStore,
+    DedupeUnavailable,
+    Delivery,
+    MemoryDedupeStore,
+    RedisDedupeStore,
+    binding_ttl,
+)
+
+
+@pytest.fixture(name="store", params=["memory", "redis"])
+async def fixture_store(request: pytest.FixtureRequest) -> AsyncIterator[DedupeStore]:
+    """Each test runs against both backends."""
+    store: DedupeStore
+    if request.param == "memory":
+        store = MemoryDedupeStore(window_seconds=60, binding_seconds=660)
+    else:
+        request.applymarker(pytest.mark.redis)
+        url = request.getfixturevalue("redis_url")
+        store = RedisDedupeStore.from_url(url, window_seconds=60, binding_seconds=660)
+    try:
+        yield store
+    finally:
+        await store.close()
+
+
+def delivery(task: str, sha: str = "a" * 64, signature: tuple[int, str] | None = None) -> Delivery:
+    return Delivery(task, sha, signature)
+
+
+def unique() -> str:
+    return f"task-{uuid.uuid4().hex[:12]}"
+
+
+class TestDedupeStore:
+    async def test_claim_then_complete_makes_duplicates(self, store: DedupeStore) -> None:
+        """A completed delivery is a duplicate afterwards."""
+        d = delivery(unique())
+        first = await store.claim(d, lease_seconds=5)
+        assert first.claim is Claim.CLAIMED
+        await store.complete(d, first.token)
+        assert (await store.claim(d, lease_seconds=5)).claim is Claim.DUPLICATE
+
+    async def test_other_body_is_another_delivery(self, store: DedupeStore) -> None:
+        """Same task, different body sha: a new delivery."""
+        task = unique()
+        claimed = await store.claim(delivery(task, "a" * 64), lease_seconds=5)
+        await store.complete(delivery(task, "a" * 64), claimed.token)
+        assert (await store.claim(delivery(task, "b" * 64), lease_seconds=5)).claim is Claim.CLAIMED
+
+    async def test_released_claim_can_be_claimed_again(self, store: DedupeStore) -> None:
+        """A failed publish releases the claim so the sender's retry goes through."""
+        d = delivery(unique())
+        first = await store.claim(d, lease_seconds=5)
+        assert (await store.claim(d, lease_seconds=5)).claim is Claim.PENDING
+        await store.release(d, first.token)
+        assert (await store.claim(d, lease_seconds=5)).claim is Claim.CLAIMED
+
+    async def test_release_by_a_stranger_is_ignored(self, store: DedupeStore) -> None:
+        """Only the lease's owner can release it."""
+        d = delivery(unique())
+        await store.claim(d, lease_seconds=5)
+        await store.release(d, "not-the-token")
+        assert (await store.claim(d, lease_seconds=5)).claim is Claim.PENDING
+
+    async def test_lease_expires(self, store: DedupeStore) -> None:
+        """A claim whose owner vanished expires with its lease."""
+        d = delivery(unique())
+        await store.claim(d, lease_seconds=0.2)
+        await asyncio.sleep(0.35)
+        assert (await store.claim(d, lease_seconds=5)).claim is Claim.CLAIMED
+
+    async def test_concurrent_claims_have_one_winner(self, store: DedupeStore) -> None:
+        """Of 50 simultaneous identical claims exactly one wins."""
+        d = delivery(unique())
+        results = await asyncio.gather(*(store.claim(d, lease_seconds=5) for _ in range(50)))
+        assert [r.claim for r in results].count(Claim.CLAIMED) == 1
+
+    async def test_signature_is_bound_to_its_first_body(self, store: DedupeStore) -> None:
+        """Another body under a used signature is SIGNATURE_REUSED; the same body is not."""
+        task, sig = unique(), (1_700_000_000, "c2ln")
+        first = await store.claim(delivery(task, "a" * 64, sig), lease_seconds=5)
+        await store.complete(delivery(task, "a" * 64, sig), first.token)
+        other = await store.claim(delivery(task, "b" * 64, sig), lease_seconds=5)
+        assert other.claim is Claim.SIGNATURE_REUSED
+        again = await store.claim(delivery(task, "a" * 64, sig), lease_seconds=5)
+        assert again.claim is Claim.DUPLICATE
+
+    async def test_binding_survives_a_failed_publish(self, store: DedupeStore) -> None:
+        """A released claim keeps its signature binding: a swapped body is still refused."""
+        task, sig = unique(), (1_700_000_000, "c2ln")
+        first = await store.claim(delivery(task, "a" * 64, sig), lease_seconds=5)
+        await store.release(delivery(task, "a" * 64, sig), first.token)
+        other = await store.claim(delivery(task, "b" * 64, sig), lease_seconds=5)
+        assert other.claim is Claim.SIGNATURE_REUSED
+
+    async def test_wait_returns_when_the_owner_finishes(self, store: DedupeStore) -> None:
+        """A waiter sees the owner's outcome without waiting for its whole budget."""
+        d = delivery(unique())
+        first = await store.claim(d, lease_seconds=5)
+
+        async def finish_soon() -> None:
+            await asyncio.sleep(0.1)
+            await store.complete(d, first.token)
+
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        await asyncio.gather(store.wait(d, within=5), finish_soon())
+        assert loop.time() - started < 2
+        assert (await store.claim(d, lease_seconds=5)).claim is Claim.DUPLICATE
+
+
+def test_binding_outlives_the_signature() -> None:
+    """A binding lasts longer than the 2 x tolerance span a timestamp can verify in."""
+    assert binding_ttl(300) > 600
+
+
+class TestMemoryStore:
+    async def test_bounded(self) -> None:
+        """The in-process store forgets the oldest entries past its bound."""
+        store = MemoryDedupeStore(window_seconds=60, binding_seconds=60, max_entries=10)
+        for i in range(30):
+            d = delivery(f"t{i}")
+            await store.complete(d, (await store.claim(d, lease_seconds=5)).token)
+        assert (await store.claim(delivery("t29"), lease_seconds=5)).claim is Claim.DUPLICATE
+        assert (await store.claim(delivery("t0"), lease_seconds=5)).claim is Claim.CLAIMED
+
+
+@pytest.mark.redis
+class TestRedisStore:
+    async def test_window_is_the_expiry(self, redis_url: str) -> None:
+        """A completed delivery expires after the dedupe window; a binding after its TTL."""
+        store = RedisDedupeStore.from_url(redis_url, window_seconds=1234, binding_seconds=660)
+        try:
+            d = delivery(unique(), signature=(1, "c2ln"))
+            await store.complete(d, (await store.claim(d, lease_seconds=5)).token)
+            client = store._redis
+            keys = sorted(await client.keys(f"*{d.task_id}*"))
+            ttls = sorted([await client.ttl(k) for k in keys])
+            assert len(keys) == 2
+            assert 600 < ttls[0] <= 660 and 1200 < ttls[1] <= 1234
+        finally:
+            await store.close()
+
+    async def test_down_raises_unavailable(self) -> None:
+        """A Redis that is gone raises DedupeUnavailable quickly, not a redis-py error."""
+        server = LocalRedis().start()
+        store = RedisDedupeStore.from_url(server.url, window_seconds=60, binding_seconds=60)
+        try:
+            server.kill()
+            with pytest.raises(DedupeUnavailable):
+                await store.claim(delivery(unique()), lease_seconds=5)
+            with pytest.raises(DedupeUnavailable):
+                await store.ping()
+        finally:
+            await store.close()
+            server.stop()
