@@ -29,7 +29,8 @@ fi
 
 if ! command -v go >/dev/null 2>&1; then
     echo "ensure-kustomize: Go is not installed, and kustomize $KUSTOMIZE_VERSION is built" \
-        "from source with 'go install'. Install Go (>= 1.26, what kustomize $KUSTOMIZE_VERSION declares) and run this script again." >&2
+        "from source with 'go install'. Install Go >= 1.26 (what that version's go.mod" \
+        "declares; Debian's golang-go is older) and run this script again." >&2
     exit 1
 fi
 
