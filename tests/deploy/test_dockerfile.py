@@ -144,6 +144,13 @@ class TestDockerfile:
         assert re.search(r"pip install [\"']?uv==\d+\.\d+\.\d+[\"']?", builder)
         assert re.search(r"uv sync --frozen --no-dev(?!\S)", builder)
 
+    def test_uv_matches_the_development_machines(self, stages: list[Stage]) -> None:
+        """The image resolves the lock with the uv version bootstrap installs for everyone."""
+        bootstrap = (REPO / "scripts" / "bootstrap.sh").read_text()
+        wanted = re.search(r"^UV_VERSION=(\S+)$", bootstrap, re.MULTILINE)
+        assert wanted is not None, "scripts/bootstrap.sh no longer pins UV_VERSION"
+        assert f"uv=={wanted.group(1)}" in " ".join(stages[0].arguments("RUN"))
+
     def test_final_stage_has_no_build_tools(self, stages: list[Stage]) -> None:
         """The runtime stage installs nothing; it only copies the built /app."""
         for run in stages[-1].arguments("RUN"):
