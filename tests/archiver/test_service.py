@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator, Awaitable
+from collections.abc import Awaitable
 from dataclasses import replace
 from pathlib import Path
 
@@ -12,7 +12,7 @@ from aiohttp.test_utils import TestServer
 from prometheus_client import CollectorRegistry
 
 from services.archiver.app import create_app
-from services.common.kafka import Publisher, ensure_topics
+from services.common.kafka import Publisher
 from services.common.settings import Settings, StorageSettings
 from services.common.storage import open_storage
 
@@ -27,18 +27,6 @@ from .support import (
 )
 
 pytestmark = pytest.mark.kafka
-
-
-@pytest.fixture(name="publisher")
-async def fixture_publisher(settings: Settings) -> AsyncIterator[Publisher]:
-    topics = settings.kafka.topics
-    await ensure_topics(settings.kafka, "test", [topics.callbacks, topics.notes, topics.dlq])
-    publisher = Publisher(settings.kafka, "test")
-    await publisher.start()
-    try:
-        yield publisher
-    finally:
-        await publisher.stop()
 
 
 def sample(registry: CollectorRegistry, name: str, **labels: str) -> float:
