@@ -129,3 +129,103 @@ async def test_both_shapes_flow_to_midi_archive_and_topics(
         await ingest.close()
         await processor.close()
         await archiver.close()
+
+
+class Pipeline:
+    """The three services on test servers, sharing one test's settings."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.ingest = TestClient(TestServer(create_ingest(settings)))
+        self.servers = [
+            TestServer(create_processor(settings)),
+            TestServer(create_archiver(settings)),
+        ]
+
+    async def __aenter__(self) -> TestClient:
+        await self.ingest.start_server()
+        for server in self.servers:
+            await server.start_server()
+        return self.ingest
+
+    async def __aexit__(self, *_exc: object) -> None:
+        await self.ingest.close()
+        for server in self.servers:
+            await server.close()
+
+
+async def test_failure_callbacks_are_archived_and_reported_without_midi(
+    settings: Settings, reference_examples: dict[str, bytes]
+) -> None:
+    """Both failure shapes: raw body archived, a notes event with state failed, no .mid."""
+    async with Pipeline(settings) as ingest:
+        sent = {}
+        for name in ("failure-data-null", "failure-task-id-in-data"):
+            payload = json.loads(reference_examples[name])
+            task_id = f"{name}-task"
+            if "task_id" in payload:
+                payload["task_id"] = task_id
+            else:
+                payload["data"]["taskId"] = task_id
+            body = json.dumps(payload).encode()
+            response = await ingest.post(
+                CALLBACK_PATH, data=body, headers={"Content-Type": "application/json"}
+            )
+            assert response.status == 200, await response.text()
+            sent[task_id] = body
+        notes = await read_topic(
+            settings.kafka.bootstrap_servers, settings.kafka.topics.notes, len(sent)
+        )
+        data_dir = settings.storage.data_dir
+        for task_id, body in sent.items():
+            raw = data_dir / "raw" / task_key(task_id) / f"{hashlib.sha256(body).hexdigest()}.json"
+            await eventually(raw.exists, what=str(raw))
+            assert raw.read_bytes() == body
+    events = {e["task_id"]: e for e in map(decode_with_schemas_only, (r.value for r in notes))}
+    assert set(events) == set(sent)
+    for event in events.values():
+        assert event["state"] == "failed"
+        assert event["code"] == 500
+        assert event["msg"] == "MIDI generation failed"
+        assert event["midi"] is None and event["instruments"] == []
+    assert not (data_dir / "midi").exists() or not any((data_dir / "midi").iterdir())
+
+
+async def test_a_callback_at_the_body_limit_flows_end_to_end(settings: Settings) -> None:
+    """A callback just under the 8 MiB ingest limit fits every topic, producer and fetch."""
+    limit = settings.ingest.max_body_bytes
+    note = {"pitch": 60, "start": "0.0", "end": "0.005208333333333333", "velocity": 1}
+    per_note = len(json.dumps(note)) + 2
+    count = (limit - 4096) // per_note
+    notes = [
+        {**note, "start": str(i / 192), "end": str((i + 1) / 192), "pitch": 21 + i % 88}
+        for i in range(count)
+    ]
+    payload = {
+        "task_id": "big-task",
+        "code": 200,
+        "msg": "success",
+        "data": {"state": "complete", "instruments": [{"name": "Piano", "notes": notes}]},
+    }
+    body = json.dumps(payload).encode()
+    while len(body) > limit:  # trim by the measured overshoot, a few passes at most
+        notes_list = payload["data"]["instruments"][0]["notes"]
+        del notes_list[-((len(body) - limit) // per_note + 1) :]
+        body = json.dumps(payload).encode()
+    assert limit - len(body) < 512 * 1024, "the body should be close to the limit"
+    async with Pipeline(settings) as ingest:
+        response = await ingest.post(
+            CALLBACK_PATH, data=body, headers={"Content-Type": "application/json"}
+        )
+        assert response.status == 200, await response.text()
+        key = task_key("big-task")
+        raw = settings.storage.data_dir / "raw" / key / f"{hashlib.sha256(body).hexdigest()}.json"
+        midi = settings.storage.data_dir / "midi" / f"{key}.mid"
+        await eventually(raw.exists, timeout=90, what="the archived body")
+        await eventually(midi.exists, timeout=90, what="the MIDI file")
+        assert raw.read_bytes() == body
+        [event] = await read_topic(
+            settings.kafka.bootstrap_servers, settings.kafka.topics.notes, 1, timeout=90
+        )
+    assert decode_with_schemas_only(event.value)["note_count"] == len(
+        payload["data"]["instruments"][0]["notes"]
+    )
