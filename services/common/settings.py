@@ -77,6 +77,8 @@ class KafkaSettings:
     max_message_bytes: int = 16 * MiB
     client_id_prefix: str = "suno-midi"
     security_protocol: str = "PLAINTEXT"
+    #: CA bundle that signs the brokers' certificates (SSL, SASL_SSL); default: system CAs.
+    ssl_cafile: Path | None = None
     sasl_mechanism: str | None = None
     sasl_username: str | None = None
     sasl_password: Secret | None = None
@@ -167,6 +169,7 @@ class Settings:
                 KafkaSettings.security_protocol,
                 ("PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"),
             ),
+            ssl_cafile=_optional_path(env.optional("KAFKA_SSL_CAFILE")),
             sasl_mechanism=env.optional("KAFKA_SASL_MECHANISM"),
             sasl_username=env.optional("KAFKA_SASL_USERNAME"),
             sasl_password=env.secret("KAFKA_SASL_PASSWORD"),
@@ -282,6 +285,7 @@ ENVIRONMENT: tuple[tuple[str, str, str], ...] = (
     ("KAFKA_TOPIC_DLQ", "suno.midi.dlq.v1", "dead letters"),
     ("KAFKA_CLIENT_ID_PREFIX", "suno-midi", "client.id prefix; the role is appended"),
     ("KAFKA_SECURITY_PROTOCOL", "PLAINTEXT", "PLAINTEXT, SSL, SASL_PLAINTEXT or SASL_SSL"),
+    ("KAFKA_SSL_CAFILE", "", "CA bundle for the brokers' TLS certificates (default: system CAs)"),
     ("KAFKA_SASL_MECHANISM", "", "e.g. SCRAM-SHA-512"),
     ("KAFKA_SASL_USERNAME", "", "SASL user"),
     ("KAFKA_SASL_PASSWORD", "", "SASL password (secret)"),
@@ -312,6 +316,10 @@ ENVIRONMENT: tuple[tuple[str, str, str], ...] = (
     ("LOG_LEVEL", "INFO", "DEBUG, INFO, WARNING or ERROR"),
     ("LOG_FORMAT", "auto", "auto (console on a terminal, else JSON), json or console"),
 )
+
+
+def _optional_path(value: str | None) -> Path | None:
+    return None if value is None else Path(value)
 
 
 class _Env:

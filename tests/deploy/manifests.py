@@ -50,8 +50,8 @@ WORKLOAD_KINDS = {"Deployment", "StatefulSet", "DaemonSet", "ReplicaSet", "Job",
 DRAIN_SECONDS = 15
 
 #: Variables a container may get besides the services' settings: the S3 client's
-#: credentials, and OpenSSL's trust store (the kafka-tls component).
-EXTRA_ENV = {"AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "SSL_CERT_FILE"}
+#: credentials.
+EXTRA_ENV = {"AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"}
 
 
 def project_scripts() -> dict[str, str]:

@@ -199,18 +199,18 @@ class TestUsers:
 
 class TestTls:
     def test_tls_clients_trust_the_cluster_ca(self, build: Build) -> None:
-        """With SASL_SSL, each container mounts Strimzi's cluster CA and points OpenSSL at it."""
+        """With SASL_SSL, each container mounts Strimzi's cluster CA as its Kafka trust store."""
         for deployment in build.of_kind("Deployment"):
             _, pod = pod_template(deployment)
             container = pod["containers"][0]
             env = build.container_env(container)
             if env["KAFKA_SECURITY_PROTOCOL"] != "SASL_SSL":
-                assert "SSL_CERT_FILE" not in env
+                assert "KAFKA_SSL_CAFILE" not in env
                 continue
             assert str(env["KAFKA_BOOTSTRAP_SERVERS"]).endswith(":9093")
             mounts = {m["name"]: m["mountPath"] for m in container["volumeMounts"]}
             volumes = {v["name"]: v for v in pod["volumes"]}
-            ca_file = str(env["SSL_CERT_FILE"])
+            ca_file = str(env["KAFKA_SSL_CAFILE"])
             mount_name = next(n for n, path in mounts.items() if ca_file.startswith(path + "/"))
             secret = volumes[mount_name]["secret"]
             assert secret["secretName"] == "suno-kafka-cluster-ca-cert"
