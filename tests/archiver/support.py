@@ -27,8 +27,12 @@ def callback_body(task_id: str, *, code: int = 200, pitch: int = 60, notes: int 
                 {
                     "name": "Acoustic Grand Piano",
                     "notes": [
-                        {"pitch": pitch + i, "start": i * 0.5, "end": i * 0.5 + 0.25,
-                         "velocity": 0.8}
+                        {
+                            "pitch": pitch + i,
+                            "start": i * 0.5,
+                            "end": i * 0.5 + 0.25,
+                            "velocity": 0.8,
+                        }
                         for i in range(notes)
                     ],
                 }

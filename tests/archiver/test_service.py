@@ -61,8 +61,15 @@ class TestArchiving:
         try:
             data_dir = settings.storage.data_dir
             await eventually(
-                lambda: sample(registry, "archiver_records_total",
-                               topic=settings.kafka.topics.callbacks, result="ok") == 7,
+                lambda: (
+                    sample(
+                        registry,
+                        "archiver_records_total",
+                        topic=settings.kafka.topics.callbacks,
+                        result="ok",
+                    )
+                    == 7
+                ),
                 what="7 records handled",
             )
             found = bodies(data_dir)
@@ -135,8 +142,9 @@ class TestStorageFailure:
         await server.start_server()
         try:
             await eventually(
-                lambda: sample(registry, "archiver_storage_errors_total", operation="put_sidecar")
-                >= 3,
+                lambda: (
+                    sample(registry, "archiver_storage_errors_total", operation="put_sidecar") >= 3
+                ),
                 what="three failed writes",
             )
             assert await committed_offsets(settings, settings.archiver.group_id) == {}
@@ -152,8 +160,13 @@ class TestStorageFailure:
             )
             assert sample(registry, "archiver_archived_total", outcome="new") == 1
             assert (
-                sample(registry, "archiver_records_total",
-                       topic=settings.kafka.topics.callbacks, result="ok") == 1
+                sample(
+                    registry,
+                    "archiver_records_total",
+                    topic=settings.kafka.topics.callbacks,
+                    result="ok",
+                )
+                == 1
             )
             assert sample(registry, "archiver_dead_letters_total", reason="processing_failed") == 0
             assert temporary_files(data_dir) == []
@@ -204,4 +217,3 @@ class TestOnS3:
 
 async def _total(offsets: Awaitable[dict[int, int]], expected: int) -> bool:
     return sum((await offsets).values()) == expected
-

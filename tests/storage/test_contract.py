@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 from collections.abc import AsyncIterator
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -13,14 +14,14 @@ from services.common.errors import ConfigError, ObjectNotFoundError, StorageErro
 from services.common.settings import StorageSettings
 from services.common.storage import LocalStorage, S3Storage, Storage, open_storage
 
+from ..fixtures.s3 import S3Server
+
 
 @pytest.fixture(
     name="storage",
     params=["local", pytest.param("s3", marks=pytest.mark.s3)],
 )
-async def fixture_storage(
-    request: pytest.FixtureRequest, tmp_path: Path
-) -> AsyncIterator[Storage]:
+async def fixture_storage(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Storage]:
     """One storage per backend, opened through ``open_storage`` as the services do."""
     if request.param == "local":
         settings = StorageSettings(backend="local", data_dir=tmp_path / "data")
@@ -145,9 +146,7 @@ class TestLocalStorage:
         with pytest.raises(StorageError, match="cannot write"):
             await storage.put("raw/x.json", b"1")
 
-    async def test_listing_hides_and_cleanup_removes_temporary_files(
-        self, tmp_path: Path
-    ) -> None:
+    async def test_listing_hides_and_cleanup_removes_temporary_files(self, tmp_path: Path) -> None:
         """Temporary files a killed writer left are never listed and can be removed."""
         storage = LocalStorage(tmp_path)
         await storage.put("raw/t/a.json", b"1")
@@ -175,7 +174,7 @@ class TestS3Storage:
             assert await keys(storage, "raw/") == written
 
     async def test_prefix_places_objects_and_is_stripped(
-        self, s3_server, s3_storage_settings: StorageSettings  # type: ignore[no-untyped-def]
+        self, s3_server: S3Server, s3_storage_settings: StorageSettings
     ) -> None:
         """Objects live below S3_PREFIX in the bucket; keys come back without it."""
         async with open_storage(s3_storage_settings) as storage:
@@ -190,8 +189,6 @@ class TestS3Storage:
         self, s3_storage_settings: StorageSettings
     ) -> None:
         """Opening a bucket that does not exist says which setting to fix."""
-        from dataclasses import replace
-
         settings = replace(s3_storage_settings, s3_bucket="no-such-bucket-here")
         with pytest.raises(ConfigError, match="S3_BUCKET"):
             async with open_storage(settings):
@@ -201,8 +198,6 @@ class TestS3Storage:
         self, s3_storage_settings: StorageSettings
     ) -> None:
         """A server that is not there is a StorageError, converted where it enters."""
-        from dataclasses import replace
-
         settings = replace(s3_storage_settings, s3_endpoint_url="http://127.0.0.1:9")
         with pytest.raises(StorageError):
             async with open_storage(settings):
