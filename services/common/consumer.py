@@ -27,7 +27,7 @@ from aiokafka.errors import CommitFailedError, KafkaError
 from aiokafka.structs import ConsumerRecord
 
 from .errors import CodecError, NotStartedError, PublishError
-from .kafka import Publisher, client_options
+from .kafka import Publisher, client_options, start_client
 from .metrics import ConsumerMetrics
 from .settings import KafkaSettings
 
@@ -123,13 +123,7 @@ class ConsumerLoop:
             max_poll_records=self._max_poll_records,
         )
         consumer.subscribe(self._topics, listener=_Listener(self))
-        try:
-            await consumer.start()
-        except KafkaError as exc:
-            await consumer.stop()
-            raise PublishError(
-                f"cannot reach Kafka at {self._settings.bootstrap_servers}: {exc}"
-            ) from exc
+        await start_client(consumer, self._settings)
         self._consumer = consumer
         self._task = asyncio.create_task(self._run(), name=f"{self._role}-consumer")
 

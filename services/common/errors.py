@@ -6,7 +6,8 @@
     ├── CodecError           bytes that are not a message of a known schema
     │   └── UnknownSchemaError
     ├── PublishError         Kafka did not acknowledge a record
-    │   └── PublishTimeoutError
+    │   ├── PublishTimeoutError
+    │   └── KafkaUnavailableError  no broker answered when a client started
     └── StorageError         storage could not read or write
         └── ObjectNotFoundError
 
@@ -43,6 +44,10 @@ class PublishError(PipelineError):
 
 class PublishTimeoutError(PublishError):
     """Kafka did not acknowledge a record within the allowed time."""
+
+
+class KafkaUnavailableError(PublishError):
+    """No Kafka broker answered when a producer or consumer started."""
 
 
 class StorageError(PipelineError):

@@ -12,13 +12,13 @@ from dataclasses import dataclass
 from typing import Any
 
 import structlog
-from aiokafka import AIOKafkaProducer
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import KafkaError, TopicAlreadyExistsError
 from aiokafka.helpers import create_ssl_context
 from aiokafka.structs import RecordMetadata
 
-from .errors import NotStartedError, PublishError, PublishTimeoutError
+from .errors import KafkaUnavailableError, NotStartedError, PublishError, PublishTimeoutError
 from .settings import KafkaSettings
 
 __all__ = [
@@ -26,6 +26,7 @@ __all__ = [
     "TopicSpec",
     "client_options",
     "ensure_topics",
+    "start_client",
     "topic_specs",
 ]
 
@@ -64,6 +65,20 @@ def topic_specs(settings: KafkaSettings) -> list[TopicSpec]:
         )
         for name, ms in retention.items()
     ]
+
+
+async def start_client(
+    client: AIOKafkaProducer | AIOKafkaConsumer, settings: KafkaSettings
+) -> None:
+    """Start an aiokafka client; on failure release it and say which cluster was not there."""
+    try:
+        await client.start()
+    except KafkaError as exc:
+        await client.stop()
+        raise KafkaUnavailableError(
+            f"cannot reach Kafka at {settings.bootstrap_servers}: {exc} "
+            "(is the broker running and KAFKA_BOOTSTRAP_SERVERS right?)"
+        ) from exc
 
 
 def client_options(settings: KafkaSettings, role: str) -> dict[str, Any]:
@@ -135,13 +150,7 @@ class Publisher:
             linger_ms=self._linger_ms,
             request_timeout_ms=30_000,
         )
-        try:
-            await producer.start()
-        except KafkaError as exc:
-            await producer.stop()
-            raise PublishError(
-                f"cannot reach Kafka at {self._settings.bootstrap_servers}: {exc}"
-            ) from exc
+        await start_client(producer, self._settings)
         self._producer = producer
 
     async def stop(self) -> None:
