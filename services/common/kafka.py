@@ -104,7 +104,13 @@ async def ensure_topics(settings: KafkaSettings, role: str, names: Sequence[str]
     """Create the named project topics if they are missing (idempotent)."""
     specs = [spec for spec in topic_specs(settings) if spec.name in names]
     admin = AIOKafkaAdminClient(**client_options(settings, f"{role}-admin"))
-    await admin.start()
+    try:
+        await admin.start()
+    except KafkaError as exc:
+        await admin.close()
+        raise KafkaUnavailableError(
+            f"cannot reach Kafka at {settings.bootstrap_servers} to create topics: {exc}"
+        ) from exc
     try:
         existing = set(await admin.list_topics())
         new = [

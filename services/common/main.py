@@ -5,9 +5,10 @@ from __future__ import annotations
 import sys
 from collections.abc import Callable
 
+import structlog
 from aiohttp import web
 
-from .errors import ConfigError
+from .errors import ConfigError, PipelineError
 from .logs import configure_logging
 from .settings import Settings
 
@@ -33,11 +34,16 @@ def serve(
     settings = load_settings(program)
     configure_logging(settings.log)
     host, port = address(settings)
-    web.run_app(
-        factory(settings),
-        host=host,
-        port=port,
-        print=None,
-        access_log=None,
-        shutdown_timeout=shutdown_timeout,
-    )
+    try:
+        web.run_app(
+            factory(settings),
+            host=host,
+            port=port,
+            print=None,
+            access_log=None,
+            shutdown_timeout=shutdown_timeout,
+        )
+    except PipelineError as exc:
+        # Start-up failed (no broker, bad storage): say what, exit non-zero, no traceback.
+        structlog.get_logger(program).error("startup_failed", error=str(exc))
+        sys.exit(f"{program}: cannot start: {exc}")
