@@ -2,11 +2,20 @@
 
 Every container takes its ``CollectorRegistry`` as an argument (a fresh one per test);
 names follow ``<service>_<noun>_<unit>`` in base units, and no label is unbounded
-(never a task id; partitions are bounded by the topic's partition count).
+(never a task id; partitions are bounded by the topic's partition count). The label
+values every consumer can produce are created at zero up front, so a dashboard's
+``rate()`` shows 0 instead of "no data" before the first event.
+
+The names are a contract with ``deploy/observability/`` (dashboard and alert rules) and
+``docs/observability.md``: rename nothing without changing those too.
 """
 
 from __future__ import annotations
 
+import asyncio
+from collections.abc import Iterable
+
+import structlog
 from aiohttp import web
 from aiohttp.typedefs import Handler
 from prometheus_client import (
@@ -18,12 +27,31 @@ from prometheus_client import (
     generate_latest,
 )
 
-__all__ = ["DURATION_BUCKETS", "ConsumerMetrics", "metrics_handler"]
+__all__ = [
+    "CONSUMER_DEAD_LETTER_REASONS",
+    "DURATION_BUCKETS",
+    "REBALANCE_EVENTS",
+    "RECORD_RESULTS",
+    "ConsumerMetrics",
+    "metrics_handler",
+]
+
+log = structlog.get_logger(__name__)
+
+#: How long a scrape waits for the readiness check (Prometheus' default timeout is 10 s).
+_READINESS_TIMEOUT = 3.0
 
 #: Seconds, from sub-millisecond to the sender's 15 s timeout and beyond.
 DURATION_BUCKETS = (
     0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 15.0, 30.0, 60.0,
 )
+
+#: ``{service}_records_total`` results.
+RECORD_RESULTS = ("ok", "dead_lettered", "retried")
+#: ``{service}_rebalances_total`` events.
+REBALANCE_EVENTS = ("assigned", "revoked")
+#: The dead-letter reasons the shared consumer loop itself produces (handlers add theirs).
+CONSUMER_DEAD_LETTER_REASONS = ("undecodable", "processing_failed")
 
 
 class ConsumerMetrics:
@@ -69,13 +97,33 @@ class ConsumerMetrics:
         )
         self.ready = Gauge(
             f"{service}_ready",
-            "1 when the consumer is connected and its topics exist, else 0.",
+            "1 when the consumer is connected and its topics exist, else 0 "
+            "(refreshed at every scrape and every /readyz).",
             registry=registry,
         )
+        for event in REBALANCE_EVENTS:
+            self.rebalances.labels(event)
+        for reason in CONSUMER_DEAD_LETTER_REASONS:
+            self.dead_letters.labels(reason)
+
+    def prime_topics(self, topics: Iterable[str]) -> None:
+        """Create the per-topic series at zero (records by result, processing duration)."""
+        for topic in topics:
+            for result in RECORD_RESULTS:
+                self.records.labels(topic, result)
+            self.processing.labels(topic)
 
 
 def metrics_handler(registry: CollectorRegistry) -> Handler:
-    async def handle(_request: web.Request) -> web.Response:
+    """Serve ``registry`` in the text exposition format.
+
+    The app's readiness check runs first, so the readiness gauges (``{service}_ready``,
+    ``ingest_kafka_ready``) are as fresh as the scrape even where no probe calls /readyz.
+    A check that fails or hangs never fails the scrape: the gauge then says 0.
+    """
+
+    async def handle(request: web.Request) -> web.Response:
+        await _refresh_readiness(request.app)
         body = generate_latest(registry)
         response = web.Response(body=body)
         response.content_type = CONTENT_TYPE_LATEST.split(";")[0]
@@ -83,3 +131,18 @@ def metrics_handler(registry: CollectorRegistry) -> Handler:
         return response
 
     return handle
+
+
+async def _refresh_readiness(app: web.Application) -> None:
+    from .web import READINESS  # web imports this module: look the key up late
+
+    check = app.get(READINESS)
+    if check is None:
+        return
+    try:
+        async with asyncio.timeout(_READINESS_TIMEOUT):
+            await check()
+    except asyncio.CancelledError:
+        raise
+    except Exception as exc:  # a scrape must never fail because a dependency is down
+        log.warning("readiness_check_failed", error=repr(exc))
