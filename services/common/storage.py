@@ -18,6 +18,7 @@ from collections.abc import AsyncIterator
 from pathlib import Path, PurePosixPath
 from typing import Any, Protocol, runtime_checkable
 
+import aiohttp
 from aiobotocore.config import AioConfig
 from aiobotocore.session import get_session
 from botocore.exceptions import BotoCoreError, ClientError
@@ -36,6 +37,9 @@ __all__ = [
 
 #: Name prefix of LocalStorage's temporary files; never listed, safe to remove when stale.
 TEMPORARY_PREFIX = ".tmp-"
+
+#: What the S3 client can raise besides our own errors (converted to StorageError).
+_S3_ERRORS = (ClientError, BotoCoreError, aiohttp.ClientError, OSError, TimeoutError)
 
 
 def check_key(key: str) -> str:
@@ -237,7 +241,7 @@ class S3Storage:
         name = self.object_key(key)
         try:
             await self._client.put_object(Bucket=self.bucket, Key=name, Body=data)
-        except (ClientError, BotoCoreError, OSError, TimeoutError) as exc:
+        except _S3_ERRORS as exc:
             raise StorageError(f"cannot write {self.uri(key)}: {_describe(exc)}") from exc
         return self.uri(key)
 
@@ -251,7 +255,7 @@ class S3Storage:
             if _error_code(exc) in ("NoSuchKey", "404", "NotFound"):
                 raise ObjectNotFoundError(f"no object {key!r} in s3://{self.bucket}") from None
             raise StorageError(f"cannot read {self.uri(key)}: {_describe(exc)}") from exc
-        except (BotoCoreError, OSError, TimeoutError) as exc:
+        except _S3_ERRORS as exc:
             raise StorageError(f"cannot read {self.uri(key)}: {_describe(exc)}") from exc
         return data
 
@@ -263,7 +267,7 @@ class S3Storage:
             if _error_code(exc) in ("404", "NoSuchKey", "NotFound"):
                 return False
             raise StorageError(f"cannot look up {self.uri(key)}: {_describe(exc)}") from exc
-        except (BotoCoreError, OSError, TimeoutError) as exc:
+        except _S3_ERRORS as exc:
             raise StorageError(f"cannot look up {self.uri(key)}: {_describe(exc)}") from exc
         return True
 
@@ -271,7 +275,7 @@ class S3Storage:
         name = self.object_key(key)
         try:
             await self._client.delete_object(Bucket=self.bucket, Key=name)
-        except (ClientError, BotoCoreError, OSError, TimeoutError) as exc:
+        except _S3_ERRORS as exc:
             raise StorageError(f"cannot delete {self.uri(key)}: {_describe(exc)}") from exc
 
     async def list(self, prefix: str = "") -> AsyncIterator[str]:
@@ -286,7 +290,7 @@ class S3Storage:
             async for page in pages:
                 for item in page.get("Contents", ()):
                     yield item["Key"][len(self.prefix) :]
-        except (ClientError, BotoCoreError, OSError, TimeoutError) as exc:
+        except _S3_ERRORS as exc:
             raise StorageError(
                 f"cannot list s3://{self.bucket}/{self.prefix}{prefix}: {_describe(exc)}"
             ) from exc
@@ -305,7 +309,7 @@ class S3Storage:
                 f"cannot use bucket {self.bucket!r}: {_describe(exc)} "
                 "(check the AWS credentials and the bucket's permissions)"
             ) from exc
-        except (BotoCoreError, OSError, TimeoutError) as exc:
+        except _S3_ERRORS as exc:
             raise StorageError(f"cannot reach bucket {self.bucket!r}: {_describe(exc)}") from exc
 
 
