@@ -1,24 +1,70 @@
-"""From the provider's raw callback JSON to typed notes: a pure function, every rule counted."""
+"""From the provider's raw callback JSON to typed notes: a pure function, every rule counted.
+
+The provider's JSON is loose (times as numbers *or* strings, ``data`` sometimes ``null``,
+instruments sometimes missing), so this module is the one place that decides what a note
+is. Nothing is dropped silently: every note (or structure) that is left out is counted
+under one reason from :data:`DROP_REASONS`, and the counts travel in the notes event and
+the ``processor_notes_dropped_total{reason}`` metric. The rules are tabulated in
+``docs/processing.md``.
+"""
 
 from __future__ import annotations
 
 import math
-from collections import Counter
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any, Final, Literal
 
 from services.common.callback import callback_code, callback_msg, callback_state, find_task_id
 
-__all__ = ["Instrument", "NormalizedCallback", "Note", "normalize"]
+__all__ = [
+    "DEFAULT_VELOCITY",
+    "DROP_REASONS",
+    "MAX_SECONDS",
+    "Instrument",
+    "NormalizedCallback",
+    "Note",
+    "TaskState",
+    "midi_velocity",
+    "normalize",
+]
 
 TaskState = Literal["complete", "failed", "unknown"]
 
-DEFAULT_VELOCITY = 1.0
+#: Velocity used when a note has none (absent or ``null``): the value the provider sends
+#: for every note in all its published examples, i.e. MIDI velocity 127.
+DEFAULT_VELOCITY: Final = 1.0
+
+#: Latest time accepted, in seconds (24 hours). A note beyond it is dropped: no audio the
+#: provider transcribes is that long, and 24 h (165 888 000 ticks at 1920 ticks/s) stays
+#: below the 2**28 - 1 ticks a single MIDI delta time can express.
+MAX_SECONDS: Final = 86_400.0
+
+#: Every reason a note (or a malformed structure) is dropped, in the order the rules are
+#: checked: a note is counted once, under the first rule it fails.
+DROP_REASONS: Final = (
+    "invalid_data",  # code 200 but ``data`` is neither an object nor null (counted once)
+    "invalid_instruments",  # ``instruments`` is neither a list nor null (counted once)
+    "invalid_instrument",  # an instrument is not an object, or its ``notes`` not a list
+    "invalid_note",  # a note is not an object
+    "invalid_pitch",  # missing, not an integer (or integral number/string), outside 0..127
+    "invalid_start",  # missing, unparsable, non-finite or negative
+    "invalid_end",  # missing, unparsable, non-finite or negative
+    "time_out_of_range",  # start or end beyond MAX_SECONDS
+    "end_not_after_start",  # end <= start
+    "invalid_velocity",  # present but unparsable, non-finite or outside 0..1
+)
+
+# A decimal number as JSON writes one, with an optional sign and surrounding whitespace.
+# Python's float() alone would also take "inf", "nan", "1_000" and "١٢": not numbers here.
+_NUMERIC = re.compile(r"\s*[+-]?(?:\d+\.?\d*|\.\d+)(?:[eE][+-]?\d+)?\s*", re.ASCII)
 
 
 @dataclass(frozen=True, slots=True)
 class Note:
+    """One kept note, times and velocity exactly as parsed from the provider's JSON."""
+
     pitch: int
     start: float
     end: float
@@ -28,6 +74,8 @@ class Note:
 
 @dataclass(frozen=True, slots=True)
 class Instrument:
+    """One instrument: its name as sent, its kept notes in the provider's order."""
+
     name: str
     notes: tuple[Note, ...]
 
@@ -46,57 +94,137 @@ class NormalizedCallback:
     def note_count(self) -> int:
         return sum(len(instrument.notes) for instrument in self.instruments)
 
+    @property
+    def dropped_count(self) -> int:
+        return sum(self.dropped.values())
 
-def _seconds(value: Any) -> float | None:
-    if isinstance(value, bool):
-        return None
-    if isinstance(value, int | float):
-        number = float(value)
-    elif isinstance(value, str):
+
+def _number(value: Any) -> float | None:
+    """A JSON number or numeric string as a float; ``None`` when it is neither or not finite.
+
+    A numeric string is what JSON would write as a number, with an optional sign and
+    surrounding whitespace: ``float()`` alone would also take ``"inf"``, ``"nan"``,
+    ``"1_000"`` and non-ASCII digits, so those are refused first.
+    """
+    if isinstance(value, float):
+        number = value
+    elif isinstance(value, int) and not isinstance(value, bool):
         try:
-            number = float(value.strip())
-        except ValueError:
+            number = float(value)
+        except OverflowError:  # an integer literal too large for a double
             return None
+    elif isinstance(value, str) and _NUMERIC.fullmatch(value):
+        number = float(value)  # overflow gives inf, refused below
     else:
         return None
-    return number if math.isfinite(number) and number >= 0 else None
+    return number if math.isfinite(number) else None
+
+
+def _seconds(value: Any) -> float | None:
+    number = _number(value)
+    return number if number is not None and number >= 0 else None
+
+
+def _pitch(value: Any) -> int | None:
+    if isinstance(value, int) and not isinstance(value, bool):
+        return value if 0 <= value <= 127 else None
+    number = _number(value)
+    if number is None or not number.is_integer() or not 0 <= number <= 127:
+        return None
+    return int(number)
+
+
+def midi_velocity(velocity: float) -> int:
+    """Provider velocity 0..1 to MIDI 1..127: ``round(v * 127)`` (half to even), at least 1.
+
+    MIDI velocity 0 would turn the note-on into a note-off, hence the floor of 1.
+    """
+    return max(1, round(velocity * 127))
+
+
+def _note(raw: Any) -> Note | str:
+    """The note, or the reason it is dropped (the first rule of DROP_REASONS it fails).
+
+    Plain ints and floats in range take the short path: they are nearly every note of a
+    large callback, and this loop is most of the normalization's cost.
+    """
+    if type(raw) is not dict:
+        return "invalid_note"
+    pitch = raw.get("pitch")
+    if type(pitch) is not int or not 0 <= pitch <= 127:
+        pitch = _pitch(pitch)
+        if pitch is None:
+            return "invalid_pitch"
+    start = raw.get("start")
+    if type(start) is not float or not 0.0 <= start <= MAX_SECONDS:
+        start = _seconds(start)
+        if start is None:
+            return "invalid_start"
+    end = raw.get("end")
+    if type(end) is not float or not 0.0 <= end <= MAX_SECONDS:
+        end = _seconds(end)
+        if end is None:
+            return "invalid_end"
+    if start > MAX_SECONDS or end > MAX_SECONDS:
+        return "time_out_of_range"
+    if end <= start:
+        return "end_not_after_start"
+    velocity = raw.get("velocity")
+    if velocity is None:
+        velocity = DEFAULT_VELOCITY
+    elif type(velocity) is not float or not 0.0 <= velocity <= 1.0:
+        velocity = _number(velocity)
+        if velocity is None or not 0.0 <= velocity <= 1.0:
+            return "invalid_velocity"
+    return Note(pitch, start, end, velocity, max(1, round(velocity * 127)))
+
+
+def _instrument(raw: Any, dropped: dict[str, int]) -> Instrument | None:
+    if not isinstance(raw, Mapping):
+        dropped["invalid_instrument"] = dropped.get("invalid_instrument", 0) + 1
+        return None
+    raw_notes = raw.get("notes")
+    if raw_notes is None:
+        raw_notes = []
+    elif not isinstance(raw_notes, list):
+        dropped["invalid_instrument"] = dropped.get("invalid_instrument", 0) + 1
+        return None
+    name = raw.get("name")
+    notes = []
+    append = notes.append
+    for raw_note in raw_notes:
+        note = _note(raw_note)
+        if type(note) is str:
+            dropped[note] = dropped.get(note, 0) + 1
+        else:
+            append(note)
+    return Instrument(name if isinstance(name, str) else "", tuple(notes))  # type: ignore[arg-type]
 
 
 def normalize(payload: Mapping[str, Any]) -> NormalizedCallback:
+    """The typed content of one callback body (already parsed from JSON).
+
+    Only a callback with ``code`` 200 carries notes; any other code is a failed task and
+    a missing code an unknown one, both without instruments.
+    """
     code = callback_code(payload)
     state: TaskState = "unknown" if code is None else ("complete" if code == 200 else "failed")
-    dropped: Counter[str] = Counter()
+    dropped: dict[str, int] = {}
     instruments: list[Instrument] = []
-    data = payload.get("data")
-    raw_instruments = data.get("instruments") if isinstance(data, Mapping) else None
-    if state == "complete" and isinstance(raw_instruments, list):
-        for raw in raw_instruments:
-            if not isinstance(raw, Mapping):
-                dropped["invalid_instrument"] += 1
-                continue
-            name = raw.get("name") if isinstance(raw.get("name"), str) else "Unknown"
-            notes = []
-            for raw_note in raw.get("notes") or ():
-                if not isinstance(raw_note, Mapping):
-                    dropped["invalid_note"] += 1
-                    continue
-                pitch = raw_note.get("pitch")
-                start = _seconds(raw_note.get("start"))
-                end = _seconds(raw_note.get("end"))
-                if not isinstance(pitch, int) or isinstance(pitch, bool) or not 0 <= pitch <= 127:
-                    dropped["invalid_pitch"] += 1
-                    continue
-                if start is None or end is None:
-                    dropped["invalid_time"] += 1
-                    continue
-                if end <= start:
-                    dropped["end_not_after_start"] += 1
-                    continue
-                velocity = raw_note.get("velocity", DEFAULT_VELOCITY)
-                velocity = float(velocity) if isinstance(velocity, int | float) else DEFAULT_VELOCITY
-                velocity = min(max(velocity, 0.0), 1.0)
-                notes.append(Note(pitch, start, end, velocity, max(1, round(velocity * 127))))
-            instruments.append(Instrument(name, tuple(notes)))
+    if state == "complete":
+        data = payload.get("data")
+        raw_instruments: Any = None
+        if isinstance(data, Mapping):
+            raw_instruments = data.get("instruments")
+        elif data is not None:
+            dropped["invalid_data"] = 1
+        if isinstance(raw_instruments, list):
+            for raw in raw_instruments:
+                instrument = _instrument(raw, dropped)
+                if instrument is not None:
+                    instruments.append(instrument)
+        elif raw_instruments is not None:
+            dropped["invalid_instruments"] = 1
     return NormalizedCallback(
         task_id=find_task_id(payload),
         state=state,
@@ -104,5 +232,5 @@ def normalize(payload: Mapping[str, Any]) -> NormalizedCallback:
         msg=callback_msg(payload),
         provider_state=callback_state(payload),
         instruments=tuple(instruments),
-        dropped=dict(dropped),
+        dropped={reason: dropped[reason] for reason in DROP_REASONS if reason in dropped},
     )

@@ -1,4 +1,9 @@
-"""The notes event (schema ``suno.midi.v1.MidiNotes``) built from a normalized callback."""
+"""The notes event (schema ``suno.midi.v1.MidiNotes``) built from a normalized callback.
+
+It is the contract downstream consumers build on, so it carries every kept note exactly as
+parsed (provider order, floats untouched) beside the program and channel the MIDI file
+uses, and the drop counts by reason.
+"""
 
 from __future__ import annotations
 

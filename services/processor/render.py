@@ -1,90 +1,306 @@
-"""Standard MIDI File bytes from normalized notes: a pure, deterministic function."""
+"""Standard MIDI File bytes from normalized notes: a pure, deterministic, fast function.
+
+The file is what users come for, so its rules are fixed and documented (see
+``docs/processing.md``): format 1, a conductor track (tempo, time signature), one track per
+instrument; 960 ticks a quarter at 120 BPM = 1920 ticks a second, so the provider's 1/192 s
+grid lands exactly on ticks; General MIDI programs from the instrument names; drums on
+channel 10; same-pitch overlaps on one channel cut so that no note is stuck or swallowed.
+
+The writer is hand-rolled (no MIDI library at run time): notes become packed integers that
+sort in file order, which keeps 100 000 notes well under a second on one core.
+"""
 
 from __future__ import annotations
 
+import math
 import struct
+from collections.abc import Sequence
+from dataclasses import dataclass
+from fractions import Fraction
+from typing import Final
 
+from .gm import sound_for
 from .normalize import Instrument, NormalizedCallback
 
-__all__ = ["TEMPO_BPM", "TICKS_PER_QUARTER", "TrackLayout", "layout_tracks", "render_midi"]
+__all__ = [
+    "DRUM_CHANNEL",
+    "MELODIC_CHANNELS",
+    "TEMPO_BPM",
+    "TICKS_PER_QUARTER",
+    "TICKS_PER_SECOND",
+    "RenderStats",
+    "TrackLayout",
+    "layout_tracks",
+    "render_midi",
+    "render_midi_with_stats",
+    "seconds_to_ticks",
+]
 
-TICKS_PER_QUARTER = 960
-TEMPO_BPM = 120.0
-TICKS_PER_SECOND = TICKS_PER_QUARTER * TEMPO_BPM / 60  # 1920: exact for the 1/192 s grid
-DRUM_CHANNEL = 9
+TICKS_PER_QUARTER: Final = 960
+TEMPO_BPM: Final = 120.0
+#: 1920: every multiple of 1/192 s is a whole number of ticks (ten of them).
+TICKS_PER_SECOND: Final = 1920
+MICROSECONDS_PER_QUARTER: Final = 500_000  # 120 BPM
+DRUM_CHANNEL: Final = 9  # "channel 10" in the GM spec's 1-based numbering
+MELODIC_CHANNELS: Final = tuple(channel for channel in range(16) if channel != DRUM_CHANNEL)
+
+# Near a tie (x.5 ticks) the float product may be off by an ulp either way, so ties are
+# decided on the exact value of the float; 1e-6 tick is many ulps at any accepted time.
+_TIE_WINDOW: Final = 1e-6
+
+# Event kinds, in the order events at the same tick are written.
+_OFF: Final = 0
+_PROGRAM: Final = 1
+_ON: Final = 2
 
 
-class TrackLayout(tuple[str, int, int, bool]):
-    """(name, program, channel, is_drum) of one instrument's track."""
-
-    @property
-    def name(self) -> str:
-        return self[0]
-
-    @property
-    def program(self) -> int:
-        return self[1]
-
-    @property
-    def channel(self) -> int:
-        return self[2]
-
-    @property
-    def is_drum(self) -> bool:
-        return self[3]
+def seconds_to_ticks(seconds: float) -> int:
+    """Nearest tick to ``seconds`` (exact float value), ties rounded up (half up)."""
+    scaled = seconds * TICKS_PER_SECOND
+    tick = math.floor(scaled + 0.5)
+    if abs(abs(scaled - tick) - 0.5) < _TIE_WINDOW:
+        tick = math.floor(Fraction(seconds) * TICKS_PER_SECOND + Fraction(1, 2))
+    return tick
 
 
-def layout_tracks(instruments: tuple[Instrument, ...]) -> list[TrackLayout]:
-    layouts = []
-    melodic = [c for c in range(16) if c != DRUM_CHANNEL]
-    next_melodic = 0
-    for instrument in instruments:
-        if instrument.name.strip().lower() == "drums":
-            layouts.append(TrackLayout((instrument.name, 0, DRUM_CHANNEL, True)))
+@dataclass(frozen=True, slots=True)
+class TrackLayout:
+    """Where one instrument goes in the file: its track's name, program and channel."""
+
+    name: str
+    program: int
+    channel: int
+    is_drum: bool
+    #: False when the name is not a known GM or percussion name (default program used).
+    known_name: bool
+    #: True when the channel also carries a track with another program: the program
+    #: change is then repeated before each of this track's note-on ticks.
+    shares_channel_with_other_program: bool = False
+
+
+def layout_tracks(instruments: Sequence[Instrument]) -> list[TrackLayout]:
+    """Programs and channels for the instruments, in their order.
+
+    Percussion names go to channel 9. Up to 15 melodic instruments get one channel each
+    (0-8, 10-15 in order). Past 15, instruments with the same program share a channel, the
+    distinct programs taking the 15 channels in order of first appearance and, past 15
+    programs, round-robin.
+    """
+    sounds = [sound_for(instrument.name) for instrument in instruments]
+    melodic_count = sum(1 for sound in sounds if not sound.is_drum)
+    program_slot: dict[int, int] = {}
+    channels: list[int] = []
+    melodic_index = 0
+    for sound in sounds:
+        if sound.is_drum:
+            channels.append(DRUM_CHANNEL)
+            continue
+        if melodic_count <= len(MELODIC_CHANNELS):
+            slot = melodic_index
         else:
-            channel = melodic[next_melodic % len(melodic)]
-            next_melodic += 1
-            layouts.append(TrackLayout((instrument.name, 0, channel, False)))
-    return layouts
+            slot = program_slot.setdefault(sound.program, len(program_slot))
+        melodic_index += 1
+        channels.append(MELODIC_CHANNELS[slot % len(MELODIC_CHANNELS)])
+    programs_on: dict[int, set[int]] = {}
+    for sound, channel in zip(sounds, channels, strict=True):
+        programs_on.setdefault(channel, set()).add(sound.program)
+    return [
+        TrackLayout(
+            name=instrument.name,
+            program=sound.program,
+            channel=channel,
+            is_drum=sound.is_drum,
+            known_name=sound.known,
+            shares_channel_with_other_program=len(programs_on[channel]) > 1,
+        )
+        for instrument, sound, channel in zip(instruments, sounds, channels, strict=True)
+    ]
+
+
+@dataclass(frozen=True, slots=True)
+class RenderStats:
+    """What the file could not show as sent (the notes event still carries every note)."""
+
+    #: Notes whose end was moved earlier to the start of the next same-pitch note.
+    notes_cut: int = 0
+    #: Notes not written: a same-pitch note starts on the same tick on the same channel
+    #: (the longest is written), or a cut left less than one tick.
+    notes_merged: int = 0
 
 
 def _vlq(value: int) -> bytes:
-    out = [value & 0x7F]
+    out = bytearray((value & 0x7F,))
     value >>= 7
     while value:
         out.append(0x80 | (value & 0x7F))
         value >>= 7
-    return bytes(reversed(out))
+    out.reverse()
+    return bytes(out)
 
 
-def _track(events: list[tuple[int, bytes]]) -> bytes:
-    body = bytearray()
+def _chunk(kind: bytes, body: bytes | bytearray) -> bytes:
+    return kind + struct.pack(">I", len(body)) + body
+
+
+def _meta(kind: int, data: bytes) -> bytes:
+    return b"\xff" + bytes((kind,)) + _vlq(len(data)) + data
+
+
+def _conductor() -> bytes:
+    body = (
+        b"\x00" + _meta(0x51, MICROSECONDS_PER_QUARTER.to_bytes(3, "big"))
+        # 4/4, a click every quarter (24 MIDI clocks), 8 thirty-seconds per quarter
+        + b"\x00" + _meta(0x58, b"\x04\x02\x18\x08")
+        + b"\x00" + _meta(0x2F, b"")
+    )  # fmt: skip
+    return _chunk(b"MTrk", body)
+
+
+_TICK_BITS: Final = 28  # MAX_SECONDS * 1920 < 2**28: every tick fits, so does a delta
+_TICK_MASK: Final = (1 << _TICK_BITS) - 1
+
+
+def _note_keys(instrument: Instrument, track: int, track_bits: int) -> list[int]:
+    """One int per note that sorts by pitch, start, longest first, track, loudest first.
+
+    Packed ints instead of tuples: they sort faster and the garbage collector ignores them.
+    """
+    tps = TICKS_PER_SECOND
+    floor = math.floor
+    keys = []
+    append = keys.append
+    for note in instrument.notes:
+        scaled = note.start * tps
+        on = floor(scaled + 0.5)
+        if abs(abs(scaled - on) - 0.5) < _TIE_WINDOW:
+            on = seconds_to_ticks(note.start)
+        scaled = note.end * tps
+        off = floor(scaled + 0.5)
+        if abs(abs(scaled - off) - 0.5) < _TIE_WINDOW:
+            off = seconds_to_ticks(note.end)
+        if off <= on:
+            off = on + 1  # a note shorter than half a tick still sounds for one tick
+        append(
+            (((((note.pitch << _TICK_BITS | on) << _TICK_BITS) | (_TICK_MASK - off)) << track_bits
+              | track) << 7) | (127 - note.midi_velocity)
+        )  # fmt: skip
+    return keys
+
+
+def _resolve_channel(keys: list[int], track_bits: int, per_track: list[list[int]]) -> RenderStats:
+    """Resolve same-pitch overlaps on one channel; append each track's events to its list.
+
+    Sorted by pitch, start, longest first: a note starting on the same tick as the one
+    before is not written (the first, longest, one is); a note still sounding when the next
+    one starts ends there. When the next note is in an *earlier* track, a player that merges
+    tracks (earlier track first at equal ticks) would see its note-on before this note-off,
+    so this note ends one tick earlier; if that leaves nothing, it is not written.
+
+    Events are ints ``tick << 16 | kind << 14 | pitch << 7 | velocity``: sorted, they are in
+    file order (note-offs, then program changes, then note-ons at equal ticks).
+    """
+    keys.sort()
+    track_mask = (1 << track_bits) - 1
+    start_shift = 7 + track_bits + _TICK_BITS  # key >> start_shift == pitch << 28 | on
+    cut = merged = 0
+    count = len(keys)
+    i = 0
+    while i < count:
+        key = keys[i]
+        start_key = key >> start_shift
+        j = i + 1
+        while j < count and keys[j] >> start_shift == start_key:
+            j += 1
+        merged += j - i - 1
+        track = (key >> 7) & track_mask
+        off = _TICK_MASK - ((key >> (7 + track_bits)) & _TICK_MASK)
+        on = start_key & _TICK_MASK
+        pitch = start_key >> _TICK_BITS
+        if j < count:
+            following = keys[j]
+            following_start = following >> start_shift
+            if following_start >> _TICK_BITS == pitch:
+                next_on = following_start & _TICK_MASK
+                limit = next_on - 1 if (following >> 7) & track_mask < track else next_on
+                if off > limit:
+                    off = limit
+                    if off <= on:
+                        merged += 1
+                        i = j
+                        continue
+                    cut += 1
+        events = per_track[track]
+        events.append((on << 2 | _ON) << 14 | pitch << 7 | (127 - (key & 0x7F)))
+        events.append((off << 2 | _OFF) << 14 | pitch << 7 | 0x40)
+        i = j
+    return RenderStats(notes_cut=cut, notes_merged=merged)
+
+
+def _message(low: int, channel: int, program: int) -> bytes:
+    """The channel message of an event's low 16 bits (kind, pitch, velocity)."""
+    kind = low >> 14
+    if kind == _ON:
+        return bytes((0x90 | channel, (low >> 7) & 0x7F, low & 0x7F))
+    if kind == _OFF:
+        return bytes((0x80 | channel, (low >> 7) & 0x7F, low & 0x7F))
+    return bytes((0xC0 | channel, program))
+
+
+def _track(name: str, layout: TrackLayout, events: list[int]) -> bytes:
+    channel, program = layout.channel, layout.program
+    if layout.shares_channel_with_other_program:
+        # Another program plays on this channel: restore ours before each note-on tick.
+        on_ticks = {event >> 16 for event in events if (event >> 14) & 3 == _ON}
+        events.extend((tick << 2 | _PROGRAM) << 14 for tick in on_ticks)
+    events.sort()
+    body = bytearray(b"\x00")
+    body += _meta(0x03, name.encode("utf-8"))
+    body.append(0)
+    body += bytes((0xC0 | channel, program))
+    messages: dict[int, bytes] = {}
     last = 0
-    for tick, data in events:
-        body += _vlq(tick - last) + data
-        last = tick
-    body += _vlq(0) + b"\xff\x2f\x00"
-    return b"MTrk" + struct.pack(">I", len(body)) + bytes(body)
+    for event in events:
+        delta = (event >> 16) - last
+        if delta < 0x80:
+            body.append(delta)
+        elif delta < 0x4000:
+            body.append(0x80 | delta >> 7)
+            body.append(delta & 0x7F)
+        else:
+            body += _vlq(delta)
+        last += delta
+        low = event & 0xFFFF
+        message = messages.get(low)
+        if message is None:
+            message = messages[low] = _message(low, channel, program)
+        body += message
+    body += b"\x00\xff\x2f\x00"
+    return _chunk(b"MTrk", body)
+
+
+def render_midi_with_stats(callback: NormalizedCallback) -> tuple[bytes, RenderStats]:
+    """The MIDI file of a normalized callback, and what it could not show as sent."""
+    instruments = callback.instruments
+    layouts = layout_tracks(instruments)
+    track_bits = max(1, len(instruments).bit_length())
+    by_channel: dict[int, list[int]] = {}
+    for track, (instrument, layout) in enumerate(zip(instruments, layouts, strict=True)):
+        by_channel.setdefault(layout.channel, []).extend(
+            _note_keys(instrument, track, track_bits)
+        )
+    per_track: list[list[int]] = [[] for _ in instruments]
+    cut = merged = 0
+    for channel in sorted(by_channel):
+        stats = _resolve_channel(by_channel[channel], track_bits, per_track)
+        cut += stats.notes_cut
+        merged += stats.notes_merged
+    tracks = [_conductor()]
+    for instrument, layout, events in zip(instruments, layouts, per_track, strict=True):
+        tracks.append(_track(instrument.name, layout, events))
+    header = _chunk(b"MThd", struct.pack(">HHH", 1, len(tracks), TICKS_PER_QUARTER))
+    return header + b"".join(tracks), RenderStats(notes_cut=cut, notes_merged=merged)
 
 
 def render_midi(callback: NormalizedCallback) -> bytes:
-    tempo = round(60_000_000 / TEMPO_BPM)
-    conductor = [
-        (0, b"\xff\x51\x03" + tempo.to_bytes(3, "big")),
-        (0, b"\xff\x58\x04\x04\x02\x18\x08"),
-    ]
-    tracks = [_track(conductor)]
-    for instrument, layout in zip(callback.instruments, layout_tracks(callback.instruments), strict=True):
-        name = instrument.name.encode("utf-8")
-        events: list[tuple[int, int, bytes]] = [(0, 0, b"\xff\x03" + _vlq(len(name)) + name)]
-        if not layout.is_drum:
-            events.append((0, 1, bytes([0xC0 | layout.channel, layout.program])))
-        for note in instrument.notes:
-            on = round(note.start * TICKS_PER_SECOND)
-            off = max(on + 1, round(note.end * TICKS_PER_SECOND))
-            events.append((on, 3, bytes([0x90 | layout.channel, note.pitch, note.midi_velocity])))
-            events.append((off, 2, bytes([0x80 | layout.channel, note.pitch, 0])))
-        events.sort(key=lambda e: (e[0], e[1]))
-        tracks.append(_track([(tick, data) for tick, _, data in events]))
-    header = b"MThd" + struct.pack(">IHHH", 6, 1, len(tracks), TICKS_PER_QUARTER)
-    return header + b"".join(tracks)
+    """Standard MIDI File (format 1) bytes for a normalized callback; same input, same bytes."""
+    return render_midi_with_stats(callback)[0]
