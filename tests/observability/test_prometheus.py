@@ -87,6 +87,12 @@ class PromClient:
             body = await r.json()
         return [rule for group in body["data"]["groups"] for rule in group["rules"]]
 
+    async def alerts(self) -> list[dict[str, Any]]:
+        async with self._http.get(f"{self._url}/api/v1/alerts") as r:
+            body = await r.json()
+        alerts: list[dict[str, Any]] = body["data"]["alerts"]
+        return alerts
+
     async def targets(self) -> list[dict[str, Any]]:
         async with self._http.get(f"{self._url}/api/v1/targets") as r:
             body = await r.json()
@@ -207,6 +213,7 @@ async def test_every_dashboard_and_rule_query_against_real_prometheus(
             problems, pending, returned = await _check_dashboard(prom, defined)
             problems += await _check_rules(prom)
             problems += await _check_traffic_visible(prom, defined)
+            problems += await _check_dead_letter_alert(prom)
 
     report = _report(returned, pending, problems)
     print(report)  # shown with -s, and in the failure message below
@@ -277,6 +284,26 @@ async def _check_rules(prom: PromClient) -> list[str]:
                 f"rule {rule['name']}: health {rule.get('health')}: {rule.get('lastError')}"
             )
     return problems
+
+
+async def _check_dead_letter_alert(prom: PromClient) -> list[str]:
+    """The garbage record makes SunoMidiDeadLetters fire for both consumers."""
+    wanted = {("processor", "undecodable"), ("archiver", "undecodable")}
+
+    async def firing() -> bool:
+        alerts = await prom.alerts()
+        active = {
+            (a["labels"].get("service"), a["labels"].get("reason"))
+            for a in alerts
+            if a["labels"]["alertname"] == "SunoMidiDeadLetters" and a["state"] == "firing"
+        }
+        return wanted <= active
+
+    try:
+        await eventually(firing, timeout=15, interval=0.5, what="SunoMidiDeadLetters to fire")
+    except AssertionError as exc:
+        return [f"{exc}; active alerts: {await prom.alerts()}"]
+    return []
 
 
 def _report(returned: list[str], pending: list[tuple[str, set[str]]], problems: list[str]) -> str:
