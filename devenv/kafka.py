@@ -185,8 +185,8 @@ class LocalKafka:
                 libs,
                 "kafka.tools.StorageTool",
                 "format",
-                "-t",
-                _cluster_id(),
+                # "=" form: a URL-safe base64 id may start with "-".
+                f"--cluster-id={_cluster_id()}",
                 "-c",
                 str(config),
                 "--ignore-formatted",
