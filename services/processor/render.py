@@ -285,9 +285,7 @@ def render_midi_with_stats(callback: NormalizedCallback) -> tuple[bytes, RenderS
     track_bits = max(1, len(instruments).bit_length())
     by_channel: dict[int, list[int]] = {}
     for track, (instrument, layout) in enumerate(zip(instruments, layouts, strict=True)):
-        by_channel.setdefault(layout.channel, []).extend(
-            _note_keys(instrument, track, track_bits)
-        )
+        by_channel.setdefault(layout.channel, []).extend(_note_keys(instrument, track, track_bits))
     per_track: list[list[int]] = [[] for _ in instruments]
     cut = merged = 0
     for channel in sorted(by_channel):

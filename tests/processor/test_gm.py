@@ -48,7 +48,7 @@ class TestMatching:
             ("Lead 8 (bass+lead)", 87),
             ("Lead 1", 80),
             ("FX 8 sci fi", 103),
-            ("Ｖｉｏｌｉｎ", 40),  # full-width letters, NFKC-folded
+            ("\uff36\uff49\uff4f\uff4c\uff49\uff4e", 40),  # full-width "Violin", NFKC-folded
         ],
     )
     def test_case_space_punctuation_insensitive(self, name: str, program: int) -> None:

@@ -109,29 +109,29 @@ class TestChannels:
     def test_drums_on_channel_10(self) -> None:
         """Percussion goes to channel index 9, melodic instruments elsewhere."""
         layouts = layout_tracks(song(("Drums", []), ("Violin", []), ("drum kit", [])).instruments)
-        assert [(l.channel, l.is_drum) for l in layouts] == [(9, True), (0, False), (9, True)]
+        assert [(lay.channel, lay.is_drum) for lay in layouts] == [(9, True), (0, False), (9, True)]
 
     def test_fifteen_melodic_get_their_own_channel(self) -> None:
         """Up to 15 melodic instruments: one channel each, never 9, even with equal programs."""
         names = ["Violin"] * 3 + list(GM_PROGRAM_NAMES[:12])
         layouts = layout_tracks(song(*((n, []) for n in names)).instruments)
-        assert [l.channel for l in layouts] == list(MELODIC_CHANNELS)
-        assert not any(l.shares_channel_with_other_program for l in layouts)
+        assert [lay.channel for lay in layouts] == list(MELODIC_CHANNELS)
+        assert not any(lay.shares_channel_with_other_program for lay in layouts)
 
     def test_same_program_shares_past_fifteen(self) -> None:
         """Past 15 melodic instruments, equal programs share a channel."""
-        names = ["Violin", "Cello", "violin"] + list(GM_PROGRAM_NAMES[50:64])
+        names = ["Violin", "Cello", "violin", *GM_PROGRAM_NAMES[50:64]]
         layouts = layout_tracks(song(*((n, []) for n in names)).instruments)
         assert layouts[0].channel == layouts[2].channel
-        assert len({l.channel for l in layouts}) == 15
-        assert DRUM_CHANNEL not in {l.channel for l in layouts}
+        assert len({lay.channel for lay in layouts}) == 15
+        assert DRUM_CHANNEL not in {lay.channel for lay in layouts}
 
     def test_round_robin_past_fifteen_programs(self) -> None:
         """Past 15 distinct programs, programs take channels round-robin and are flagged."""
         names = list(GM_PROGRAM_NAMES[:20])
         layouts = layout_tracks(song(*((n, []) for n in names)).instruments)
-        assert [l.channel for l in layouts] == [*MELODIC_CHANNELS, *MELODIC_CHANNELS[:5]]
-        assert [l.shares_channel_with_other_program for l in layouts] == [True] * 5 + [
+        assert [lay.channel for lay in layouts] == [*MELODIC_CHANNELS, *MELODIC_CHANNELS[:5]]
+        assert [lay.shares_channel_with_other_program for lay in layouts] == [True] * 5 + [
             False
         ] * 10 + [True] * 5
 
@@ -232,6 +232,4 @@ class TestDeterminism:
             "t", "complete", 200, None, None,
             (Instrument("Violin", (Note(60, 0.0, 1.0, velocity, midi_velocity),)),),
         )  # fmt: skip
-        assert [n.velocity for n in read_with_mido(render_midi(callback)).notes] == [
-            midi_velocity
-        ]
+        assert [n.velocity for n in read_with_mido(render_midi(callback)).notes] == [midi_velocity]
