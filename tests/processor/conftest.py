@@ -1,0 +1,74 @@
+"""Fixtures for the processor's broker tests: a running processor app and a publisher."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime
+
+import pytest
+from aiohttp.test_utils import TestServer
+from aiokafka import AIOKafkaConsumer, TopicPartition
+from prometheus_client import CollectorRegistry
+
+from services.common.events import CallbackEvent, sha256_hex
+from services.common.kafka import Publisher, ensure_topics
+from services.common.settings import Settings
+
+
+def callback_event(body: bytes, task_id: str = "task-1", **fields: object) -> CallbackEvent:
+    return CallbackEvent(
+        task_id=task_id,
+        received_at=datetime.now(UTC),
+        body=body,
+        body_sha256=sha256_hex(body),
+        **fields,  # type: ignore[arg-type]
+    )
+
+
+@pytest.fixture(name="publisher")
+async def fixture_publisher(settings: Settings) -> AsyncIterator[Publisher]:
+    topics = settings.kafka.topics
+    await ensure_topics(settings.kafka, "test", [topics.callbacks, topics.notes, topics.dlq])
+    publisher = Publisher(settings.kafka, "test")
+    await publisher.start()
+    try:
+        yield publisher
+    finally:
+        await publisher.stop()
+
+
+@pytest.fixture(name="registry")
+def fixture_registry() -> CollectorRegistry:
+    return CollectorRegistry()
+
+
+@pytest.fixture(name="processor")
+async def fixture_processor(
+    settings: Settings, registry: CollectorRegistry, publisher: Publisher
+) -> AsyncIterator[TestServer]:
+    """The processor app, started (consumer running) and stopped around one test."""
+    from services.processor.app import create_app
+
+    server = TestServer(create_app(settings, registry=registry), host="127.0.0.1")
+    await server.start_server()
+    try:
+        yield server
+    finally:
+        await server.close()
+
+
+async def committed_offsets(settings: Settings, group_id: str, topic: str) -> dict[int, int]:
+    """A group's committed offsets on ``topic``, by partition (absent when none)."""
+    consumer = AIOKafkaConsumer(
+        bootstrap_servers=settings.kafka.bootstrap_servers, group_id=group_id
+    )
+    await consumer.start()
+    try:
+        found = {}
+        for partition in range(settings.kafka.partitions):
+            offset = await consumer.committed(TopicPartition(topic, partition))
+            if offset is not None:
+                found[partition] = offset
+        return found
+    finally:
+        await consumer.stop()

@@ -1,0 +1,252 @@
+"""The processor on a real broker: file, event, commit; idempotence; dead letters; metrics."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from pathlib import Path
+
+import pytest
+from aiohttp.test_utils import TestServer
+from prometheus_client import CollectorRegistry
+
+from services.common.avro import NOTES_SCHEMA, load_codec
+from services.common.kafka import Publisher
+from services.common.keys import task_key
+from services.common.settings import Settings
+from services.processor.app import process_callback
+
+from ..helpers import eventually, read_topic
+from .conftest import callback_event, committed_offsets
+from .readers import read_with_mido
+
+pytestmark = pytest.mark.kafka
+
+KEY = b"same-partition"  # every record of a test on one partition: offsets are counts
+
+
+def midi_path(settings: Settings, task_id: str) -> Path:
+    return settings.storage.data_dir / "midi" / f"{task_key(task_id)}.mid"
+
+
+def metric(registry: CollectorRegistry, name: str, **labels: str) -> float:
+    return registry.get_sample_value(name, labels) or 0.0
+
+
+async def all_committed(settings: Settings, count: int) -> bool:
+    offsets = await committed_offsets(
+        settings, settings.processor.group_id, settings.kafka.topics.callbacks
+    )
+    return sum(offsets.values()) == count
+
+
+class TestCompleteCallback:
+    async def test_file_event_commit_and_metrics(
+        self,
+        settings: Settings,
+        publisher: Publisher,
+        processor: TestServer,
+        registry: CollectorRegistry,
+        reference_examples: dict[str, bytes],
+    ) -> None:
+        """A success callback gives the MIDI file, then the notes event, then the commit."""
+        body = reference_examples["success-task-id-top-level"]
+        task_id = "5c79****be8e"
+        await publisher.publish(
+            settings.kafka.topics.callbacks, key=KEY, value=callback_event(body, task_id).encode()
+        )
+        (record,) = await read_topic(
+            settings.kafka.bootstrap_servers, settings.kafka.topics.notes, 1
+        )
+        assert record.key == task_id.encode()
+        event = load_codec(NOTES_SCHEMA).decode(record.value)
+        path = midi_path(settings, task_id)
+        data = path.read_bytes()  # written before the event was published
+        assert path.name == "5c79%2A%2A%2A%2Abe8e.mid"
+        assert data == process_callback(body).midi
+        assert event["midi"]["uri"] == path.resolve().as_uri()
+        assert event["midi"]["size_bytes"] == len(data)
+        assert event["state"] == "complete" and event["note_count"] == 6
+        assert len(read_with_mido(data).notes) == 6
+        await eventually(lambda: all_committed(settings, 1), what="the commit")
+        assert metric(registry, "processor_notes_total") == 6
+        assert metric(registry, "processor_tasks_total", state="complete") == 1
+        assert metric(registry, "processor_midi_written_bytes_total") == len(data)
+        assert metric(registry, "processor_end_to_end_latency_seconds_count") == 1
+        assert (
+            metric(
+                registry,
+                "processor_records_total",
+                topic=settings.kafka.topics.callbacks,
+                result="ok",
+            )
+            == 1
+        )
+
+    async def test_drops_are_counted(
+        self,
+        settings: Settings,
+        publisher: Publisher,
+        processor: TestServer,
+        registry: CollectorRegistry,
+    ) -> None:
+        """Dropped notes appear in the event's map and in the metric, by reason."""
+        notes = [
+            {"pitch": 60, "start": 0, "end": 1},
+            {"pitch": 60, "start": "x", "end": 1},
+            {"pitch": 999, "start": 0, "end": 1},
+        ]
+        body = json.dumps(
+            {
+                "task_id": "d",
+                "code": 200,
+                "data": {"instruments": [{"name": "Oboe", "notes": notes}]},
+            }
+        ).encode()
+        await publisher.publish(
+            settings.kafka.topics.callbacks, key=KEY, value=callback_event(body, "d").encode()
+        )
+        (record,) = await read_topic(
+            settings.kafka.bootstrap_servers, settings.kafka.topics.notes, 1
+        )
+        event = load_codec(NOTES_SCHEMA).decode(record.value)
+        assert event["dropped_notes"] == {"invalid_pitch": 1, "invalid_start": 1}
+        await eventually(lambda: all_committed(settings, 1), what="the commit")
+        assert metric(registry, "processor_notes_dropped_total", reason="invalid_pitch") == 1
+        assert metric(registry, "processor_notes_dropped_total", reason="invalid_start") == 1
+        assert metric(registry, "processor_notes_total") == 1
+
+
+class TestFailedCallback:
+    async def test_no_file_and_a_failed_event(
+        self,
+        settings: Settings,
+        publisher: Publisher,
+        processor: TestServer,
+        registry: CollectorRegistry,
+        reference_examples: dict[str, bytes],
+    ) -> None:
+        """code 500: no MIDI file, a notes event with state failed, code and msg."""
+        body = reference_examples["failure-task-id-in-data"]
+        await publisher.publish(
+            settings.kafka.topics.callbacks,
+            key=KEY,
+            value=callback_event(body, "5c79****be8e").encode(),
+        )
+        (record,) = await read_topic(
+            settings.kafka.bootstrap_servers, settings.kafka.topics.notes, 1
+        )
+        event = load_codec(NOTES_SCHEMA).decode(record.value)
+        assert (event["state"], event["code"], event["msg"]) == (
+            "failed",
+            500,
+            "MIDI generation failed",
+        )
+        assert event["midi"] is None and event["instruments"] == []
+        await eventually(lambda: all_committed(settings, 1), what="the commit")
+        assert not (settings.storage.data_dir / "midi").exists()
+        assert metric(registry, "processor_tasks_total", state="failed") == 1
+        assert metric(registry, "processor_midi_written_bytes_total") == 0
+
+
+class TestIdempotence:
+    async def test_same_record_twice_changes_nothing(
+        self,
+        settings: Settings,
+        publisher: Publisher,
+        processor: TestServer,
+        reference_examples: dict[str, bytes],
+    ) -> None:
+        """A redelivered callback rewrites the same bytes and republishes the same event."""
+        value = callback_event(reference_examples["success-task-id-in-data"], "dup").encode()
+        await publisher.publish(settings.kafka.topics.callbacks, key=KEY, value=value)
+        await eventually(lambda: all_committed(settings, 1), what="the first commit")
+        path = midi_path(settings, "dup")
+        first = path.read_bytes()
+        first_mtime = path.stat().st_mtime_ns
+        await publisher.publish(settings.kafka.topics.callbacks, key=KEY, value=value)
+        await eventually(lambda: all_committed(settings, 2), what="the second commit")
+        assert path.stat().st_mtime_ns >= first_mtime
+        assert path.read_bytes() == first
+        assert sorted(p.name for p in path.parent.iterdir()) == [path.name]  # no temp files
+        records = await read_topic(settings.kafka.bootstrap_servers, settings.kafka.topics.notes, 2)
+        events = [load_codec(NOTES_SCHEMA).decode(r.value) for r in records]
+        for event in events:
+            del event["processed_at"]
+        assert events[0] == events[1]
+
+
+class TestDeadLetters:
+    async def test_bad_records_go_to_the_dlq_and_the_consumer_moves_on(
+        self,
+        settings: Settings,
+        publisher: Publisher,
+        processor: TestServer,
+        registry: CollectorRegistry,
+        reference_examples: dict[str, bytes],
+    ) -> None:
+        """Undecodable and non-JSON records are dead-lettered with why and where; next one flows."""
+        topics = settings.kafka.topics
+        sent = [
+            b"\x00not an avro event",
+            callback_event(b"{not json", "bad-json").encode(),
+            callback_event(b"[1, 2]", "not-object").encode(),
+            callback_event(reference_examples["success-task-id-in-data"], "good").encode(),
+        ]
+        for value in sent:
+            await publisher.publish(topics.callbacks, key=KEY, value=value)
+        await eventually(lambda: all_committed(settings, 4), what="all four committed")
+        assert midi_path(settings, "good").exists()
+        dead = await read_topic(settings.kafka.bootstrap_servers, topics.dlq, 3)
+        assert [r.value for r in dead] == sent[:3]
+        assert all(r.key == KEY for r in dead)
+        headers = [{k: v.decode() for k, v in r.headers} for r in dead]
+        assert [h["dlq.reason"] for h in headers] == [
+            "undecodable",
+            "invalid_callback",
+            "invalid_callback",
+        ]
+        assert "not JSON" in headers[1]["dlq.error"] and "list" in headers[2]["dlq.error"]
+        partition = {h["dlq.source.partition"] for h in headers}
+        assert len(partition) == 1
+        assert [int(h["dlq.source.offset"]) for h in headers] == [0, 1, 2]
+        assert {h["dlq.source.topic"] for h in headers} == {topics.callbacks}
+        assert {h["dlq.consumer.group"] for h in headers} == {settings.processor.group_id}
+        assert metric(registry, "processor_dead_letters_total", reason="undecodable") == 1
+        assert metric(registry, "processor_dead_letters_total", reason="invalid_callback") == 2
+        notes = await read_topic(settings.kafka.bootstrap_servers, topics.notes, 1)
+        assert [r.key for r in notes] == [b"good"]
+
+
+class TestEventLoop:
+    async def test_heavy_callback_does_not_stall_the_loop(
+        self, settings: Settings, publisher: Publisher, processor: TestServer
+    ) -> None:
+        """The CPU work runs off the event loop: it never stalls for the work's duration."""
+        from bench.processor.callbacks import synthetic_callback
+
+        body = synthetic_callback(60_000)
+        started = time.perf_counter()
+        process_callback(body)  # what one record costs when it blocks the loop
+        inline = time.perf_counter() - started
+
+        gaps: list[float] = []
+        done = asyncio.Event()
+
+        async def ticker() -> None:
+            last = time.perf_counter()
+            while not done.is_set():
+                await asyncio.sleep(0.005)
+                now = time.perf_counter()
+                gaps.append(now - last)
+                last = now
+
+        task = asyncio.create_task(ticker())
+        value = callback_event(body, "heavy").encode()
+        await publisher.publish(settings.kafka.topics.callbacks, key=KEY, value=value)
+        await eventually(lambda: all_committed(settings, 1), what="the heavy record")
+        done.set()
+        await task
+        assert midi_path(settings, "heavy").exists()
+        assert max(gaps) < inline / 2, f"loop stalled {max(gaps):.3f} s (work {inline:.3f} s)"
