@@ -1,8 +1,10 @@
 """``suno-ingest``: serve callbacks until SIGTERM, then drain in the order Kubernetes needs.
 
 On SIGTERM (or Ctrl-C): ``/readyz`` turns false at once while the listener stays open, so
-load balancers stop sending; after a short announce period the listener closes, requests
-in flight finish (up to ``INGEST_SHUTDOWN_GRACE_SECONDS``), the producer flushes, and the
+load balancers stop sending; after a short announce period, callback requests in flight
+are given until ``INGEST_SHUTDOWN_GRACE_SECONDS`` to finish (a body still being uploaded
+included: aiohttp stops reading from connections once its own shutdown starts, so that
+starts only when they are done), then the listener closes, the producer flushes, and the
 process exits 0.
 """
 
@@ -34,7 +36,8 @@ def announce_seconds(settings: Settings) -> float:
 async def run(settings: Settings) -> None:
     app = create_app(settings)
     grace = settings.ingest.shutdown_grace_seconds
-    runner = web.AppRunner(app, access_log=None, shutdown_timeout=grace, handle_signals=False)
+    # Requests are drained before runner.cleanup(); its own timeout only covers stragglers.
+    runner = web.AppRunner(app, access_log=None, shutdown_timeout=2.0, handle_signals=False)
     await runner.setup()
     try:
         site = web.TCPSite(runner, settings.ingest.host, settings.ingest.port)
@@ -49,10 +52,17 @@ async def run(settings: Settings) -> None:
         ingest = app.get(INGEST)
         log.info(
             "ingest_draining",
-            in_flight=ingest.publisher.in_flight if ingest is not None else 0,
+            requests=app[LIFECYCLE].active,
+            publishes=ingest.publisher.in_flight if ingest is not None else 0,
             announce_seconds=announce_seconds(settings),
         )
         await asyncio.sleep(announce_seconds(settings))
+        lifecycle = app[LIFECYCLE]
+        deadline = loop.time() + grace
+        while lifecycle.active and loop.time() < deadline:  # noqa: ASYNC110 - shutdown only
+            await asyncio.sleep(0.05)
+        if lifecycle.active:
+            log.warning("ingest_shutdown_with_requests_in_flight", requests=lifecycle.active)
     finally:
         # Closes the listener, waits for in-flight handlers, then the cleanup contexts
         # (the producer's stop() flushes what is pending).

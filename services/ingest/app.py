@@ -20,20 +20,15 @@ from typing import Any, Final
 import structlog
 from aiohttp import web
 from aiohttp.typedefs import Handler
+from aiokafka import AIOKafkaProducer
 from prometheus_client import CollectorRegistry
 
 from services.common.callback import callback_code, callback_msg, callback_state
 from services.common.errors import PipelineError
 from services.common.events import CallbackEvent, SignatureStatus, sha256_hex
+from services.common.kafka import Publisher, ensure_topics
 from services.common.settings import Settings
-from services.common.web import (
-    PUBLISHER,
-    READINESS,
-    REGISTRY,
-    SETTINGS,
-    add_ops_routes,
-    publisher_ctx,
-)
+from services.common.web import PUBLISHER, READINESS, REGISTRY, SETTINGS, add_ops_routes
 
 from . import body as bodies
 from .dedupe import (
@@ -79,9 +74,11 @@ _DUPLICATE: Final = b'{"status": "duplicate"}'
 
 @dataclass(slots=True)
 class Lifecycle:
-    """Process state /readyz reports besides Kafka: ``draining`` once SIGTERM arrived."""
+    """Process state besides Kafka: ``draining`` once SIGTERM arrived (/readyz says so), and
+    the callback requests being handled (shutdown waits for them before closing anything)."""
 
     draining: bool = False
+    active: int = 0
 
 
 INGEST_METRICS = web.AppKey("ingest_metrics", IngestMetrics)
@@ -106,7 +103,7 @@ def create_app(
     app[INGEST_METRICS] = IngestMetrics(app[REGISTRY])
     app[LIFECYCLE] = Lifecycle()
     app[CLOCK] = clock
-    app.cleanup_ctx.append(publisher_ctx("ingest", [settings.kafka.topics.callbacks]))
+    app.cleanup_ctx.append(publisher_ctx)
     app.cleanup_ctx.append(dedupe_ctx)
     app.cleanup_ctx.append(ingest_ctx)
     app[READINESS] = readiness(app)
@@ -135,6 +132,45 @@ def readiness(app: web.Application) -> Callable[[], Awaitable[bool]]:
 
 
 # --------------------------------------------------------------------------- resources
+
+
+async def publisher_ctx(app: web.Application) -> AsyncIterator[None]:
+    """Ensure the topic, start the producer; on the way out flush it, within a bound.
+
+    A producer whose broker is gone would flush forever; the shutdown grace bounds it, and
+    whatever could not be flushed was never acknowledged to a sender (it got a 503 and
+    retries), so nothing acknowledged is lost.
+    """
+    settings = app[SETTINGS]
+    if settings.kafka.create_topics:
+        await ensure_topics(settings.kafka, "ingest", [settings.kafka.topics.callbacks])
+    publisher = Publisher(settings.kafka, "ingest")
+    await publisher.start()
+    app[PUBLISHER] = publisher
+    try:
+        yield
+    finally:
+        producer = publisher.producer
+        try:
+            async with asyncio.timeout(settings.ingest.shutdown_grace_seconds):
+                await publisher.stop()
+        except TimeoutError:
+            log.error(
+                "producer_flush_timeout",
+                seconds=settings.ingest.shutdown_grace_seconds,
+                note="unacknowledged records dropped; their senders got 503 and retry",
+            )
+            await _force_close(producer)
+
+
+async def _force_close(producer: AIOKafkaProducer) -> None:
+    """Stop a producer whose flush cannot finish (aiokafka has no bounded close)."""
+    sender = getattr(producer, "_sender", None)
+    with contextlib.suppress(Exception):
+        if sender is not None:
+            await sender.close()
+    with contextlib.suppress(Exception):
+        await producer.client.close()
 
 
 async def dedupe_ctx(app: web.Application) -> AsyncIterator[None]:
@@ -371,7 +407,12 @@ async def receive_callback(request: web.Request) -> web.Response:
     ingest = request.app.get(INGEST)
     if ingest is None:  # pragma: no cover - routes are served only after start-up
         return http_error(503, "starting", "the service is starting; retry later")
-    return await ingest.handle(request)
+    lifecycle = request.app[LIFECYCLE]
+    lifecycle.active += 1
+    try:
+        return await ingest.handle(request)
+    finally:
+        lifecycle.active -= 1
 
 
 def build_event(
