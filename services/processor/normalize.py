@@ -190,15 +190,15 @@ def _instrument(raw: Any, dropped: dict[str, int]) -> Instrument | None:
         dropped["invalid_instrument"] = dropped.get("invalid_instrument", 0) + 1
         return None
     name = raw.get("name")
-    notes = []
+    notes: list[Note] = []
     append = notes.append
     for raw_note in raw_notes:
         note = _note(raw_note)
-        if type(note) is str:
+        if isinstance(note, str):
             dropped[note] = dropped.get(note, 0) + 1
         else:
             append(note)
-    return Instrument(name if isinstance(name, str) else "", tuple(notes))  # type: ignore[arg-type]
+    return Instrument(name if isinstance(name, str) else "", tuple(notes))
 
 
 def normalize(payload: Mapping[str, Any]) -> NormalizedCallback:

@@ -167,7 +167,7 @@ def _note_keys(instrument: Instrument, track: int, track_bits: int) -> list[int]
     """
     tps = TICKS_PER_SECOND
     floor = math.floor
-    keys = []
+    keys: list[int] = []
     append = keys.append
     for note in instrument.notes:
         scaled = note.start * tps

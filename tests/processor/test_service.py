@@ -14,9 +14,10 @@ from prometheus_client import CollectorRegistry
 from services.common.avro import NOTES_SCHEMA, load_codec
 from services.common.kafka import Publisher
 from services.common.keys import task_key
-from services.common.settings import Settings
-from services.processor.app import process_callback
+from services.common.settings import Settings, StorageSettings
+from services.processor.app import create_app, process_callback
 
+from ..fixtures.s3 import S3Server
 from ..helpers import eventually, read_topic
 from .conftest import callback_event, committed_offsets
 from .readers import read_with_mido
@@ -250,3 +251,38 @@ class TestEventLoop:
         await task
         assert midi_path(settings, "heavy").exists()
         assert max(gaps) < inline / 2, f"loop stalled {max(gaps):.3f} s (work {inline:.3f} s)"
+
+
+@pytest.mark.s3
+class TestS3Storage:
+    async def test_midi_written_to_s3(
+        self,
+        settings: Settings,
+        publisher: Publisher,
+        registry: CollectorRegistry,
+        s3_server: S3Server,
+        s3_storage_settings: StorageSettings,
+        reference_examples: dict[str, bytes],
+    ) -> None:
+        """With STORAGE_BACKEND=s3 the file lands in the bucket and the event points at it."""
+        settings = settings.with_overrides(storage=s3_storage_settings)
+        body = reference_examples["success-task-id-in-data"]
+        server = TestServer(create_app(settings, registry=registry), host="127.0.0.1")
+        await server.start_server()
+        try:
+            value = callback_event(body, "s3 task/1").encode()
+            await publisher.publish(settings.kafka.topics.callbacks, key=KEY, value=value)
+            (record,) = await read_topic(
+                settings.kafka.bootstrap_servers, settings.kafka.topics.notes, 1
+            )
+            await eventually(lambda: all_committed(settings, 1), what="the commit")
+        finally:
+            await server.close()
+        event = load_codec(NOTES_SCHEMA).decode(record.value)
+        key = f"pipeline/midi/{task_key('s3 task/1')}.mid"
+        assert event["midi"]["uri"] == f"s3://{s3_storage_settings.s3_bucket}/{key}"
+        stored = s3_server.client().get_object(Bucket=s3_storage_settings.s3_bucket, Key=key)
+        data = stored["Body"].read()
+        assert data == process_callback(body).midi
+        assert event["midi"]["size_bytes"] == len(data)
+        assert len(read_with_mido(data).notes) == 6
