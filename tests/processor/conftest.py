@@ -13,6 +13,7 @@ from prometheus_client import CollectorRegistry
 from services.common.events import CallbackEvent, sha256_hex
 from services.common.kafka import Publisher, ensure_topics
 from services.common.settings import Settings
+from services.processor.app import create_app
 
 
 def callback_event(body: bytes, task_id: str = "task-1", **fields: object) -> CallbackEvent:
@@ -47,8 +48,6 @@ async def fixture_processor(
     settings: Settings, registry: CollectorRegistry, publisher: Publisher
 ) -> AsyncIterator[TestServer]:
     """The processor app, started (consumer running) and stopped around one test."""
-    from services.processor.app import create_app
-
     server = TestServer(create_app(settings, registry=registry), host="127.0.0.1")
     await server.start_server()
     try:

@@ -10,14 +10,17 @@ from __future__ import annotations
 
 import json
 from collections import Counter
+from datetime import UTC, datetime
 from fractions import Fraction
 from typing import Any
 
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from services.common.events import CallbackEvent
 from services.processor.gm import GM_PROGRAM_NAMES, PERCUSSION_NAMES, sound_for
 from services.processor.normalize import normalize
+from services.processor.notes_event import notes_record
 from services.processor.render import render_midi_with_stats
 
 from .readers import (
@@ -26,6 +29,8 @@ from .readers import (
     read_with_mido,
     read_with_symusic,
 )
+
+EVENT = CallbackEvent("gen", datetime(2026, 1, 1, tzinfo=UTC), b"{}", "0" * 64)
 
 
 def exact_tick(seconds: float) -> Fraction:
@@ -136,6 +141,11 @@ def check_file(payload: dict[str, Any]) -> None:
 
     data, stats = render_midi_with_stats(normalized)
     mido_read = read_with_mido(data)
+    event = notes_record(EVENT, normalized, None, EVENT.received_at)
+    melodic = [i for i in event["instruments"] if not i["is_drum"]]
+    assert all(i["channel"] != 9 for i in melodic)
+    if len(melodic) <= 15:
+        assert len({i["channel"] for i in melodic}) == len(melodic)
     assert mido_read.problems == []
     assert merged_playback_problems(data) == []
     assert mido_read.names == [i.name for i in normalized.instruments]
@@ -155,6 +165,10 @@ def check_file(payload: dict[str, Any]) -> None:
         sound = sound_for(instrument.name)
         assert (read.channel == 9) == sound.is_drum
         assert read.program == sound.program
+        # The event says what the file holds.
+        described = event["instruments"][read.track]
+        assert (described["program"], described["channel"]) == (read.program, read.channel)
+        assert described["is_drum"] == (read.channel == 9)
         candidates = [
             note
             for note in instrument.notes
