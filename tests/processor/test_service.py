@@ -286,3 +286,37 @@ class TestS3Storage:
         assert data == process_callback(body).midi
         assert event["midi"]["size_bytes"] == len(data)
         assert len(read_with_mido(data).notes) == 6
+
+
+class TestStorageOutage:
+    async def test_retried_without_commit_until_storage_is_back(
+        self,
+        settings: Settings,
+        publisher: Publisher,
+        processor: TestServer,
+        registry: CollectorRegistry,
+        reference_examples: dict[str, bytes],
+    ) -> None:
+        """A failing write is retried, nothing is published or committed until it succeeds."""
+        blocker = settings.storage.data_dir / "midi"
+        blocker.parent.mkdir(parents=True, exist_ok=True)
+        blocker.write_bytes(b"a file where the midi folder should be")
+        value = callback_event(reference_examples["success-task-id-in-data"], "later").encode()
+        await publisher.publish(settings.kafka.topics.callbacks, key=KEY, value=value)
+        topic = settings.kafka.topics.callbacks
+        await eventually(
+            lambda: metric(registry, "processor_records_total", topic=topic, result="retried") >= 2,
+            what="two retries",
+        )
+        assert not await all_committed(settings, 1)
+        assert (
+            await read_topic(
+                settings.kafka.bootstrap_servers, settings.kafka.topics.notes, 1, timeout=1
+            )
+            == []
+        )
+        blocker.unlink()
+        await eventually(lambda: all_committed(settings, 1), what="the commit after recovery")
+        assert midi_path(settings, "later").exists()
+        assert metric(registry, "processor_tasks_total", state="complete") == 1
+        assert metric(registry, "processor_dead_letters_total", reason="processing_failed") == 0
