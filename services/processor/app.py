@@ -86,24 +86,25 @@ def create_app(settings: Settings, *, registry: CollectorRegistry | None = None)
     def build_handler(app: web.Application) -> RecordHandler:
         async def handle(record: ConsumerRecord[bytes, bytes]) -> None:
             event = CallbackEvent.decode(record.value or b"")
-            structlog.contextvars.bind_contextvars(
+            # Bound for this record only: a later undecodable record must not inherit it.
+            with structlog.contextvars.bound_contextvars(
                 task_id=event.task_id, delivery_key=event.delivery_key
-            )
+            ):
+                await handle_event(event)
+
+        async def handle_event(event: CallbackEvent) -> None:
             processed = await asyncio.to_thread(process_callback, event.body)
             normalized, midi = processed.normalized, processed.midi
             location = None
+            written_at = None
             if midi is not None:
                 try:
                     uri = await app[STORAGE].put(midi_key(event.task_id), midi)
                 except StorageError as exc:
                     raise Transient(str(exc)) from exc
+                written_at = datetime.now(UTC)
                 metrics.midi_written_bytes.inc(len(midi))
                 location = MidiLocation(uri=uri, sha256=sha256_hex(midi), size_bytes=len(midi))
-                if not event.replay:
-                    written_at = datetime.now(UTC)
-                    metrics.end_to_end_latency.observe(
-                        max(0.0, (written_at - event.received_at).total_seconds())
-                    )
             value = await asyncio.to_thread(
                 lambda: encode_notes_event(
                     notes_record(event, normalized, location, datetime.now(UTC))
@@ -120,6 +121,10 @@ def create_app(settings: Settings, *, registry: CollectorRegistry | None = None)
                 raise Transient(str(exc)) from exc
             # Counted once the record is done, so a retried record is not counted twice.
             metrics.observe_callback(normalized)
+            if written_at is not None and not event.replay:
+                metrics.end_to_end_latency.observe(
+                    max(0.0, (written_at - event.received_at).total_seconds())
+                )
             log.info(
                 "callback_processed",
                 state=normalized.state,

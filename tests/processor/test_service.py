@@ -8,6 +8,7 @@ import time
 from pathlib import Path
 
 import pytest
+import structlog
 from aiohttp.test_utils import TestServer
 from prometheus_client import CollectorRegistry
 
@@ -320,3 +321,26 @@ class TestStorageOutage:
         assert midi_path(settings, "later").exists()
         assert metric(registry, "processor_tasks_total", state="complete") == 1
         assert metric(registry, "processor_dead_letters_total", reason="processing_failed") == 0
+
+
+class TestLogContext:
+    async def test_task_id_is_bound_to_its_record_only(
+        self,
+        settings: Settings,
+        publisher: Publisher,
+        processor: TestServer,
+        reference_examples: dict[str, bytes],
+    ) -> None:
+        """Log lines carry the record's task id; a following undecodable record has none."""
+        topics = settings.kafka.topics
+        good = callback_event(reference_examples["success-task-id-in-data"], "first").encode()
+        with structlog.testing.capture_logs(
+            processors=[structlog.contextvars.merge_contextvars]
+        ) as logs:
+            await publisher.publish(topics.callbacks, key=KEY, value=good)
+            await publisher.publish(topics.callbacks, key=KEY, value=b"garbage")
+            await eventually(lambda: all_committed(settings, 2), what="both records")
+        (processed,) = [e for e in logs if e["event"] == "callback_processed"]
+        assert processed["task_id"] == "first" and processed["notes"] == 6
+        (dead,) = [e for e in logs if e["event"] == "record_dead_lettered"]
+        assert "task_id" not in dead and dead["reason"] == "undecodable"
