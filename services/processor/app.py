@@ -63,7 +63,8 @@ class Processed:
 def process_callback(body: bytes) -> Processed:
     """Parse, normalize and render one callback body (CPU work, run off the event loop).
 
-    Raises :class:`DeadLetter` when the body is not a JSON object: no retry can fix it.
+    Raises :class:`DeadLetter` when the body is not a JSON object, or holds more than a MIDI
+    file can (over 65 534 instruments): no retry can fix either.
     """
     try:
         payload = json.loads(body)
@@ -76,7 +77,10 @@ def process_callback(body: bytes) -> Processed:
     normalized = normalize(payload)
     if normalized.state != "complete":
         return Processed(normalized, None, RenderStats())
-    midi, stats = render_midi_with_stats(normalized)
+    try:
+        midi, stats = render_midi_with_stats(normalized)
+    except ValueError as exc:
+        raise DeadLetter("unrenderable", str(exc)) from exc
     return Processed(normalized, midi, stats)
 
 

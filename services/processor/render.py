@@ -24,6 +24,7 @@ from .normalize import Instrument, NormalizedCallback
 
 __all__ = [
     "DRUM_CHANNEL",
+    "MAX_INSTRUMENTS",
     "MELODIC_CHANNELS",
     "TEMPO_BPM",
     "TICKS_PER_QUARTER",
@@ -43,6 +44,8 @@ TICKS_PER_SECOND: Final = 1920
 MICROSECONDS_PER_QUARTER: Final = 500_000  # 120 BPM
 DRUM_CHANNEL: Final = 9  # "channel 10" in the GM spec's 1-based numbering
 MELODIC_CHANNELS: Final = tuple(channel for channel in range(16) if channel != DRUM_CHANNEL)
+#: The header's track count is 16 bits, one track being the conductor.
+MAX_INSTRUMENTS: Final = 0xFFFF - 1
 
 # Near a tie (x.5 ticks) the float product may be off by an ulp either way, so ties are
 # decided on the exact value of the float; 1e-6 tick is many ulps at any accepted time.
@@ -180,6 +183,11 @@ def _note_keys(instrument: Instrument, track: int, track_bits: int) -> list[int]
             off = seconds_to_ticks(note.end)
         if off <= on:
             off = on + 1  # a note shorter than half a tick still sounds for one tick
+        if off > _TICK_MASK:
+            raise ValueError(
+                f"a note ending at {note.end} s is beyond what the file can place "
+                f"({_TICK_MASK} ticks); normalize() drops such notes"
+            )
         append(
             (((((note.pitch << _TICK_BITS | on) << _TICK_BITS) | (_TICK_MASK - off)) << track_bits
               | track) << 7) | (127 - note.midi_velocity)
@@ -279,8 +287,17 @@ def _track(name: str, layout: TrackLayout, events: list[int]) -> bytes:
 
 
 def render_midi_with_stats(callback: NormalizedCallback) -> tuple[bytes, RenderStats]:
-    """The MIDI file of a normalized callback, and what it could not show as sent."""
+    """The MIDI file of a normalized callback, and what it could not show as sent.
+
+    Raises :class:`ValueError` for what no MIDI file can hold: more than
+    :data:`MAX_INSTRUMENTS` tracks, or a time past 2**28 ticks (normalization drops those).
+    """
     instruments = callback.instruments
+    if len(instruments) > MAX_INSTRUMENTS:
+        raise ValueError(
+            f"a MIDI file holds at most {MAX_INSTRUMENTS} instrument tracks; "
+            f"this callback has {len(instruments)}"
+        )
     layouts = layout_tracks(instruments)
     track_bits = max(1, len(instruments).bit_length())
     by_channel: dict[int, list[int]] = {}

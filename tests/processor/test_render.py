@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import json
 from fractions import Fraction
 
 import mido
@@ -10,10 +11,13 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from services.common.consumer import DeadLetter
+from services.processor.app import process_callback
 from services.processor.gm import GM_PROGRAM_NAMES
 from services.processor.normalize import Instrument, NormalizedCallback, Note
 from services.processor.render import (
     DRUM_CHANNEL,
+    MAX_INSTRUMENTS,
     MELODIC_CHANNELS,
     layout_tracks,
     render_midi,
@@ -233,3 +237,25 @@ class TestDeterminism:
             (Instrument("Violin", (Note(60, 0.0, 1.0, velocity, midi_velocity),)),),
         )  # fmt: skip
         assert [n.velocity for n in read_with_mido(render_midi(callback)).notes] == [midi_velocity]
+
+
+class TestLimits:
+    def test_too_many_instruments(self) -> None:
+        """More instruments than a MIDI header can count is a clear error, not a bad file."""
+        callback = song(*(("Violin", []) for _ in range(MAX_INSTRUMENTS + 1)))
+        with pytest.raises(ValueError, match="at most 65534 instrument tracks"):
+            render_midi(callback)
+
+    def test_time_beyond_the_tick_range(self) -> None:
+        """A time normalization would have dropped is refused, not wrapped around."""
+        with pytest.raises(ValueError, match="beyond what the file can place"):
+            render_midi(song(("Violin", [(60, 1.0, 200_000.0)])))
+
+    def test_service_dead_letters_what_cannot_be_rendered(self) -> None:
+        """process_callback turns it into a dead letter with reason unrenderable."""
+        body = json.dumps(
+            {"task_id": "t", "code": 200, "data": {"instruments": [{}] * (MAX_INSTRUMENTS + 1)}}
+        ).encode()
+        with pytest.raises(DeadLetter) as caught:
+            process_callback(body)
+        assert caught.value.reason == "unrenderable"
