@@ -193,6 +193,11 @@ class ConsumerLoop:
 
     async def _process(self, tp: TopicPartition, record: ConsumerRecord[bytes, bytes]) -> None:
         started = time.perf_counter()
+        # A fresh log context per record: what a handler bound for the previous record
+        # (task id, delivery key) must not leak onto this one's lines.
+        structlog.contextvars.clear_contextvars()
+        # The record in hand is the next to be done: lag counts it until it is committed.
+        self._next_offset[tp] = record.offset
         with structlog.contextvars.bound_contextvars(
             topic=record.topic, partition=record.partition, offset=record.offset
         ):
@@ -227,6 +232,9 @@ class ConsumerLoop:
                 self.metrics.records.labels(record.topic, "ok").inc()
                 return True
             self.metrics.records.labels(record.topic, "retried").inc()
+            # A record held by retries must show as growing lag, not a frozen gauge.
+            with contextlib.suppress(KafkaError):
+                await self._update_lag()
             if not await self._sleep(backoff):
                 return False
             backoff = min(backoff * 2, self._backoff_max)

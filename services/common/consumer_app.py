@@ -31,6 +31,7 @@ def create_consumer_app(
     """An app whose consumer runs ``build_handler(app)`` over the callbacks topic."""
     app = web.Application()
     app[SETTINGS] = settings
+    metrics.prime_topics([settings.kafka.topics.callbacks])
     app[REGISTRY] = metrics.registry
     topics = settings.kafka.topics
 

@@ -214,3 +214,57 @@ class TestConsumerLoop:
         await stopping
         assert handled == [b"1"]
         assert sum((await committed(settings, settings.processor.group_id)).values()) == 1
+
+    async def test_log_context_does_not_leak_between_records(
+        self, settings: Settings, publisher: Publisher
+    ) -> None:
+        """What a handler binds for one record is gone when the next record is handled."""
+        import structlog
+
+        seen: list[dict[str, object]] = []
+
+        async def handler(record: ConsumerRecord[bytes, bytes]) -> None:
+            seen.append(structlog.contextvars.get_contextvars())
+            structlog.contextvars.bind_contextvars(task_id=(record.value or b"").decode())
+
+        loop = make_loop(settings, publisher, handler, CollectorRegistry())
+        for value in (b"first", b"second"):
+            await publisher.publish(
+                settings.kafka.topics.callbacks, key=b"k", value=value, timeout=10
+            )
+        await loop.start()
+        try:
+            await eventually(lambda: len(seen) == 2, what="both records")
+        finally:
+            await loop.stop()
+        assert "task_id" not in seen[1]
+        assert seen[1]["offset"] == 1
+
+    async def test_lag_grows_while_a_record_is_retried(
+        self, settings: Settings, publisher: Publisher
+    ) -> None:
+        """A record stuck in transient retries shows as lag, not as a frozen gauge."""
+
+        async def handler(_record: ConsumerRecord[bytes, bytes]) -> None:
+            raise Transient("storage away")
+
+        registry = CollectorRegistry()
+        loop = make_loop(settings, publisher, handler, registry)
+        topic = settings.kafka.topics.callbacks
+        for value in (b"1", b"2", b"3"):
+            await publisher.publish(topic, key=b"same", value=value, timeout=10)
+
+        def lag() -> float:
+            return sum(
+                registry.get_sample_value(
+                    "test_consumer_lag_records", {"topic": topic, "partition": str(p)}
+                )
+                or 0
+                for p in range(settings.kafka.partitions)
+            )
+
+        await loop.start()
+        try:
+            await eventually(lambda: lag() == 3, what="lag of 3 while the first record is held")
+        finally:
+            await loop.stop()
