@@ -18,6 +18,10 @@ kafka: ## only a local Kafka broker on 127.0.0.1:9092
 	@scripts/bootstrap.sh
 	@$(PYTHON) -m devenv.kafka
 
+bench-processor: ## normalize + render + write vs pretty_midi (prints ratios)
+	@$(PYTHON) -m bench.processor.bench
+	@$(PYTHON) -m bench.processor.loop_stall
+
 lint:
 	@.venv/bin/ruff check services devenv tests bench
 
