@@ -1,0 +1,400 @@
+"""Ingest benchmark: the full path against a bare aiohttp handler, same machine, same run.
+
+Full path = Content-Type/size checks, JSON parse, signature verification, dedupe claim and
+completion in a real Redis, and a publish acknowledged by a real Kafka broker (acks=all).
+Peak throughput and latency come from wrk (``apt-get install -y wrk``) with a Lua script
+that sends a distinct, correctly signed callback per request. wrk cannot hold a fixed rate
+(wrk2 is not in Debian), so the latency at half the peak rate comes from a small open-loop
+asyncio client (``fixed_rate`` below) that measures from each request's scheduled time.
+
+    .venv/bin/python -m bench.ingest.run              # all sizes, ~4 minutes
+    .venv/bin/python -m bench.ingest.run --sizes 10KB --duration 5
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import os
+import re
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import aiohttp
+
+from devenv.kafka import LocalKafka
+from devenv.redis import LocalRedis
+from services.ingest.verify import sign
+
+ROOT = Path(__file__).resolve().parents[2]
+HERE = Path(__file__).resolve().parent
+KEY = "bench-webhook-key"
+SIZES = {"1KB": 1024, "10KB": 10 * 1024, "100KB": 100 * 1024, "1MB": 1024 * 1024}
+PLACEHOLDER = "@@TASK@@"
+
+
+@dataclass
+class WrkResult:
+    rps: float
+    p50_ms: float
+    p99_ms: float
+    requests: int
+    non_2xx: int
+    errors: str
+
+
+@dataclass
+class RateResult:
+    rate: float
+    sent: int
+    ok: int
+    p50_ms: float
+    p99_ms: float
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def body_parts(size: int) -> tuple[bytes, bytes]:
+    """A realistic callback (notes of one instrument) of ``size`` bytes around the task id."""
+    note = {"pitch": 60, "start": 7.6875, "end": "7.911458333333333", "velocity": 0.8}
+    payload = {
+        "task_id": PLACEHOLDER, "code": 200, "msg": "success",
+        "data": {"state": "complete", "instruments": [{"name": "Acoustic Grand Piano",
+                                                       "notes": []}]},
+    }
+    notes: list[dict[str, object]] = payload["data"]["instruments"][0]["notes"]  # type: ignore[index]
+    one = len(json.dumps(note)) + 2
+    notes.extend(dict(note) for _ in range(max(0, (size - 200) // one)))
+    text = json.dumps(payload)
+    pad = size - (len(text) - len(PLACEHOLDER) + 24)  # task ids are 24 characters
+    if pad > 0:
+        payload["msg"] = "success" + " " * pad
+        text = json.dumps(payload)
+    prefix, suffix = text.split(PLACEHOLDER)
+    return prefix.encode(), suffix.encode()
+
+
+def write_requests(folder: Path, size: int, count: int, tag: str) -> None:
+    """prefix/suffix/signed files for post.lua: ``count`` distinct signed task ids."""
+    folder.mkdir(parents=True, exist_ok=True)
+    prefix, suffix = body_parts(size)
+    (folder / "prefix").write_bytes(prefix)
+    (folder / "suffix").write_bytes(suffix)
+    now = int(time.time())
+    run = uuid.uuid4().hex[:6]
+    lines = []
+    for i in range(count):
+        task = f"{tag}-{run}-{i:010d}"[:24].ljust(24, "x")
+        lines.append(f"{task} {now} {sign(KEY.encode(), task, now)}")
+    (folder / "signed").write_text("\n".join(lines) + "\n")
+
+
+_UNITS = {"us": 0.001, "ms": 1.0, "s": 1000.0, "m": 60_000.0}
+
+
+def _ms(text: str) -> float:
+    match = re.fullmatch(r"([\d.]+)(us|ms|s|m)", text)
+    if match is None:
+        raise ValueError(f"unexpected wrk latency {text!r}")
+    return float(match.group(1)) * _UNITS[match.group(2)]
+
+
+def run_wrk(
+    url: str, folder: Path, *, duration: float, connections: int, threads: int,
+    pause_ms: int = 0,
+) -> WrkResult:
+    """wrk at full speed, or with each connection pausing ``pause_ms`` between requests."""
+    command = [
+        "wrk", f"-t{threads}", f"-c{connections}", f"-d{int(duration)}s", "--latency",
+        "--timeout", "10s", "-s", str(HERE / "post.lua"), url, "--", str(folder), str(threads),
+        str(pause_ms),
+    ]
+    out = subprocess.run(command, capture_output=True, text=True, check=True).stdout
+    percent = dict(re.findall(r"^\s+(50|99)%\s+(\S+)$", out, re.MULTILINE))
+    rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))  # type: ignore[union-attr]
+    total = int(re.search(r"(\d+) requests in", out).group(1))  # type: ignore[union-attr]
+    non_2xx = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
+    errors = re.search(r"Socket errors: (.*)", out)
+    nan = float("nan")
+    return WrkResult(
+        rps=rps, requests=total,
+        p50_ms=_ms(percent["50"]) if "50" in percent else nan,
+        p99_ms=_ms(percent["99"]) if "99" in percent else nan,
+        non_2xx=int(non_2xx.group(1)) if non_2xx else 0,
+        errors=errors.group(1) if errors else "",
+    )
+
+
+async def fixed_rate(url: str, folder: Path, *, rate: float, duration: float) -> RateResult:
+    """Open loop: request i is due at start + i/rate; latency counts from that moment."""
+    prefix, suffix = (folder / "prefix").read_bytes(), (folder / "suffix").read_bytes()
+    entries = [line.split() for line in (folder / "signed").read_text().splitlines()]
+    total = min(int(rate * duration), len(entries))
+    latencies: list[float] = []
+    ok = 0
+    connector = aiohttp.TCPConnector(limit=256)
+    async with aiohttp.ClientSession(connector=connector) as session:
+        loop = asyncio.get_running_loop()
+        start = loop.time() + 0.2
+
+        async def one(i: int) -> None:
+            nonlocal ok
+            task, ts, sig = entries[i]
+            due = start + i / rate
+            await asyncio.sleep(max(0.0, due - loop.time()))
+            headers = {"Content-Type": "application/json", "X-Webhook-Timestamp": ts,
+                       "X-Webhook-Signature": sig}
+            async with session.post(url, data=prefix + task.encode() + suffix,
+                                    headers=headers) as response:
+                await response.read()
+                if response.status == 200:
+                    ok += 1
+            latencies.append((loop.time() - due) * 1000)
+
+        await asyncio.gather(*(one(i) for i in range(total)))
+    latencies.sort()
+    return RateResult(
+        rate=rate, sent=total, ok=ok,
+        p50_ms=latencies[len(latencies) // 2],
+        p99_ms=latencies[min(len(latencies) - 1, int(len(latencies) * 0.99))],
+    )
+
+
+async def publish_ceiling(bootstrap: str, topic: str, size: int, seconds: float = 5.0) -> float:
+    """Kafka alone: acks=all publishes/s of ``size``-byte callback bodies from 64 senders.
+
+    The same producer settings the ingest uses, nothing else in the way: the ceiling no
+    HTTP front end built on this client can pass on this machine.
+    """
+    from services.common.kafka import Publisher
+    from services.common.settings import KafkaSettings
+
+    prefix, suffix = body_parts(size)
+    publisher = Publisher(KafkaSettings(bootstrap_servers=bootstrap), "bench")
+    await publisher.start()
+    done = 0
+    stop = time.monotonic() + seconds
+    try:
+
+        async def sender(worker: int) -> None:
+            nonlocal done
+            while time.monotonic() < stop:
+                body = prefix + f"ceiling-{worker}-{done}".encode() + suffix
+                await publisher.publish(topic, key=b"%d" % worker, value=body, timeout=10)
+                done += 1
+
+        await asyncio.gather(*(sender(i) for i in range(64)))
+    finally:
+        await publisher.stop()
+    return done / seconds
+
+
+def wait_http(url: str, timeout: float = 60) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        with contextlib.suppress(OSError), urllib.request.urlopen(url, timeout=2) as response:
+            if response.status == 200:
+                return
+        time.sleep(0.2)
+    raise RuntimeError(f"{url} did not answer 200 within {timeout} s")
+
+
+def wait_port(port: int, timeout: float = 30) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), 1):
+            return
+        time.sleep(0.1)
+    raise RuntimeError(f"nothing listens on port {port} after {timeout} s")
+
+
+def scrape_outcomes(base: str) -> dict[str, float]:
+    with urllib.request.urlopen(f"{base}/metrics", timeout=5) as response:
+        text = response.read().decode()
+    return {
+        outcome: float(value)
+        for outcome, value in re.findall(r'^ingest_requests_total\{outcome="(\w+)"\} (\S+)$',
+                                         text, re.MULTILINE)
+        if float(value)
+    }
+
+
+@contextlib.contextmanager
+def process(
+    command: list[str], env: dict[str, str], log: Path
+) -> Iterator[subprocess.Popen[bytes]]:
+    with log.open("wb") as out:
+        proc = subprocess.Popen(command, cwd=ROOT, env=env, stdout=out, stderr=out)
+    try:
+        yield proc
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(20)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--sizes", default="1KB,10KB,100KB,1MB")
+    parser.add_argument("--duration", type=int, default=10, help="seconds per wrk run")
+    parser.add_argument("--connections", type=int, default=64)
+    parser.add_argument("--threads", type=int, default=1, help="wrk threads")
+    parser.add_argument("--rate-duration", type=float, default=8.0)
+    parser.add_argument("--dedupe", choices=("redis", "memory"), default="redis",
+                        help="memory: attribute cost (the full path uses Redis)")
+    parser.add_argument("--log-level", default="INFO", help="the ingest's LOG_LEVEL")
+    args = parser.parse_args(argv)
+    if shutil.which("wrk") is None:
+        sys.exit("wrk is not installed: apt-get install -y wrk")
+    sizes = [s.strip() for s in args.sizes.split(",")]
+
+    work = Path(tempfile.mkdtemp(prefix="suno-bench-ingest-"))
+    external = os.environ.get("KAFKA_BOOTSTRAP_SERVERS", "").strip()
+    broker = None if external else LocalKafka(heap="1g").start()
+    bootstrap = external or broker.bootstrap_servers  # type: ignore[union-attr]
+    redis = LocalRedis().start()
+    ingest_port, bare_port = free_port(), free_port()
+    env = {
+        **os.environ,
+        "KAFKA_BOOTSTRAP_SERVERS": bootstrap,
+        "KAFKA_TOPIC_CALLBACKS": f"bench.{uuid.uuid4().hex[:8]}.callbacks",
+        "INGEST_HOST": "127.0.0.1",
+        "INGEST_PORT": str(ingest_port),
+        "SUNO_WEBHOOK_SECRETS": KEY,
+        "LOG_FORMAT": "json",
+        "LOG_LEVEL": args.log_level,
+    }
+    if args.dedupe == "redis":
+        env["REDIS_URL"] = redis.url
+    rows = []
+    paced_rows: dict[str, WrkResult] = {}
+    ceilings: dict[str, float] = {}
+    try:
+        with process([sys.executable, "-m", "services.ingest"], env, work / "ingest.log"), \
+                process([sys.executable, str(HERE / "bare.py"), str(bare_port)], env,
+                        work / "bare.log"):
+            full_base = f"http://127.0.0.1:{ingest_port}"
+            bare_url = f"http://127.0.0.1:{bare_port}/callbacks/suno/midi"
+            wait_http(f"{full_base}/readyz")
+            wait_port(bare_port)
+            for name in sizes:
+                size = SIZES[name]
+                # 1 MB bodies: fewer connections, so 64 x 1 MB is not all in flight at once.
+                connections = args.connections if size < SIZES["1MB"] else 16
+                count = 200_000 if size <= 10 * 1024 else 40_000
+                folder = work / name
+                write_requests(folder, size, count, "bench")
+                # Warm-up (connections, JIT-free but caches, producer metadata): 2 s.
+                run_wrk(f"{full_base}/callbacks/suno/midi", folder, duration=3,
+                        connections=connections, threads=args.threads)
+                write_requests(folder, size, count, "bench")
+                before = scrape_outcomes(full_base)
+                full = run_wrk(f"{full_base}/callbacks/suno/midi", folder,
+                               duration=args.duration, connections=connections,
+                               threads=args.threads)
+                after = scrape_outcomes(full_base)
+                outcomes = {k: int(after.get(k, 0) - before.get(k, 0)) for k in after
+                            if after.get(k, 0) - before.get(k, 0)}
+                bare = run_wrk(bare_url, folder, duration=args.duration,
+                               connections=connections, threads=args.threads)
+                rate_folder = work / f"{name}-rate"
+                write_requests(rate_folder, size, int(full.rps * args.rate_duration) + 10,
+                               "rate")
+                half = asyncio.run(fixed_rate(f"{full_base}/callbacks/suno/midi", rate_folder,
+                                              rate=max(1.0, full.rps / 2),
+                                              duration=args.rate_duration))
+                # The same target rate from wrk itself (C, lighter than the Python client):
+                # 16 connections each pausing so that together they send ~half the peak.
+                write_requests(rate_folder, size, int(full.rps * args.rate_duration) + 10,
+                               "paced")
+                pause = max(1, int(1000 * 16 / max(1.0, full.rps / 2)))
+                paced = run_wrk(f"{full_base}/callbacks/suno/midi", rate_folder,
+                                duration=args.rate_duration, connections=16, threads=1,
+                                pause_ms=pause)
+                ceiling = asyncio.run(publish_ceiling(bootstrap, env["KAFKA_TOPIC_CALLBACKS"],
+                                                      size))
+                ceilings[name] = ceiling
+                print(f"{name}: Kafka alone (aiokafka, acks=all, 64 senders): "
+                      f"{ceiling:.0f} publishes/s", flush=True)
+                rows.append((name, full, bare, half, outcomes))
+                print(f"{name}: wrk paced ({pause} ms pause x 16 connections): "
+                      f"{paced.rps:.0f} req/s achieved, p50 {paced.p50_ms:.1f} ms "
+                      f"p99 {paced.p99_ms:.1f} ms", flush=True)
+                paced_rows[name] = paced
+                print(f"{name}: full {full.rps:.0f} req/s p50 {full.p50_ms:.1f} ms "
+                      f"p99 {full.p99_ms:.1f} ms | bare {bare.rps:.0f} req/s "
+                      f"p50 {bare.p50_ms:.1f} ms p99 {bare.p99_ms:.1f} ms | "
+                      f"ratio {full.rps / bare.rps:.0%} | at {half.rate:.0f} req/s: "
+                      f"p50 {half.p50_ms:.1f} ms p99 {half.p99_ms:.1f} ms "
+                      f"({half.ok}/{half.sent} ok) | outcomes {outcomes}", flush=True)
+    finally:
+        redis.stop()
+        if broker is not None:
+            broker.stop()
+    print()
+    print(f"machine: {os.cpu_count()} CPUs, {platform_summary()}; wrk -t{args.threads} "
+          f"-c{args.connections} -d{args.duration}s; Kafka acks=all "
+          f"({'external' if external else 'local single broker'}), Redis {redis_version()}")
+    print()
+    print("| body | full req/s | full p50 | full p99 | bare req/s | bare p50 | bare p99 "
+          "| full/bare | Kafka alone | half-peak rate | p50/p99 (asyncio open loop) "
+          "| achieved, p50/p99 (wrk paced) |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|")
+    for name, full, bare, half, _ in rows:
+        ratio = full.rps / bare.rps
+        paced = paced_rows[name]
+        print(f"| {name} | {full.rps:.0f} | {full.p50_ms:.1f} ms | {full.p99_ms:.1f} ms "
+              f"| {bare.rps:.0f} | {bare.p50_ms:.1f} ms | {bare.p99_ms:.1f} ms | {ratio:.0%} "
+              f"| {ceilings[name]:.0f}/s | {half.rate:.0f}/s "
+              f"| {half.p50_ms:.1f} / {half.p99_ms:.1f} ms "
+              f"| {paced.rps:.0f}/s, {paced.p50_ms:.1f} / {paced.p99_ms:.1f} ms |")
+    for name, full, bare, half, _ in rows:
+        if name == "10KB":
+            ratio, paced = full.rps / bare.rps, paced_rows[name]
+            print(f"\ntargets at 10 KB: throughput >= 50 % of bare: "
+                  f"{'MET' if ratio >= 0.5 else 'MISSED'} ({ratio:.0%}); p99 <= 25 ms at half "
+                  f"the peak: {'MET' if half.p99_ms <= 25 else 'MISSED'} by the open-loop "
+                  f"client ({half.p99_ms:.1f} ms at {half.rate:.0f}/s), "
+                  f"{'MET' if paced.p99_ms <= 25 else 'MISSED'} by wrk paced "
+                  f"({paced.p99_ms:.1f} ms at {paced.rps:.0f}/s achieved)")
+
+
+def platform_summary() -> str:
+    import platform
+
+    model = ""
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+                break
+    return f"{model or platform.processor()}, Python {platform.python_version()}"
+
+
+def redis_version() -> str:
+    out = subprocess.run(["redis-server", "--version"], capture_output=True, text=True).stdout
+    match = re.search(r"v=(\S+)", out)
+    return match.group(1) if match else "?"
+
+
+if __name__ == "__main__":
+    main()
