@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import enum
+import functools
 import time
 import uuid
 from collections import OrderedDict
@@ -330,11 +331,17 @@ class RedisDedupeStore:
         await self._redis.aclose()
 
 
+@functools.lru_cache(maxsize=4096)
+def _tag(task_id: str) -> str:
+    """The task's hash tag: both keys of one task land in one Redis Cluster slot."""
+    return f"{{{task_key(task_id)}}}"
+
+
 def _delivery_key(delivery: Delivery) -> str:
-    return f"{{{task_key(delivery.task_id)}}}:{delivery.body_sha256}"
+    return f"{_tag(delivery.task_id)}:{delivery.body_sha256}"
 
 
 def _binding_key(delivery: Delivery) -> str:
     assert delivery.signature is not None
     timestamp, signature = delivery.signature
-    return f"{{{task_key(delivery.task_id)}}}:{timestamp}:{signature}"
+    return f"{_tag(delivery.task_id)}:{timestamp}:{signature}"

@@ -67,6 +67,21 @@ class TestUnsigned:
         assert sample(app, "ingest_requests_total", outcome="duplicate") == 1
         assert sample(app, "ingest_last_accepted_timestamp_seconds") > 0
 
+    async def test_concurrent_duplicates_on_one_replica(
+        self, ingest_client: ClientFactory, settings: Settings
+    ) -> None:
+        """20 identical deliveries at once to one replica (in-process store): one event."""
+        client = await ingest_client()
+        tid = task()
+        body = callback_body(tid)
+        responses = await asyncio.gather(
+            *(client.post(CALLBACK_PATH, data=body, headers=JSON) for _ in range(20))
+        )
+        answers = [await r.json() for r in responses]
+        assert answers.count({"status": "received"}) == 1
+        assert answers.count({"status": "duplicate"}) == 19
+        assert [e.task_id for e in await events(settings, 2, wait=4)] == [tid]
+
     async def test_lone_surrogates_and_odd_headers_still_publish(
         self, ingest_client: ClientFactory, settings: Settings
     ) -> None:
@@ -306,3 +321,17 @@ class TestOps:
         for name in ("ingest_requests_total", "ingest_publishes_in_flight",
                      "ingest_body_size_bytes_bucket", "ingest_dedupe_backend_up"):
             assert name in metrics
+
+
+class TestStartup:
+    async def test_no_keys_is_said_loudly(self, ingest_client: ClientFactory) -> None:
+        """Without keys the start-up log carries a warning; with keys it does not."""
+        from structlog.testing import capture_logs
+
+        with capture_logs() as logs:
+            await ingest_client()
+        warnings = [e for e in logs if e["event"] == "webhook_signatures_disabled"]
+        assert len(warnings) == 1 and warnings[0]["log_level"] == "warning"
+        with capture_logs() as logs:
+            await ingest_client(keys=(KEY,))
+        assert not [e for e in logs if e["event"] == "webhook_signatures_disabled"]
