@@ -274,6 +274,30 @@ class TestBadInput:
         assert response.status == status
         assert (await error_of(response))["code"] == code
 
+    @pytest.mark.parametrize(
+        "content_type",
+        [
+            ";;;",
+            'application/json; charset="',
+            "application/json; charset=utf-8; charset=latin-1",
+            "APPLICATION/JSON",
+            "application/json; charset=UTF8",
+            "application/json; boundary=x",
+            "application/\u00e9",
+        ],
+    )
+    async def test_odd_content_types_never_500(
+        self, ingest_client: ClientFactory, content_type: str
+    ) -> None:
+        """Whatever the Content-Type header holds, the answer is 200 or a 4xx, in JSON."""
+        client = await ingest_client()
+        response = await client.post(
+            CALLBACK_PATH, data=callback_body(task()),
+            headers={"Content-Type": content_type.encode().decode("unicode_escape")},
+        )
+        assert response.status in (200, 415), await response.text()
+        assert response.content_type == "application/json"
+
     async def test_declared_oversize_is_refused_unread(self, ingest_client: ClientFactory) -> None:
         """A Content-Length over the limit is refused with 413 before the body is read."""
         client = await ingest_client(max_body_bytes=4096)
