@@ -73,9 +73,13 @@ def body_parts(size: int) -> tuple[bytes, bytes]:
     """A realistic callback (notes of one instrument) of ``size`` bytes around the task id."""
     note = {"pitch": 60, "start": 7.6875, "end": "7.911458333333333", "velocity": 0.8}
     payload = {
-        "task_id": PLACEHOLDER, "code": 200, "msg": "success",
-        "data": {"state": "complete", "instruments": [{"name": "Acoustic Grand Piano",
-                                                       "notes": []}]},
+        "task_id": PLACEHOLDER,
+        "code": 200,
+        "msg": "success",
+        "data": {
+            "state": "complete",
+            "instruments": [{"name": "Acoustic Grand Piano", "notes": []}],
+        },
     }
     notes: list[dict[str, object]] = payload["data"]["instruments"][0]["notes"]  # type: ignore[index]
     one = len(json.dumps(note)) + 2
@@ -115,13 +119,29 @@ def _ms(text: str) -> float:
 
 
 def run_wrk(
-    url: str, folder: Path, *, duration: float, connections: int, threads: int,
+    url: str,
+    folder: Path,
+    *,
+    duration: float,
+    connections: int,
+    threads: int,
     pause_ms: int = 0,
 ) -> WrkResult:
     """wrk at full speed, or with each connection pausing ``pause_ms`` between requests."""
     command = [
-        "wrk", f"-t{threads}", f"-c{connections}", f"-d{int(duration)}s", "--latency",
-        "--timeout", "10s", "-s", str(HERE / "post.lua"), url, "--", str(folder), str(threads),
+        "wrk",
+        f"-t{threads}",
+        f"-c{connections}",
+        f"-d{int(duration)}s",
+        "--latency",
+        "--timeout",
+        "10s",
+        "-s",
+        str(HERE / "post.lua"),
+        url,
+        "--",
+        str(folder),
+        str(threads),
         str(pause_ms),
     ]
     out = subprocess.run(command, capture_output=True, text=True, check=True).stdout
@@ -132,7 +152,8 @@ def run_wrk(
     errors = re.search(r"Socket errors: (.*)", out)
     nan = float("nan")
     return WrkResult(
-        rps=rps, requests=total,
+        rps=rps,
+        requests=total,
         p50_ms=_ms(percent["50"]) if "50" in percent else nan,
         p99_ms=_ms(percent["99"]) if "99" in percent else nan,
         non_2xx=int(non_2xx.group(1)) if non_2xx else 0,
@@ -157,10 +178,14 @@ async def fixed_rate(url: str, folder: Path, *, rate: float, duration: float) ->
             task, ts, sig = entries[i]
             due = start + i / rate
             await asyncio.sleep(max(0.0, due - loop.time()))
-            headers = {"Content-Type": "application/json", "X-Webhook-Timestamp": ts,
-                       "X-Webhook-Signature": sig}
-            async with session.post(url, data=prefix + task.encode() + suffix,
-                                    headers=headers) as response:
+            headers = {
+                "Content-Type": "application/json",
+                "X-Webhook-Timestamp": ts,
+                "X-Webhook-Signature": sig,
+            }
+            async with session.post(
+                url, data=prefix + task.encode() + suffix, headers=headers
+            ) as response:
                 await response.read()
                 if response.status == 200:
                     ok += 1
@@ -169,7 +194,9 @@ async def fixed_rate(url: str, folder: Path, *, rate: float, duration: float) ->
         await asyncio.gather(*(one(i) for i in range(total)))
     latencies.sort()
     return RateResult(
-        rate=rate, sent=total, ok=ok,
+        rate=rate,
+        sent=total,
+        ok=ok,
         p50_ms=latencies[len(latencies) // 2],
         p99_ms=latencies[min(len(latencies) - 1, int(len(latencies) * 0.99))],
     )
@@ -228,8 +255,9 @@ def scrape_outcomes(base: str) -> dict[str, float]:
         text = response.read().decode()
     return {
         outcome: float(value)
-        for outcome, value in re.findall(r'^ingest_requests_total\{outcome="(\w+)"\} (\S+)$',
-                                         text, re.MULTILINE)
+        for outcome, value in re.findall(
+            r'^ingest_requests_total\{outcome="(\w+)"\} (\S+)$', text, re.MULTILINE
+        )
         if float(value)
     }
 
@@ -252,15 +280,20 @@ def process(
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--sizes", default="1KB,10KB,100KB,1MB")
     parser.add_argument("--duration", type=int, default=10, help="seconds per wrk run")
     parser.add_argument("--connections", type=int, default=64)
     parser.add_argument("--threads", type=int, default=1, help="wrk threads")
     parser.add_argument("--rate-duration", type=float, default=8.0)
-    parser.add_argument("--dedupe", choices=("redis", "memory"), default="redis",
-                        help="memory: attribute cost (the full path uses Redis)")
+    parser.add_argument(
+        "--dedupe",
+        choices=("redis", "memory"),
+        default="redis",
+        help="memory: attribute cost (the full path uses Redis)",
+    )
     parser.add_argument("--log-level", default="INFO", help="the ingest's LOG_LEVEL")
     args = parser.parse_args(argv)
     if shutil.which("wrk") is None:
@@ -289,9 +322,12 @@ def main(argv: list[str] | None = None) -> None:
     paced_rows: dict[str, WrkResult] = {}
     ceilings: dict[str, float] = {}
     try:
-        with process([sys.executable, "-m", "services.ingest"], env, work / "ingest.log"), \
-                process([sys.executable, str(HERE / "bare.py"), str(bare_port)], env,
-                        work / "bare.log"):
+        with (
+            process([sys.executable, "-m", "services.ingest"], env, work / "ingest.log"),
+            process(
+                [sys.executable, str(HERE / "bare.py"), str(bare_port)], env, work / "bare.log"
+            ),
+        ):
             full_base = f"http://127.0.0.1:{ingest_port}"
             bare_url = f"http://127.0.0.1:{bare_port}/callbacks/suno/midi"
             wait_http(f"{full_base}/readyz")
@@ -304,78 +340,121 @@ def main(argv: list[str] | None = None) -> None:
                 folder = work / name
                 write_requests(folder, size, count, "bench")
                 # Warm-up (connections, JIT-free but caches, producer metadata): 2 s.
-                run_wrk(f"{full_base}/callbacks/suno/midi", folder, duration=3,
-                        connections=connections, threads=args.threads)
+                run_wrk(
+                    f"{full_base}/callbacks/suno/midi",
+                    folder,
+                    duration=3,
+                    connections=connections,
+                    threads=args.threads,
+                )
                 write_requests(folder, size, count, "bench")
                 before = scrape_outcomes(full_base)
-                full = run_wrk(f"{full_base}/callbacks/suno/midi", folder,
-                               duration=args.duration, connections=connections,
-                               threads=args.threads)
+                full = run_wrk(
+                    f"{full_base}/callbacks/suno/midi",
+                    folder,
+                    duration=args.duration,
+                    connections=connections,
+                    threads=args.threads,
+                )
                 after = scrape_outcomes(full_base)
-                outcomes = {k: int(after.get(k, 0) - before.get(k, 0)) for k in after
-                            if after.get(k, 0) - before.get(k, 0)}
-                bare = run_wrk(bare_url, folder, duration=args.duration,
-                               connections=connections, threads=args.threads)
+                outcomes = {
+                    k: int(after.get(k, 0) - before.get(k, 0))
+                    for k in after
+                    if after.get(k, 0) - before.get(k, 0)
+                }
+                bare = run_wrk(
+                    bare_url,
+                    folder,
+                    duration=args.duration,
+                    connections=connections,
+                    threads=args.threads,
+                )
                 rate_folder = work / f"{name}-rate"
-                write_requests(rate_folder, size, int(full.rps * args.rate_duration) + 10,
-                               "rate")
-                half = asyncio.run(fixed_rate(f"{full_base}/callbacks/suno/midi", rate_folder,
-                                              rate=max(1.0, full.rps / 2),
-                                              duration=args.rate_duration))
+                write_requests(rate_folder, size, int(full.rps * args.rate_duration) + 10, "rate")
+                half = asyncio.run(
+                    fixed_rate(
+                        f"{full_base}/callbacks/suno/midi",
+                        rate_folder,
+                        rate=max(1.0, full.rps / 2),
+                        duration=args.rate_duration,
+                    )
+                )
                 # The same target rate from wrk itself (C, lighter than the Python client):
                 # 16 connections each pausing so that together they send ~half the peak.
-                write_requests(rate_folder, size, int(full.rps * args.rate_duration) + 10,
-                               "paced")
+                write_requests(rate_folder, size, int(full.rps * args.rate_duration) + 10, "paced")
                 pause = max(1, int(1000 * 16 / max(1.0, full.rps / 2)))
-                paced = run_wrk(f"{full_base}/callbacks/suno/midi", rate_folder,
-                                duration=args.rate_duration, connections=16, threads=1,
-                                pause_ms=pause)
-                ceiling = asyncio.run(publish_ceiling(bootstrap, env["KAFKA_TOPIC_CALLBACKS"],
-                                                      size))
+                paced = run_wrk(
+                    f"{full_base}/callbacks/suno/midi",
+                    rate_folder,
+                    duration=args.rate_duration,
+                    connections=16,
+                    threads=1,
+                    pause_ms=pause,
+                )
+                ceiling = asyncio.run(
+                    publish_ceiling(bootstrap, env["KAFKA_TOPIC_CALLBACKS"], size)
+                )
                 ceilings[name] = ceiling
-                print(f"{name}: Kafka alone (aiokafka, acks=all, 64 senders): "
-                      f"{ceiling:.0f} publishes/s", flush=True)
+                print(
+                    f"{name}: Kafka alone (aiokafka, acks=all, 64 senders): "
+                    f"{ceiling:.0f} publishes/s",
+                    flush=True,
+                )
                 rows.append((name, full, bare, half, outcomes))
-                print(f"{name}: wrk paced ({pause} ms pause x 16 connections): "
-                      f"{paced.rps:.0f} req/s achieved, p50 {paced.p50_ms:.1f} ms "
-                      f"p99 {paced.p99_ms:.1f} ms", flush=True)
+                print(
+                    f"{name}: wrk paced ({pause} ms pause x 16 connections): "
+                    f"{paced.rps:.0f} req/s achieved, p50 {paced.p50_ms:.1f} ms "
+                    f"p99 {paced.p99_ms:.1f} ms",
+                    flush=True,
+                )
                 paced_rows[name] = paced
-                print(f"{name}: full {full.rps:.0f} req/s p50 {full.p50_ms:.1f} ms "
-                      f"p99 {full.p99_ms:.1f} ms | bare {bare.rps:.0f} req/s "
-                      f"p50 {bare.p50_ms:.1f} ms p99 {bare.p99_ms:.1f} ms | "
-                      f"ratio {full.rps / bare.rps:.0%} | at {half.rate:.0f} req/s: "
-                      f"p50 {half.p50_ms:.1f} ms p99 {half.p99_ms:.1f} ms "
-                      f"({half.ok}/{half.sent} ok) | outcomes {outcomes}", flush=True)
+                print(
+                    f"{name}: full {full.rps:.0f} req/s p50 {full.p50_ms:.1f} ms "
+                    f"p99 {full.p99_ms:.1f} ms | bare {bare.rps:.0f} req/s "
+                    f"p50 {bare.p50_ms:.1f} ms p99 {bare.p99_ms:.1f} ms | "
+                    f"ratio {full.rps / bare.rps:.0%} | at {half.rate:.0f} req/s: "
+                    f"p50 {half.p50_ms:.1f} ms p99 {half.p99_ms:.1f} ms "
+                    f"({half.ok}/{half.sent} ok) | outcomes {outcomes}",
+                    flush=True,
+                )
     finally:
         redis.stop()
         if broker is not None:
             broker.stop()
     print()
-    print(f"machine: {os.cpu_count()} CPUs, {platform_summary()}; wrk -t{args.threads} "
-          f"-c{args.connections} -d{args.duration}s; Kafka acks=all "
-          f"({'external' if external else 'local single broker'}), Redis {redis_version()}")
+    print(
+        f"machine: {os.cpu_count()} CPUs, {platform_summary()}; wrk -t{args.threads} "
+        f"-c{args.connections} -d{args.duration}s; Kafka acks=all "
+        f"({'external' if external else 'local single broker'}), Redis {redis_version()}"
+    )
     print()
-    print("| body | full req/s | full p50 | full p99 | bare req/s | bare p50 | bare p99 "
-          "| full/bare | Kafka alone | half-peak rate | p50/p99 (asyncio open loop) "
-          "| achieved, p50/p99 (wrk paced) |")
+    print(
+        "| body | full req/s | full p50 | full p99 | bare req/s | bare p50 | bare p99 "
+        "| full/bare | Kafka alone | half-peak rate | p50/p99 (asyncio open loop) "
+        "| achieved, p50/p99 (wrk paced) |"
+    )
     print("|---|---|---|---|---|---|---|---|---|---|---|---|")
     for name, full, bare, half, _ in rows:
         ratio = full.rps / bare.rps
         paced = paced_rows[name]
-        print(f"| {name} | {full.rps:.0f} | {full.p50_ms:.1f} ms | {full.p99_ms:.1f} ms "
-              f"| {bare.rps:.0f} | {bare.p50_ms:.1f} ms | {bare.p99_ms:.1f} ms | {ratio:.0%} "
-              f"| {ceilings[name]:.0f}/s | {half.rate:.0f}/s "
-              f"| {half.p50_ms:.1f} / {half.p99_ms:.1f} ms "
-              f"| {paced.rps:.0f}/s, {paced.p50_ms:.1f} / {paced.p99_ms:.1f} ms |")
+        print(
+            f"| {name} | {full.rps:.0f} | {full.p50_ms:.1f} ms | {full.p99_ms:.1f} ms "
+            f"| {bare.rps:.0f} | {bare.p50_ms:.1f} ms | {bare.p99_ms:.1f} ms | {ratio:.0%} "
+            f"| {ceilings[name]:.0f}/s | {half.rate:.0f}/s "
+            f"| {half.p50_ms:.1f} / {half.p99_ms:.1f} ms "
+            f"| {paced.rps:.0f}/s, {paced.p50_ms:.1f} / {paced.p99_ms:.1f} ms |"
+        )
     for name, full, bare, half, _ in rows:
         if name == "10KB":
             ratio, paced = full.rps / bare.rps, paced_rows[name]
-            print(f"\ntargets at 10 KB: throughput >= 50 % of bare: "
-                  f"{'MET' if ratio >= 0.5 else 'MISSED'} ({ratio:.0%}); p99 <= 25 ms at half "
-                  f"the peak: {'MET' if half.p99_ms <= 25 else 'MISSED'} by the open-loop "
-                  f"client ({half.p99_ms:.1f} ms at {half.rate:.0f}/s), "
-                  f"{'MET' if paced.p99_ms <= 25 else 'MISSED'} by wrk paced "
-                  f"({paced.p99_ms:.1f} ms at {paced.rps:.0f}/s achieved)")
+            print(
+                f"\ntargets at 10 KB: throughput >= 50 % of bare: "
+                f"{'MET' if ratio >= 0.5 else 'MISSED'} ({ratio:.0%}); p99 <= 25 ms at half "
+                f"the peak: {'MET' if half.p99_ms <= 25 else 'MISSED'} by the open-loop "
+                f"client ({half.p99_ms:.1f} ms at {half.rate:.0f}/s), "
+                f"{'MET' if paced.p99_ms <= 25 else 'MISSED'} by wrk paced "
+                f"({paced.p99_ms:.1f} ms at {paced.rps:.0f}/s achieved)"
+            )
 
 
 def platform_summary() -> str:

@@ -109,43 +109,54 @@ def parse_callback(body: bytes, *, max_depth: int) -> tuple[dict[str, Any], str]
         text = body.decode("utf-8")
     except UnicodeDecodeError as exc:
         raise Refusal(
-            400, "invalid_utf8", f"the body is not valid UTF-8 (byte {exc.start})",
+            400,
+            "invalid_utf8",
+            f"the body is not valid UTF-8 (byte {exc.start})",
             outcome="bad_request",
         ) from None
     if json_depth_exceeds(body, max_depth):
         raise Refusal(
-            400, "too_deep", f"the JSON nests deeper than {max_depth} levels",
+            400,
+            "too_deep",
+            f"the JSON nests deeper than {max_depth} levels",
             outcome="bad_request",
         )
     try:
         payload = json.loads(text, parse_constant=_refuse_constant)
     except RecursionError:
         raise Refusal(
-            400, "too_deep", f"the JSON nests deeper than {max_depth} levels",
+            400,
+            "too_deep",
+            f"the JSON nests deeper than {max_depth} levels",
             outcome="bad_request",
         ) from None
     except ValueError as exc:
         # JSONDecodeError, NaN/Infinity, integers past Python's digit limit.
         raise Refusal(
-            400, "invalid_json", f"the body is not valid JSON: {_short(str(exc))}",
+            400,
+            "invalid_json",
+            f"the body is not valid JSON: {_short(str(exc))}",
             outcome="bad_request",
         ) from None
     if not isinstance(payload, dict):
         raise Refusal(
-            400, "not_an_object",
+            400,
+            "not_an_object",
             f"the body must be a JSON object, got {type(payload).__name__}",
             outcome="bad_request",
         )
     task_id = find_task_id(payload)
     if task_id is None:
         raise Refusal(
-            400, "missing_task_id",
+            400,
+            "missing_task_id",
             "no task id in task_id, taskId, data.taskId or data.task_id",
             outcome="bad_request",
         )
     if not is_valid_task_id(task_id):
         raise Refusal(
-            400, "invalid_task_id",
+            400,
+            "invalid_task_id",
             f"the task id must be 1-{MAX_TASK_ID_LENGTH} printable ASCII characters, no spaces",
             outcome="bad_request",
         )

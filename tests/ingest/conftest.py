@@ -22,8 +22,13 @@ ClientFactory = Callable[..., Awaitable[TestClient[web.Request, web.Application]
 
 
 def callback_body(task_id: str, **extra: Any) -> bytes:
-    payload = {"task_id": task_id, "code": 200, "msg": "success",
-               "data": {"state": "complete", "instruments": []}, **extra}
+    payload = {
+        "task_id": task_id,
+        "code": 200,
+        "msg": "success",
+        "data": {"state": "complete", "instruments": []},
+        **extra,
+    }
     return json.dumps(payload).encode()
 
 

@@ -87,8 +87,9 @@ class TestUnsigned:
     ) -> None:
         """Text the Avro encoder would choke on (lone surrogates) is made valid, not a 500."""
         client = await ingest_client()
-        body = json.dumps({"task_id": task(), "msg": "\ud800", "data": {"state": "\udfff"}}
-                          ).encode()
+        body = json.dumps(
+            {"task_id": task(), "msg": "\ud800", "data": {"state": "\udfff"}}
+        ).encode()
         response = await client.post(
             CALLBACK_PATH, data=body, headers={**JSON, "User-Agent": "caf\xe9"}
         )
@@ -160,7 +161,9 @@ class TestSigned:
         response = await client.post(CALLBACK_PATH, data=callback_body(task()), headers=headers)
         assert response.status == 401
         assert (await error_of(response))["code"] in (
-            "missing_signature", "bad_signature", "invalid_timestamp"
+            "missing_signature",
+            "bad_signature",
+            "invalid_timestamp",
         )
         assert sample(client.app, "ingest_requests_total", outcome="bad_signature") == 1
 
@@ -249,8 +252,12 @@ class TestBadInput:
         [
             (b"{}", {"Content-Type": "text/plain"}, 415, "unsupported_media_type"),
             (b"{}", {}, 415, "unsupported_media_type"),
-            (b"{}", {"Content-Type": "application/json; charset=latin-1"}, 415,
-             "unsupported_media_type"),
+            (
+                b"{}",
+                {"Content-Type": "application/json; charset=latin-1"},
+                415,
+                "unsupported_media_type",
+            ),
             (b"\xff", JSON, 400, "invalid_utf8"),
             (b"{nope", JSON, 400, "invalid_json"),
             (b"[" * 100 + b"]" * 100, JSON, 400, "too_deep"),
@@ -292,7 +299,8 @@ class TestBadInput:
         """Whatever the Content-Type header holds, the answer is 200 or a 4xx, in JSON."""
         client = await ingest_client()
         response = await client.post(
-            CALLBACK_PATH, data=callback_body(task()),
+            CALLBACK_PATH,
+            data=callback_body(task()),
             headers={"Content-Type": content_type.encode().decode("unicode_escape")},
         )
         assert response.status in (200, 415), await response.text()
@@ -342,8 +350,12 @@ class TestOps:
         assert (await client.get("/readyz")).status == 200
         assert sample(client.app, "ingest_kafka_ready") == 1
         metrics = await (await client.get("/metrics")).text()
-        for name in ("ingest_requests_total", "ingest_publishes_in_flight",
-                     "ingest_body_size_bytes_bucket", "ingest_dedupe_backend_up"):
+        for name in (
+            "ingest_requests_total",
+            "ingest_publishes_in_flight",
+            "ingest_body_size_bytes_bucket",
+            "ingest_dedupe_backend_up",
+        ):
             assert name in metrics
 
 

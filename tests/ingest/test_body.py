@@ -41,8 +41,13 @@ class TestJsonDepth:
         body = json.dumps({"a": "[[[[" * 100 + '\\"{{{{' * 100, "b": [1]}).encode()
         assert not json_depth_exceeds(body, 2)
 
-    @given(st.recursive(st.none() | st.integers() | st.text(), lambda c: st.lists(c, max_size=3)
-                        | st.dictionaries(st.text(max_size=3), c, max_size=3), max_leaves=30))
+    @given(
+        st.recursive(
+            st.none() | st.integers() | st.text(),
+            lambda c: st.lists(c, max_size=3) | st.dictionaries(st.text(max_size=3), c, max_size=3),
+            max_leaves=30,
+        )
+    )
     @settings(max_examples=300, deadline=None)
     def test_agrees_with_a_reference_depth(self, value: object) -> None:
         """The bracket-peeling depth equals the depth of the parsed value."""

@@ -35,7 +35,8 @@ def restart(broker: LocalKafka) -> None:
     """
     meta = (broker.workdir / "data" / "meta.properties").read_text()
     cluster_id = next(
-        line.split("=", 1)[1].strip() for line in meta.splitlines()
+        line.split("=", 1)[1].strip()
+        for line in meta.splitlines()
         if line.startswith("cluster.id=")
     )
     with mock.patch.object(devenv.kafka, "_cluster_id", return_value=cluster_id):
@@ -95,8 +96,9 @@ async def test_broker_down_then_back_loses_nothing(
 
     # The sender retries the refused delivery: the claim was released, so it goes through.
     await eventually(retried, timeout=30, interval=1, what="the retry to be accepted")
-    records = await read_topic(own_broker.bootstrap_servers, settings.kafka.topics.callbacks, 3,
-                               timeout=10)
+    records = await read_topic(
+        own_broker.bootstrap_servers, settings.kafka.topics.callbacks, 3, timeout=10
+    )
     task_ids = [CallbackEvent.decode(r.value).task_id for r in records if r.value]
     # No loss; the timed-out send may also have landed (at least once, same delivery key).
     assert task_ids.count("before-outage") == 1
@@ -116,12 +118,16 @@ async def test_in_flight_bound_answers_overloaded(
     own_broker.kill()
     try:
         stuck = [
-            asyncio.create_task(client.post(CALLBACK_PATH, data=callback_body(f"s{i}"),
-                                            headers=JSON))
+            asyncio.create_task(
+                client.post(CALLBACK_PATH, data=callback_body(f"s{i}"), headers=JSON)
+            )
             for i in range(2)
         ]
-        await eventually(lambda: sample(client.app, "ingest_publishes_in_flight") == 2,
-                         timeout=5, what="two publishes in flight")
+        await eventually(
+            lambda: sample(client.app, "ingest_publishes_in_flight") == 2,
+            timeout=5,
+            what="two publishes in flight",
+        )
         started = time.monotonic()
         over = await client.post(CALLBACK_PATH, data=callback_body("over"), headers=JSON)
         assert time.monotonic() - started < 1

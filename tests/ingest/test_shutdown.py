@@ -63,22 +63,30 @@ async def test_sigterm_drains_then_exits_zero(kafka_broker: Broker, tmp_path: Pa
     base = f"http://127.0.0.1:{port}"
     try:
         async with aiohttp.ClientSession() as session:
-            await eventually(lambda: _is(status(session, f"{base}/readyz"), 200), timeout=30,
-                             what="the ingest to become ready")
+            await eventually(
+                lambda: _is(status(session, f"{base}/readyz"), 200),
+                timeout=30,
+                what="the ingest to become ready",
+            )
             body = callback_body("in-flight-at-sigterm")
             # A raw connection, so the test decides exactly when the rest of the body goes.
             reader, writer = await asyncio.open_connection("127.0.0.1", port)
             writer.write(
                 b"POST /callbacks/suno/midi HTTP/1.1\r\nHost: ingest\r\n"
                 b"Content-Type: application/json\r\n"
-                + f"Content-Length: {len(body)}\r\n\r\n".encode() + body[:10]
+                + f"Content-Length: {len(body)}\r\n\r\n".encode()
+                + body[:10]
             )
             await writer.drain()
             await asyncio.sleep(0.5)  # the handler is reading the body now
             process.send_signal(signal.SIGTERM)
             async with aiohttp.ClientSession() as probe:
-                await eventually(lambda: _is(status(probe, f"{base}/readyz"), 503), timeout=2,
-                                 interval=0.05, what="/readyz to turn 503 after SIGTERM")
+                await eventually(
+                    lambda: _is(status(probe, f"{base}/readyz"), 503),
+                    timeout=2,
+                    interval=0.05,
+                    what="/readyz to turn 503 after SIGTERM",
+                )
                 assert await status(probe, f"{base}/healthz") == 200
             await asyncio.sleep(2.5)  # past the announce period: the listener is closed now
             assert process.poll() is None, "exited while a request was still in flight"
