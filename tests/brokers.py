@@ -58,7 +58,8 @@ def session_broker() -> Iterator[Broker]:
     try:
         yield Broker(
             broker.bootstrap_servers,
-            f"local Apache Kafka {broker.version} (Maven jars, KRaft) at {broker.bootstrap_servers}",
+            f"local Apache Kafka {broker.version} (Maven jars, KRaft) "
+            f"at {broker.bootstrap_servers}",
             local=broker,
         )
     finally:

@@ -9,7 +9,10 @@ from collections.abc import Awaitable, Callable
 from typing import TypeVar
 
 from aiokafka import AIOKafkaConsumer
+from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.structs import ConsumerRecord
+
+from services.common.settings import Settings
 
 T = TypeVar("T")
 
@@ -58,3 +61,41 @@ async def read_topic(
     finally:
         await consumer.stop()
     return records
+
+
+async def committed_offsets(
+    settings: Settings, group_id: str, topic: str | None = None
+) -> dict[int, int]:
+    """A group's committed offsets on ``topic`` (default: the callbacks topic), by partition."""
+    topic = topic or settings.kafka.topics.callbacks
+    admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka.bootstrap_servers)
+    await admin.start()
+    try:
+        offsets = await admin.list_consumer_group_offsets(group_id)
+    finally:
+        await admin.close()
+    return {
+        tp.partition: meta.offset
+        for tp, meta in offsets.items()
+        if tp.topic == topic and meta.offset >= 0
+    }
+
+
+def service_environment(settings: Settings) -> dict[str, str]:
+    """Variables that make a service subprocess's ``Settings.from_env()`` match ``settings``."""
+    kafka = settings.kafka
+    return {
+        "KAFKA_BOOTSTRAP_SERVERS": kafka.bootstrap_servers,
+        "KAFKA_TOPIC_CALLBACKS": kafka.topics.callbacks,
+        "KAFKA_TOPIC_NOTES": kafka.topics.notes,
+        "KAFKA_TOPIC_DLQ": kafka.topics.dlq,
+        "KAFKA_TOPIC_PARTITIONS": str(kafka.partitions),
+        "DATA_DIR": str(settings.storage.data_dir),
+        "PROCESSOR_HOST": "127.0.0.1",
+        "PROCESSOR_PORT": "0",
+        "PROCESSOR_GROUP_ID": settings.processor.group_id,
+        "ARCHIVER_HOST": "127.0.0.1",
+        "ARCHIVER_PORT": "0",
+        "ARCHIVER_GROUP_ID": settings.archiver.group_id,
+        "LOG_FORMAT": "json",
+    }

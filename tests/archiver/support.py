@@ -1,4 +1,4 @@
-"""Helpers for the archiver's tests: events, the archive on disk, committed offsets."""
+"""Helpers for the archiver's tests: events and the archive on disk."""
 
 from __future__ import annotations
 
@@ -7,10 +7,7 @@ import json
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-from aiokafka.admin import AIOKafkaAdminClient
-
 from services.common.events import CallbackEvent, sha256_hex
-from services.common.settings import Settings
 
 T0 = datetime(2026, 11, 20, 12, 0, tzinfo=UTC)
 
@@ -95,36 +92,3 @@ def assert_content_addressed(found: dict[Path, bytes]) -> None:
 
 def temporary_files(data_dir: Path) -> list[Path]:
     return sorted(data_dir.rglob(".tmp-*")) if data_dir.is_dir() else []
-
-
-async def committed_offsets(settings: Settings, group_id: str) -> dict[int, int]:
-    """The archiver group's committed offsets on the callbacks topic, by partition."""
-    admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka.bootstrap_servers)
-    await admin.start()
-    try:
-        offsets = await admin.list_consumer_group_offsets(group_id)
-    finally:
-        await admin.close()
-    topic = settings.kafka.topics.callbacks
-    return {
-        tp.partition: meta.offset
-        for tp, meta in offsets.items()
-        if tp.topic == topic and meta.offset >= 0
-    }
-
-
-def environment(settings: Settings) -> dict[str, str]:
-    """The variables that make ``Settings.from_env()`` equal ``settings`` where it matters."""
-    kafka = settings.kafka
-    return {
-        "KAFKA_BOOTSTRAP_SERVERS": kafka.bootstrap_servers,
-        "KAFKA_TOPIC_CALLBACKS": kafka.topics.callbacks,
-        "KAFKA_TOPIC_NOTES": kafka.topics.notes,
-        "KAFKA_TOPIC_DLQ": kafka.topics.dlq,
-        "KAFKA_TOPIC_PARTITIONS": str(kafka.partitions),
-        "DATA_DIR": str(settings.storage.data_dir),
-        "ARCHIVER_GROUP_ID": settings.archiver.group_id,
-        "ARCHIVER_HOST": "127.0.0.1",
-        "ARCHIVER_PORT": "0",
-        "LOG_FORMAT": "json",
-    }

@@ -15,13 +15,12 @@ import pytest
 from services.common.kafka import Publisher
 from services.common.settings import Settings
 
+from ..helpers import committed_offsets, service_environment
 from .support import (
     assert_content_addressed,
     at,
     bodies,
     callback_body,
-    committed_offsets,
-    environment,
     make_event,
     temporary_files,
 )
@@ -37,7 +36,7 @@ def start_archiver(settings: Settings, log: Path) -> subprocess.Popen[bytes]:
         return subprocess.Popen(
             [sys.executable, "-m", "services.archiver", "run"],
             cwd=ROOT,
-            env={**os.environ, **environment(settings)},
+            env={**os.environ, **service_environment(settings)},
             stdout=output,
             stderr=subprocess.STDOUT,
         )

@@ -18,8 +18,8 @@ from services.common.keys import task_key
 from services.common.settings import Settings
 from services.processor.app import create_app as create_processor
 
-from ..helpers import eventually, read_topic
-from .support import at, callback_body, committed_offsets, environment, make_event
+from ..helpers import committed_offsets, eventually, read_topic, service_environment
+from .support import at, callback_body, make_event
 
 pytestmark = [pytest.mark.kafka, pytest.mark.slow]
 
@@ -102,7 +102,7 @@ async def test_replay_restores_byte_identical_midi(
         for path in midi_dir.iterdir():
             path.unlink()
 
-        for name, value in environment(settings).items():
+        for name, value in service_environment(settings).items():
             monkeypatch.setenv(name, value)
         assert await asyncio.to_thread(run_cli, ["replay", "--all", "--quiet"]) == 0
 

@@ -16,12 +16,11 @@ from services.common.kafka import Publisher
 from services.common.settings import Settings, StorageSettings
 from services.common.storage import open_storage
 
-from ..helpers import eventually, read_topic
+from ..helpers import committed_offsets, eventually, read_topic
 from .support import (
     assert_content_addressed,
     at,
     bodies,
-    committed_offsets,
     make_event,
     temporary_files,
 )

@@ -3,52 +3,19 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
 
 import pytest
-from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.structs import ConsumerRecord
 from prometheus_client import CollectorRegistry
 
 from services.common.consumer import ConsumerLoop, DeadLetter, RecordHandler, Transient
-from services.common.kafka import Publisher, ensure_topics
+from services.common.kafka import Publisher
 from services.common.metrics import ConsumerMetrics
 from services.common.settings import Settings
 
-from ..helpers import eventually, read_topic
+from ..helpers import committed_offsets, eventually, read_topic
 
 pytestmark = pytest.mark.kafka
-
-
-@pytest.fixture(name="publisher")
-async def fixture_publisher(settings: Settings) -> AsyncIterator[Publisher]:
-    topics = settings.kafka.topics
-    await ensure_topics(settings.kafka, "test", [topics.callbacks, topics.dlq])
-    publisher = Publisher(settings.kafka, "test")
-    await publisher.start()
-    try:
-        yield publisher
-    finally:
-        await publisher.stop()
-
-
-async def committed(settings: Settings, group_id: str) -> dict[int, int]:
-    """The group's committed offsets on the callbacks topic, by partition."""
-    consumer = AIOKafkaConsumer(
-        bootstrap_servers=settings.kafka.bootstrap_servers, group_id=group_id
-    )
-    await consumer.start()
-    try:
-        result = {}
-        for partition in range(settings.kafka.partitions):
-            offset = await consumer.committed(
-                TopicPartition(settings.kafka.topics.callbacks, partition)
-            )
-            if offset is not None:
-                result[partition] = offset
-        return result
-    finally:
-        await consumer.stop()
 
 
 def make_loop(
@@ -101,7 +68,7 @@ class TestConsumerLoop:
             registry.get_sample_value("test_dead_letters_total", {"reason": "invalid_callback"})
             == 1
         )
-        assert sum((await committed(settings, settings.processor.group_id)).values()) == 2
+        assert sum((await committed_offsets(settings, settings.processor.group_id)).values()) == 2
 
     async def test_undecodable_records_are_dead_lettered(
         self, settings: Settings, publisher: Publisher
@@ -172,14 +139,14 @@ class TestConsumerLoop:
         await loop.start()
         try:
             await eventually(lambda: calls >= 5, what="several retries")
-            assert await committed(settings, settings.processor.group_id) == {}
+            assert await committed_offsets(settings, settings.processor.group_id) == {}
             failing = False
             await eventually(
-                lambda: committed(settings, settings.processor.group_id), what="the commit"
+                lambda: committed_offsets(settings, settings.processor.group_id), what="the commit"
             )
         finally:
             await loop.stop()
-        assert sum((await committed(settings, settings.processor.group_id)).values()) == 1
+        assert sum((await committed_offsets(settings, settings.processor.group_id)).values()) == 1
         assert (
             await read_topic(
                 settings.kafka.bootstrap_servers, settings.kafka.topics.dlq, 1, timeout=2
@@ -213,7 +180,7 @@ class TestConsumerLoop:
         release.set()
         await stopping
         assert handled == [b"1"]
-        assert sum((await committed(settings, settings.processor.group_id)).values()) == 1
+        assert sum((await committed_offsets(settings, settings.processor.group_id)).values()) == 1
 
     async def test_log_context_does_not_leak_between_records(
         self, settings: Settings, publisher: Publisher

@@ -1,4 +1,4 @@
-"""Fixtures for the processor's broker tests: a running processor app and a publisher."""
+"""Fixtures for the processor's broker tests: a running processor app."""
 
 from __future__ import annotations
 
@@ -7,11 +7,10 @@ from datetime import UTC, datetime
 
 import pytest
 from aiohttp.test_utils import TestServer
-from aiokafka import AIOKafkaConsumer, TopicPartition
 from prometheus_client import CollectorRegistry
 
 from services.common.events import CallbackEvent, sha256_hex
-from services.common.kafka import Publisher, ensure_topics
+from services.common.kafka import Publisher
 from services.common.settings import Settings
 from services.processor.app import create_app
 
@@ -24,18 +23,6 @@ def callback_event(body: bytes, task_id: str = "task-1", **fields: object) -> Ca
         body_sha256=sha256_hex(body),
         **fields,  # type: ignore[arg-type]
     )
-
-
-@pytest.fixture(name="publisher")
-async def fixture_publisher(settings: Settings) -> AsyncIterator[Publisher]:
-    topics = settings.kafka.topics
-    await ensure_topics(settings.kafka, "test", [topics.callbacks, topics.notes, topics.dlq])
-    publisher = Publisher(settings.kafka, "test")
-    await publisher.start()
-    try:
-        yield publisher
-    finally:
-        await publisher.stop()
 
 
 @pytest.fixture(name="registry")
@@ -54,20 +41,3 @@ async def fixture_processor(
         yield server
     finally:
         await server.close()
-
-
-async def committed_offsets(settings: Settings, group_id: str, topic: str) -> dict[int, int]:
-    """A group's committed offsets on ``topic``, by partition (absent when none)."""
-    consumer = AIOKafkaConsumer(
-        bootstrap_servers=settings.kafka.bootstrap_servers, group_id=group_id
-    )
-    await consumer.start()
-    try:
-        found = {}
-        for partition in range(settings.kafka.partitions):
-            offset = await consumer.committed(TopicPartition(topic, partition))
-            if offset is not None:
-                found[partition] = offset
-        return found
-    finally:
-        await consumer.stop()

@@ -17,8 +17,8 @@ from services.common.settings import Settings, StorageSettings
 from services.processor.app import create_app, process_callback
 
 from ..fixtures.s3 import S3Server
-from ..helpers import eventually, read_topic
-from .conftest import callback_event, committed_offsets
+from ..helpers import committed_offsets, eventually, read_topic
+from .conftest import callback_event
 from .readers import read_with_mido
 
 pytestmark = pytest.mark.kafka

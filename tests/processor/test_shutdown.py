@@ -15,8 +15,8 @@ from bench.processor.callbacks import synthetic_callback
 from services.common.kafka import Publisher
 from services.common.settings import Settings
 
-from ..helpers import eventually, read_topic
-from .conftest import callback_event, committed_offsets
+from ..helpers import committed_offsets, eventually, read_topic, service_environment
+from .conftest import callback_event
 
 pytestmark = [pytest.mark.kafka, pytest.mark.slow]
 
@@ -25,20 +25,7 @@ RECORDS = 10
 
 
 def processor_environment(settings: Settings) -> dict[str, str]:
-    topics = settings.kafka.topics
-    return {
-        "PATH": os.environ.get("PATH", ""),
-        "KAFKA_BOOTSTRAP_SERVERS": settings.kafka.bootstrap_servers,
-        "KAFKA_TOPIC_CALLBACKS": topics.callbacks,
-        "KAFKA_TOPIC_NOTES": topics.notes,
-        "KAFKA_TOPIC_DLQ": topics.dlq,
-        "KAFKA_TOPIC_PARTITIONS": str(settings.kafka.partitions),
-        "DATA_DIR": str(settings.storage.data_dir),
-        "PROCESSOR_HOST": "127.0.0.1",
-        "PROCESSOR_PORT": "0",
-        "PROCESSOR_GROUP_ID": settings.processor.group_id,
-        "LOG_FORMAT": "json",
-    }
+    return {"PATH": os.environ.get("PATH", ""), **service_environment(settings)}
 
 
 async def test_sigterm_finishes_the_record_commits_and_exits(
