@@ -115,6 +115,8 @@ class LocalKafka:
         self.version = version
         self.heap = heap
         self.max_message_bytes = max_message_bytes
+        #: Formatting again with another id would refuse the data a restart keeps.
+        self.cluster_id = _cluster_id()
         self._own_dir = data_dir is None
         self.workdir = data_dir or Path(tempfile.mkdtemp(prefix="suno-kafka-"))
         self.log_file = self.workdir / "server.log"
@@ -180,23 +182,24 @@ class LocalKafka:
     def start(self, timeout: float = 90.0) -> LocalKafka:
         libs = resolve_jars(self.version)
         config = self._write_config()
-        fmt = subprocess.run(
-            self._java(
-                libs,
-                "kafka.tools.StorageTool",
-                "format",
-                # "=" form: a URL-safe base64 id may start with "-".
-                f"--cluster-id={_cluster_id()}",
-                "-c",
-                str(config),
-                "--ignore-formatted",
-            ),
-            capture_output=True,
-            text=True,
-            check=False,
-        )
-        if fmt.returncode != 0:
-            raise BrokerStartError(f"kafka-storage format failed:\n{fmt.stdout}{fmt.stderr}")
+        if not self._formatted_cluster_id():
+            fmt = subprocess.run(
+                self._java(
+                    libs,
+                    "kafka.tools.StorageTool",
+                    "format",
+                    # "=" form: a URL-safe base64 id may start with "-".
+                    f"--cluster-id={self.cluster_id}",
+                    "-c",
+                    str(config),
+                    "--ignore-formatted",
+                ),
+                capture_output=True,
+                text=True,
+                check=False,
+            )
+            if fmt.returncode != 0:
+                raise BrokerStartError(f"kafka-storage format failed:\n{fmt.stdout}{fmt.stderr}")
         stdout = open(self.workdir / "stdout.log", "wb")  # noqa: SIM115 - lives with the process
         self.process = subprocess.Popen(
             self._java(libs, "kafka.Kafka", str(config)),
@@ -216,6 +219,17 @@ class LocalKafka:
             time.sleep(0.25)
         self.stop()
         raise BrokerStartError(f"Kafka did not answer within {timeout:.0f} s:\n{self.log_tail()}")
+
+    def _formatted_cluster_id(self) -> str | None:
+        """The id of an already formatted data directory (kept across runs), else ``None``."""
+        meta = self.workdir / "data" / "meta.properties"
+        if not meta.exists():
+            return None
+        for line in meta.read_text().splitlines():
+            if line.startswith("cluster.id="):
+                self.cluster_id = line.partition("=")[2].strip()
+                return self.cluster_id
+        return None
 
     def _answers_metadata(self) -> bool:
         """A Kafka ApiVersions + Metadata round trip, spoken directly on the socket."""

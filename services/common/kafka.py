@@ -7,6 +7,7 @@ started says so instead of failing deep inside aiokafka.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -133,6 +134,16 @@ async def ensure_topics(settings: KafkaSettings, role: str, names: Sequence[str]
         await admin.close()
 
 
+async def _force_close(producer: AIOKafkaProducer) -> None:
+    """Close a producer whose flush cannot finish (aiokafka has no bounded close)."""
+    sender = getattr(producer, "_sender", None)
+    with contextlib.suppress(Exception):
+        if sender is not None:
+            await sender.close()
+    with contextlib.suppress(Exception):
+        await producer.client.close()
+
+
 class Publisher:
     """An idempotent, ``acks=all`` producer: a record is published once Kafka says so."""
 
@@ -159,10 +170,22 @@ class Publisher:
         await start_client(producer, self._settings)
         self._producer = producer
 
-    async def stop(self) -> None:
+    async def stop(self, timeout: float = 10.0) -> None:  # noqa: ASYNC109 - bounds the flush
+        """Flush what is pending and close, within ``timeout`` seconds.
+
+        A producer whose broker is gone would flush forever. What cannot be flushed was never
+        acknowledged to anyone (its ``publish()`` had not returned), so nothing promised is
+        lost: an ingest sender got a 503 and retries, a consumer did not commit.
+        """
         producer, self._producer = self._producer, None
-        if producer is not None:
-            await producer.stop()  # flushes what is pending
+        if producer is None:
+            return
+        try:
+            async with asyncio.timeout(timeout):
+                await producer.stop()
+        except TimeoutError:
+            log.error("producer_flush_timeout", role=self._role, seconds=timeout)
+            await _force_close(producer)
 
     @property
     def producer(self) -> AIOKafkaProducer:

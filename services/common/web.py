@@ -48,9 +48,10 @@ def add_ops_routes(app: web.Application) -> None:
 
 
 def publisher_ctx(
-    role: str, topics: Sequence[str]
+    role: str, topics: Sequence[str], *, flush_timeout: float = 10.0
 ) -> Callable[[web.Application], AsyncIterator[None]]:
-    """A ``cleanup_ctx`` that ensures ``topics`` exist, then starts and stops a publisher."""
+    """A ``cleanup_ctx`` that ensures ``topics`` exist, then starts a publisher; on the way
+    out the publisher flushes within ``flush_timeout`` seconds."""
 
     async def ctx(app: web.Application) -> AsyncIterator[None]:
         settings = app[SETTINGS]
@@ -62,6 +63,6 @@ def publisher_ctx(
         try:
             yield
         finally:
-            await publisher.stop()
+            await publisher.stop(flush_timeout)
 
     return ctx

@@ -20,15 +20,20 @@ from typing import Any, Final
 import structlog
 from aiohttp import web
 from aiohttp.typedefs import Handler
-from aiokafka import AIOKafkaProducer
 from prometheus_client import CollectorRegistry
 
 from services.common.callback import callback_code, callback_msg, callback_state
 from services.common.errors import PipelineError
 from services.common.events import CallbackEvent, SignatureStatus, sha256_hex
-from services.common.kafka import Publisher, ensure_topics
 from services.common.settings import Settings
-from services.common.web import PUBLISHER, READINESS, REGISTRY, SETTINGS, add_ops_routes
+from services.common.web import (
+    PUBLISHER,
+    READINESS,
+    REGISTRY,
+    SETTINGS,
+    add_ops_routes,
+    publisher_ctx,
+)
 
 from . import body as bodies
 from .dedupe import (
@@ -103,7 +108,15 @@ def create_app(
     app[INGEST_METRICS] = IngestMetrics(app[REGISTRY])
     app[LIFECYCLE] = Lifecycle()
     app[CLOCK] = clock
-    app.cleanup_ctx.append(publisher_ctx)
+    app.cleanup_ctx.append(
+        publisher_ctx(
+            "ingest",
+            [settings.kafka.topics.callbacks],
+            # The producer flushes within the shutdown grace; what it cannot flush was
+            # never acknowledged (its sender got a 503 and retries).
+            flush_timeout=settings.ingest.shutdown_grace_seconds,
+        )
+    )
     app.cleanup_ctx.append(dedupe_ctx)
     app.cleanup_ctx.append(ingest_ctx)
     app[READINESS] = readiness(app)
@@ -132,45 +145,6 @@ def readiness(app: web.Application) -> Callable[[], Awaitable[bool]]:
 
 
 # --------------------------------------------------------------------------- resources
-
-
-async def publisher_ctx(app: web.Application) -> AsyncIterator[None]:
-    """Ensure the topic, start the producer; on the way out flush it, within a bound.
-
-    A producer whose broker is gone would flush forever; the shutdown grace bounds it, and
-    whatever could not be flushed was never acknowledged to a sender (it got a 503 and
-    retries), so nothing acknowledged is lost.
-    """
-    settings = app[SETTINGS]
-    if settings.kafka.create_topics:
-        await ensure_topics(settings.kafka, "ingest", [settings.kafka.topics.callbacks])
-    publisher = Publisher(settings.kafka, "ingest")
-    await publisher.start()
-    app[PUBLISHER] = publisher
-    try:
-        yield
-    finally:
-        producer = publisher.producer
-        try:
-            async with asyncio.timeout(settings.ingest.shutdown_grace_seconds):
-                await publisher.stop()
-        except TimeoutError:
-            log.error(
-                "producer_flush_timeout",
-                seconds=settings.ingest.shutdown_grace_seconds,
-                note="unacknowledged records dropped; their senders got 503 and retry",
-            )
-            await _force_close(producer)
-
-
-async def _force_close(producer: AIOKafkaProducer) -> None:
-    """Stop a producer whose flush cannot finish (aiokafka has no bounded close)."""
-    sender = getattr(producer, "_sender", None)
-    with contextlib.suppress(Exception):
-        if sender is not None:
-            await sender.close()
-    with contextlib.suppress(Exception):
-        await producer.client.close()
 
 
 async def dedupe_ctx(app: web.Application) -> AsyncIterator[None]:

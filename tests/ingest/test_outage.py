@@ -10,12 +10,10 @@ import time
 import uuid
 from collections.abc import Iterator
 from typing import Any
-from unittest import mock
 
 import pytest
 from prometheus_client import CollectorRegistry
 
-import devenv.kafka
 from devenv.kafka import LocalKafka
 from services.common.events import CallbackEvent
 from services.common.settings import KafkaSettings, Settings, TopicNames
@@ -25,22 +23,6 @@ from ..helpers import eventually, read_topic
 from .conftest import JSON, callback_body, sample
 
 pytestmark = [pytest.mark.kafka, pytest.mark.slow]
-
-
-def restart(broker: LocalKafka) -> None:
-    """``broker.restart()`` with the cluster id it was formatted with.
-
-    ``LocalKafka.start`` formats with a fresh random cluster id, which Kafka refuses on a
-    data directory that already has one; reported to the owner of devenv/kafka.py.
-    """
-    meta = (broker.workdir / "data" / "meta.properties").read_text()
-    cluster_id = next(
-        line.split("=", 1)[1].strip()
-        for line in meta.splitlines()
-        if line.startswith("cluster.id=")
-    )
-    with mock.patch.object(devenv.kafka, "_cluster_id", return_value=cluster_id):
-        broker.restart()
 
 
 @pytest.fixture(name="own_broker", scope="module")
@@ -95,7 +77,7 @@ async def test_broker_down_then_back_loses_nothing(
     assert [c.status for c in copies] == [503, 503]
     assert sample(client.app, "ingest_requests_total", outcome="duplicate") == 0
 
-    await asyncio.to_thread(restart, own_broker)
+    await asyncio.to_thread(own_broker.restart)
     await eventually(lambda: _ready(client), timeout=60, what="/readyz after the restart")
 
     async def retried() -> bool:
@@ -149,7 +131,7 @@ async def test_in_flight_bound_answers_overloaded(
         assert [r.status for r in await asyncio.gather(*stuck)] == [503, 503]
         assert sample(client.app, "ingest_publishes_in_flight") == 0
     finally:
-        await asyncio.to_thread(restart, own_broker)
+        await asyncio.to_thread(own_broker.restart)
 
 
 async def _ready(client: Any) -> bool:
