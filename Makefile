@@ -18,7 +18,12 @@ kafka: ## only a local Kafka broker on 127.0.0.1:9092
 	@scripts/bootstrap.sh
 	@$(PYTHON) -m devenv.kafka
 
+bench-ingest: ## full ingest path vs a bare aiohttp handler under wrk (prints ratios)
+	@scripts/bootstrap.sh --bench
+	@$(PYTHON) -m bench.ingest.run $(ARGS)
+
 bench-processor: ## normalize + render + write vs pretty_midi (prints ratios)
+	@scripts/bootstrap.sh
 	@$(PYTHON) -m bench.processor.bench
 	@$(PYTHON) -m bench.processor.loop_stall
 

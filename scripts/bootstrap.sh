@@ -3,12 +3,19 @@
 #   scripts/bootstrap.sh          Python deps (uv, locked), Kafka jars (Maven)
 #   scripts/bootstrap.sh --test   the above, plus the servers the tests start
 #                                 (Debian's redis-server and prometheus) and kustomize
+#   scripts/bootstrap.sh --bench  the above, plus wrk and redis-server for the benchmarks
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 UV_VERSION=0.13.8
 want_test=false
-[[ "${1:-}" == "--test" ]] && want_test=true
+want_bench=false
+case "${1:-}" in
+  --test) want_test=true ;;
+  --bench) want_bench=true ;;
+  "") ;;
+  *) echo "usage: $0 [--test|--bench]" >&2; exit 2 ;;
+esac
 
 say() { printf '\033[1m==> %s\033[0m\n' "$*" >&2; }
 
@@ -58,5 +65,8 @@ if $want_test; then
     say "ensuring kustomize"
     scripts/ensure-kustomize.sh >/dev/null
   fi
+fi
+if $want_bench; then
+  apt_install wrk redis-server
 fi
 say "ready"
