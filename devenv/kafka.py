@@ -25,7 +25,10 @@ import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
-__all__ = ["KAFKA_VERSION", "BrokerStartError", "LocalKafka", "resolve_jars"]
+from .processes import free_port, kill, log_tail, stop
+
+__all__ = ["KAFKA_VERSION", "BrokerStartError", "LocalKafka", "free_port", "resolve_jars"]
+
 
 KAFKA_VERSION = "4.1.1"
 POM = Path(__file__).with_name("kafka-pom.xml")
@@ -70,12 +73,6 @@ def resolve_jars(version: str = KAFKA_VERSION) -> Path:
     staging.rename(libs)
     marker.touch()
     return libs
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def _cluster_id() -> str:
@@ -248,35 +245,18 @@ class LocalKafka:
         return response[:4] == (1).to_bytes(4, "big") and int.from_bytes(response[4:8], "big") > 0
 
     def log_tail(self, lines: int = 40) -> str:
-        texts = []
-        for path in (self.log_file, self.workdir / "stdout.log"):
-            if path.exists():
-                texts.append(
-                    f"--- {path}\n"
-                    + "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
-                )
-        return "\n".join(texts) or "(no log written)"
+        return log_tail(self.log_file, self.workdir / "stdout.log", lines=lines)
 
     def stop(self, timeout: float = 30.0) -> None:
         process, self.process = self.process, None
-        if process is not None and process.poll() is None:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(process.pid, signal.SIGTERM)
-            try:
-                process.wait(timeout)
-            except subprocess.TimeoutExpired:
-                with contextlib.suppress(ProcessLookupError):
-                    os.killpg(process.pid, signal.SIGKILL)
-                process.wait()
+        stop(process, timeout)
         if self._own_dir:
             shutil.rmtree(self.workdir, ignore_errors=True)
 
     def kill(self) -> None:
         """Stop the broker abruptly, keeping its data (for outage tests); ``restart()`` after."""
-        if self.process is not None and self.process.poll() is None:
-            os.killpg(self.process.pid, signal.SIGKILL)
-            self.process.wait()
-        self.process = None
+        process, self.process = self.process, None
+        kill(process)
 
     def restart(self, timeout: float = 90.0) -> LocalKafka:
         """Start again on the same ports with the same data."""

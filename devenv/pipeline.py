@@ -22,7 +22,8 @@ from pathlib import Path
 
 from services.common.main import load_settings
 
-from .kafka import BrokerStartError, LocalKafka, free_port
+from .kafka import BrokerStartError, LocalKafka
+from .processes import free_port, stop
 
 SERVICES = (
     ("ingest", [sys.executable, "-m", "services.ingest"]),
@@ -60,19 +61,14 @@ def _wait_ready(name: str, port: int, process: subprocess.Popen[bytes], timeout:
 
 
 def _stop(processes: list[tuple[str, subprocess.Popen[bytes]]], timeout: float = 20.0) -> None:
+    """SIGTERM every service at once (they drain in parallel), then wait for each."""
     for _, process in processes:
         if process.poll() is None:
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(process.pid, signal.SIGTERM)
     deadline = time.monotonic() + timeout
-    for name, process in processes:
-        try:
-            process.wait(max(0.1, deadline - time.monotonic()))
-        except subprocess.TimeoutExpired:
-            print(f"{name} did not stop in time: killing it", file=sys.stderr)
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(process.pid, signal.SIGKILL)
-            process.wait()
+    for _, process in processes:
+        stop(process, max(0.1, deadline - time.monotonic()))
 
 
 def _interrupt(_signum: int, _frame: object) -> None:

@@ -9,7 +9,6 @@ and the benchmark; also runnable for the dev runner:
 from __future__ import annotations
 
 import contextlib
-import os
 import shutil
 import signal
 import socket
@@ -20,6 +19,8 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
+from .processes import free_port, kill, log_tail, stop
+
 __all__ = ["LocalRedis", "RedisStartError", "running_redis"]
 
 
@@ -27,17 +28,11 @@ class RedisStartError(RuntimeError):
     """``redis-server`` is missing or did not start; the message says what to do."""
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 class LocalRedis:
     """One ``redis-server`` process; ``start()``/``stop()``, ``kill()``/``restart()``."""
 
     def __init__(self, *, port: int | None = None, executable: str = "redis-server") -> None:
-        self.port = port or _free_port()
+        self.port = port or free_port()
         self.executable = executable
         self.workdir = Path(tempfile.mkdtemp(prefix="suno-redis-"))
         self.log_file = self.workdir / "redis.log"
@@ -97,17 +92,12 @@ class LocalRedis:
             return False
 
     def log_tail(self, lines: int = 30) -> str:
-        if not self.log_file.exists():
-            return "(no log written)"
-        return "\n".join(self.log_file.read_text(errors="replace").splitlines()[-lines:])
+        return log_tail(self.log_file, lines=lines)
 
     def kill(self) -> None:
         """Stop abruptly (outage tests); ``restart()`` brings it back on the same port."""
         process, self.process = self.process, None
-        if process is not None and process.poll() is None:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(process.pid, signal.SIGKILL)
-            process.wait()
+        kill(process)
 
     def restart(self) -> LocalRedis:
         self.kill()
@@ -115,15 +105,7 @@ class LocalRedis:
 
     def stop(self) -> None:
         process, self.process = self.process, None
-        if process is not None and process.poll() is None:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(process.pid, signal.SIGTERM)
-            try:
-                process.wait(5)
-            except subprocess.TimeoutExpired:
-                with contextlib.suppress(ProcessLookupError):
-                    os.killpg(process.pid, signal.SIGKILL)
-                process.wait()
+        stop(process, 5)
         shutil.rmtree(self.workdir, ignore_errors=True)
 
     def __enter__(self) -> LocalRedis:
