@@ -6,10 +6,15 @@ first match wins in the order below.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from typing import Any
 
 __all__ = ["TASK_ID_PATHS", "callback_code", "callback_msg", "callback_state", "find_task_id"]
+
+#: ASCII digits only: str.isdigit() accepts "²", which int() refuses; ten digits at most,
+#: so int() never meets its 4300-digit limit.
+_INT32_TEXT = re.compile(r"\s*-?[0-9]{1,10}\s*", re.ASCII)
 
 TASK_ID_PATHS: tuple[tuple[str, ...], ...] = (
     ("task_id",),
@@ -37,8 +42,8 @@ def callback_code(payload: Mapping[str, Any]) -> int | None:
         return None
     if isinstance(code, int):
         return code if -(2**31) <= code < 2**31 else None
-    if isinstance(code, str) and code.strip().lstrip("-").isdigit():
-        value = int(code.strip())
+    if isinstance(code, str) and _INT32_TEXT.fullmatch(code):
+        value = int(code)
         return value if -(2**31) <= value < 2**31 else None
     return None
 

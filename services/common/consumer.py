@@ -188,8 +188,23 @@ class ConsumerLoop:
                 raise
             except Exception as exc:  # the loop must outlive any one failure
                 log.error("consumer_loop_error", error=repr(exc))
+                await self._rewind()
                 await self._sleep(backoff)
                 backoff = min(backoff * 2, self._backoff_max)
+
+    async def _rewind(self) -> None:
+        """Go back to the committed offsets: records fetched but not done must come again,
+        so no later commit can pass over them."""
+        consumer = self.consumer
+        for tp in consumer.assignment():
+            with contextlib.suppress(KafkaError):
+                committed = await consumer.committed(tp)
+                if committed is None:
+                    # Nothing committed yet: start over as auto_offset_reset=earliest would.
+                    await consumer.seek_to_beginning(tp)
+                else:
+                    consumer.seek(tp, committed)
+            self._next_offset.pop(tp, None)
 
     async def _process(self, tp: TopicPartition, record: ConsumerRecord[bytes, bytes]) -> None:
         started = time.perf_counter()

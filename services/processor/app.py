@@ -28,7 +28,7 @@ from services.common.consumer import DeadLetter, RecordHandler, Transient
 from services.common.consumer_app import STORAGE, create_consumer_app
 from services.common.errors import PublishError, StorageError
 from services.common.events import CallbackEvent, sha256_hex
-from services.common.keys import task_key
+from services.common.keys import is_valid_task_id, task_key
 from services.common.settings import Settings
 from services.common.web import PUBLISHER, SETTINGS
 
@@ -68,7 +68,8 @@ def process_callback(body: bytes) -> Processed:
     """
     try:
         payload = json.loads(body)
-    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as exc:
+    except (ValueError, RecursionError) as exc:  # JSONDecodeError, UnicodeDecodeError, and
+        # int()'s digit limit are all ValueErrors: no retry can make the body JSON.
         raise DeadLetter("invalid_callback", f"callback body is not JSON: {exc}") from exc
     if not isinstance(payload, dict):
         raise DeadLetter(
@@ -97,6 +98,12 @@ def create_app(settings: Settings, *, registry: CollectorRegistry | None = None)
                 await handle_event(event)
 
         async def handle_event(event: CallbackEvent) -> None:
+            if not is_valid_task_id(event.task_id):
+                # The ingest refuses such ids; another producer's record must not stall the
+                # partition on a file name the storage cannot hold.
+                raise DeadLetter(
+                    "invalid_task_id", "the task id must be 1-80 printable ASCII characters"
+                )
             processed = await asyncio.to_thread(process_callback, event.body)
             normalized, midi = processed.normalized, processed.midi
             location = None

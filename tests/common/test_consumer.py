@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 
 import pytest
+from aiokafka import TopicPartition
 from aiokafka.structs import ConsumerRecord
 from prometheus_client import CollectorRegistry
 
@@ -235,3 +236,37 @@ class TestConsumerLoop:
             await eventually(lambda: lag() == 3, what="lag of 3 while the first record is held")
         finally:
             await loop.stop()
+
+    async def test_a_loop_failure_rewinds_to_the_committed_offsets(
+        self, settings: Settings, publisher: Publisher, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """Records fetched before a loop-level failure are handled again, none skipped."""
+        handled: list[bytes] = []
+
+        async def handler(record: ConsumerRecord[bytes, bytes]) -> None:
+            handled.append(record.value or b"")
+
+        loop = make_loop(settings, publisher, handler, CollectorRegistry())
+        for value in (b"1", b"2", b"3"):
+            await publisher.publish(
+                settings.kafka.topics.callbacks, key=b"k", value=value, timeout=10
+            )
+        real_process = loop._process
+        failed = False
+
+        async def fail_once(tp: TopicPartition, record: ConsumerRecord[bytes, bytes]) -> None:
+            # The loop itself fails (not the handler) before the first record is handled.
+            nonlocal failed
+            if not failed:
+                failed = True
+                raise RuntimeError("loop failure")
+            await real_process(tp, record)
+
+        monkeypatch.setattr(loop, "_process", fail_once)
+        await loop.start()
+        try:
+            await eventually(lambda: len(handled) >= 3, what="all three records")
+        finally:
+            await loop.stop()
+        assert handled == [b"1", b"2", b"3"]
+        assert sum((await committed_offsets(settings, settings.processor.group_id)).values()) == 3

@@ -219,6 +219,32 @@ class TestDeadLetters:
         assert [r.key for r in notes] == [b"good"]
 
 
+    async def test_task_ids_no_file_can_be_named_after_are_dead_lettered(
+        self,
+        settings: Settings,
+        publisher: Publisher,
+        processor: TestServer,
+        registry: CollectorRegistry,
+        reference_examples: dict[str, bytes],
+    ) -> None:
+        """An over-long or empty task id from another producer cannot stall the partition."""
+        body = reference_examples["success-task-id-in-data"]
+        topics = settings.kafka.topics
+        sent = [
+            callback_event(body, "a" * 300).encode(),
+            callback_event(body, "").encode(),
+            callback_event(body, "after").encode(),
+        ]
+        for value in sent:
+            await publisher.publish(topics.callbacks, key=KEY, value=value)
+        await eventually(lambda: all_committed(settings, 3), what="all three committed")
+        dead = await read_topic(settings.kafka.bootstrap_servers, topics.dlq, 2)
+        assert [dict(r.headers)["dlq.reason"] for r in dead] == [b"invalid_task_id"] * 2
+        assert midi_path(settings, "after").exists()
+        assert not (settings.storage.data_dir / "midi" / ".mid").exists()
+        assert metric(registry, "processor_dead_letters_total", reason="invalid_task_id") == 2
+
+
 class TestEventLoop:
     async def test_cpu_work_runs_off_the_event_loop_thread(
         self,
@@ -270,7 +296,7 @@ class TestS3Storage:
         server = TestServer(create_app(settings, registry=registry), host="127.0.0.1")
         await server.start_server()
         try:
-            value = callback_event(body, "s3 task/1").encode()
+            value = callback_event(body, "s3-task/1").encode()
             await publisher.publish(settings.kafka.topics.callbacks, key=KEY, value=value)
             (record,) = await read_topic(
                 settings.kafka.bootstrap_servers, settings.kafka.topics.notes, 1
@@ -279,7 +305,7 @@ class TestS3Storage:
         finally:
             await server.close()
         event = load_codec(NOTES_SCHEMA).decode(record.value)
-        key = f"pipeline/midi/{task_key('s3 task/1')}.mid"
+        key = f"pipeline/midi/{task_key('s3-task/1')}.mid"
         assert event["midi"]["uri"] == f"s3://{s3_storage_settings.s3_bucket}/{key}"
         stored = s3_server.client().get_object(Bucket=s3_storage_settings.s3_bucket, Key=key)
         data = stored["Body"].read()
