@@ -1,16 +1,23 @@
 """Reading and parsing a callback body within limits: size, encoding, nesting, shape.
 
 Everything here either returns a value or raises :class:`Refusal` with a 4xx answer; no
-input makes it raise anything else. The depth check runs before ``json.loads`` and uses
-no recursion, so a body of a million ``[`` costs a few C-speed passes, not a stack.
+input makes it raise anything else. The depth check runs before parsing and uses no
+recursion, so a body of a million ``[`` costs a few C-speed passes, not a stack.
+
+Parsing is the hot path's largest cost, so a body is parsed by orjson (about 3x faster than
+``json.loads``); whatever orjson refuses goes through the standard library, which decides
+(and words) every 400 exactly as before. orjson accepts a subset of what ``json.loads``
+accepts, with the same values except integers past 64 bits (floats in orjson), which no
+field the ingest reads (task id, code, msg, state) can hold as a valid value.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
-import re
 from typing import Any, Final
 
+import orjson
 from aiohttp import web
 
 from services.common.callback import find_task_id
@@ -20,10 +27,12 @@ from .errors import Refusal
 
 __all__ = ["json_depth_exceeds", "parse_callback", "read_body", "require_json"]
 
-_JSON_STRING: Final = re.compile(rb'"[^"\\]*(?:\\.[^"\\]*)*"', re.DOTALL)
-_EMPTY_PAIR: Final = re.compile(rb"\{\}|\[\]")
-#: Every byte but the four brackets, to be deleted by ``bytes.translate``.
-_NOT_BRACKETS: Final = bytes(b for b in range(256) if b not in b"[]{}")
+#: Every byte but quotes and the four brackets, to be deleted by ``bytes.translate``.
+_NOT_STRUCTURE: Final = bytes(b for b in range(256) if b not in b'"[]{}')
+#: Objects nest like arrays: ``{}`` becomes ``[]`` so one ``replace`` peels both kinds.
+_ONE_BRACKET_KIND: Final = bytes.maketrans(b"{}", b"[]")
+#: "orjson did not parse it" (``None`` is a JSON value).
+_UNPARSED: Final = object()
 
 
 def require_json(request: web.Request) -> None:
@@ -82,19 +91,34 @@ def _too_large(limit: int) -> Refusal:
 def json_depth_exceeds(body: bytes, max_depth: int) -> bool:
     """Whether the brackets of ``body`` (outside strings) nest deeper than ``max_depth``.
 
-    Strings are cut out, every other byte but brackets is deleted, then each pass removes
-    the innermost ``{}``/``[]`` pairs: the number of passes is the nesting depth. Only
-    meaningful for well-formed JSON; for anything else the parser that runs next refuses it.
+    All at C speed, no regular expression: escaped backslashes and quotes are dropped, every
+    byte but quotes and brackets is deleted (objects mapped onto arrays), strings are cut
+    out, then each pass removes the innermost ``[]`` pairs: the number of passes is the
+    depth. ``max_depth + 1`` opening brackets in a row (strings removed) end it at once, so
+    a million ``[`` costs milliseconds. Only meaningful for well-formed JSON; for anything
+    else the parser that runs next refuses it (a malformed body that opens more than
+    ``max_depth`` levels in a row is "too deep" either way).
     """
     if body.count(b"[") + body.count(b"{") <= max_depth:
         return False
-    brackets = _JSON_STRING.sub(b"", body).translate(None, _NOT_BRACKETS)
+    if b"\\" in body:
+        # Backslashes occur only inside strings; pairs go first (a run of them pairs from
+        # the left), then escaped quotes: every quote left delimits a string.
+        body = body.replace(b"\\\\", b"").replace(b'\\"', b"")
+    # Adjacent quotes can go in pairs without disturbing which of the others open a string.
+    brackets = body.translate(_ONE_BRACKET_KIND, _NOT_STRUCTURE).replace(b'""', b"")
+    if b'"' in brackets:
+        # Strings with brackets inside: keep what lies between them (even pieces).
+        brackets = b"".join(brackets.split(b'"')[::2])
+    too_many_opens = b"[" * (max_depth + 1)
     for _ in range(max_depth):
         if not brackets:
             return False
-        shorter = _EMPTY_PAIR.sub(b"", brackets)
+        if too_many_opens in brackets:
+            return True
+        shorter = brackets.replace(b"[]", b"")
         if len(shorter) == len(brackets):
-            return False  # unbalanced: not JSON, json.loads will say so
+            return False  # unbalanced: not JSON, the parser will say so
         brackets = shorter
     return bool(brackets)
 
@@ -105,39 +129,14 @@ def _refuse_constant(name: str) -> Any:
 
 def parse_callback(body: bytes, *, max_depth: int) -> tuple[dict[str, Any], str]:
     """The JSON object and its task id, or a 400 saying what is wrong with the body."""
-    try:
-        text = body.decode("utf-8")
-    except UnicodeDecodeError as exc:
-        raise Refusal(
-            400,
-            "invalid_utf8",
-            f"the body is not valid UTF-8 (byte {exc.start})",
-            outcome="bad_request",
-        ) from None
-    if json_depth_exceeds(body, max_depth):
-        raise Refusal(
-            400,
-            "too_deep",
-            f"the JSON nests deeper than {max_depth} levels",
-            outcome="bad_request",
-        )
-    try:
-        payload = json.loads(text, parse_constant=_refuse_constant)
-    except RecursionError:
-        raise Refusal(
-            400,
-            "too_deep",
-            f"the JSON nests deeper than {max_depth} levels",
-            outcome="bad_request",
-        ) from None
-    except ValueError as exc:
-        # JSONDecodeError, NaN/Infinity, integers past Python's digit limit.
-        raise Refusal(
-            400,
-            "invalid_json",
-            f"the body is not valid JSON: {_short(str(exc))}",
-            outcome="bad_request",
-        ) from None
+    too_deep = json_depth_exceeds(body, max_depth)
+    payload: Any = _UNPARSED
+    if not too_deep:
+        # Whatever orjson refuses, the standard library below decides and explains.
+        with contextlib.suppress(orjson.JSONDecodeError):
+            payload = orjson.loads(body)  # validates UTF-8 too
+    if payload is _UNPARSED:
+        payload = _parse_slowly(body, too_deep=too_deep, max_depth=max_depth)
     if not isinstance(payload, dict):
         raise Refusal(
             400,
@@ -161,6 +160,44 @@ def parse_callback(body: bytes, *, max_depth: int) -> tuple[dict[str, Any], str]
             outcome="bad_request",
         )
     return payload, task_id
+
+
+def _parse_slowly(body: bytes, *, too_deep: bool, max_depth: int) -> Any:
+    """``json.loads`` with every refusal worded: the path of whatever orjson refused."""
+    try:
+        text = body.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise Refusal(
+            400,
+            "invalid_utf8",
+            f"the body is not valid UTF-8 (byte {exc.start})",
+            outcome="bad_request",
+        ) from None
+    if too_deep:
+        raise Refusal(
+            400,
+            "too_deep",
+            f"the JSON nests deeper than {max_depth} levels",
+            outcome="bad_request",
+        )
+    try:
+        payload = json.loads(text, parse_constant=_refuse_constant)
+    except RecursionError:
+        raise Refusal(
+            400,
+            "too_deep",
+            f"the JSON nests deeper than {max_depth} levels",
+            outcome="bad_request",
+        ) from None
+    except ValueError as exc:
+        # JSONDecodeError, NaN/Infinity, integers past Python's digit limit.
+        raise Refusal(
+            400,
+            "invalid_json",
+            f"the body is not valid JSON: {_short(str(exc))}",
+            outcome="bad_request",
+        ) from None
+    return payload
 
 
 def _short(text: str, limit: int = 200) -> str:
