@@ -15,11 +15,18 @@ from typing import Any
 import structlog
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 from aiokafka.errors import KafkaError, TopicAlreadyExistsError
 from aiokafka.helpers import create_ssl_context
 from aiokafka.structs import RecordMetadata
 
-from .errors import KafkaUnavailableError, NotStartedError, PublishError, PublishTimeoutError
+from .errors import (
+    ConfigError,
+    KafkaUnavailableError,
+    NotStartedError,
+    PublishError,
+    PublishTimeoutError,
+)
 from .settings import KafkaSettings
 
 __all__ = [
@@ -102,7 +109,13 @@ def client_options(settings: KafkaSettings, role: str) -> dict[str, Any]:
 
 
 async def ensure_topics(settings: KafkaSettings, role: str, names: Sequence[str]) -> None:
-    """Create the named project topics if they are missing (idempotent)."""
+    """Create the named project topics if they are missing (when ``create_topics`` is on),
+    then check that every one of them exists and takes records as large as ours.
+
+    Raises :class:`ConfigError` for a missing topic (with creation off) or one whose
+    ``max.message.bytes`` is below ``KAFKA_MAX_MESSAGE_BYTES``: large callbacks would
+    otherwise be refused one by one at run time.
+    """
     specs = [spec for spec in topic_specs(settings) if spec.name in names]
     admin = AIOKafkaAdminClient(**client_options(settings, f"{role}-admin"))
     try:
@@ -110,28 +123,58 @@ async def ensure_topics(settings: KafkaSettings, role: str, names: Sequence[str]
     except KafkaError as exc:
         await admin.close()
         raise KafkaUnavailableError(
-            f"cannot reach Kafka at {settings.bootstrap_servers} to create topics: {exc}"
+            f"cannot reach Kafka at {settings.bootstrap_servers} to check topics: {exc}"
         ) from exc
     try:
         existing = set(await admin.list_topics())
-        new = [
-            NewTopic(spec.name, spec.partitions, spec.replication_factor, topic_configs=spec.config)
-            for spec in specs
-            if spec.name not in existing
-        ]
-        if not new:
-            return
-        try:
-            response = await admin.create_topics(new)
-        except TopicAlreadyExistsError:
-            return
-        for topic, code, *_ in getattr(response, "topic_errors", ()):
-            # 36 = TOPIC_ALREADY_EXISTS: another replica created it first.
-            if code not in (0, 36):
-                raise PublishError(f"could not create topic {topic}: error code {code}")
-        log.info("topics_created", topics=[t.name for t in new])
+        missing = [spec for spec in specs if spec.name not in existing]
+        if missing and not settings.create_topics:
+            raise ConfigError(
+                f"topics {', '.join(s.name for s in missing)} do not exist and "
+                "KAFKA_CREATE_TOPICS is false: create them (deploy/k8s has KafkaTopics)"
+            )
+        if missing:
+            await _create(admin, missing)
+        await _check_limits(admin, settings, [spec.name for spec in specs])
     finally:
         await admin.close()
+
+
+async def _create(admin: AIOKafkaAdminClient, specs: Sequence[TopicSpec]) -> None:
+    new = [
+        NewTopic(spec.name, spec.partitions, spec.replication_factor, topic_configs=spec.config)
+        for spec in specs
+    ]
+    try:
+        response = await admin.create_topics(new)
+    except TopicAlreadyExistsError:
+        return
+    for topic, code, *_ in getattr(response, "topic_errors", ()):
+        # 36 = TOPIC_ALREADY_EXISTS: another replica created it first.
+        if code not in (0, 36):
+            raise PublishError(f"could not create topic {topic}: error code {code}")
+    log.info("topics_created", topics=[t.name for t in new])
+
+
+async def _check_limits(
+    admin: AIOKafkaAdminClient, settings: KafkaSettings, names: Sequence[str]
+) -> None:
+    resources = [
+        ConfigResource(ConfigResourceType.TOPIC, name, configs={"max.message.bytes": None})
+        for name in names
+    ]
+    too_small = []
+    for response in await admin.describe_configs(resources):
+        for _error, _message, _type, topic, entries in response.resources:
+            for name, value, *_ in entries:
+                if name == "max.message.bytes" and int(value) < settings.max_message_bytes:
+                    too_small.append(f"{topic} ({value})")
+    if too_small:
+        raise ConfigError(
+            f"max.message.bytes of {', '.join(too_small)} is below KAFKA_MAX_MESSAGE_BYTES "
+            f"({settings.max_message_bytes}): callbacks near the body limit would be refused. "
+            "Raise the topic config (or lower INGEST_MAX_BODY_BYTES and KAFKA_MAX_MESSAGE_BYTES)"
+        )
 
 
 async def _force_close(producer: AIOKafkaProducer) -> None:
@@ -147,10 +190,21 @@ async def _force_close(producer: AIOKafkaProducer) -> None:
 class Publisher:
     """An idempotent, ``acks=all`` producer: a record is published once Kafka says so."""
 
-    def __init__(self, settings: KafkaSettings, role: str, *, linger_ms: int = 2) -> None:
+    def __init__(
+        self,
+        settings: KafkaSettings,
+        role: str,
+        *,
+        linger_ms: int = 2,
+        max_batch_size: int = 1024 * 1024,
+    ) -> None:
         self._settings = settings
         self._role = role
         self._linger_ms = linger_ms
+        # aiokafka keeps one open batch per partition and makes every other send() to that
+        # partition wait until it is drained: with its 16 KiB default a 10 KB callback
+        # fills a batch alone, so a produce request carried one record per partition.
+        self._max_batch_size = min(max_batch_size, settings.max_message_bytes)
         self._producer: AIOKafkaProducer | None = None
 
     @property
@@ -165,6 +219,7 @@ class Publisher:
             compression_type="zstd",
             max_request_size=self._settings.max_message_bytes,
             linger_ms=self._linger_ms,
+            max_batch_size=self._max_batch_size,
             request_timeout_ms=30_000,
         )
         await start_client(producer, self._settings)

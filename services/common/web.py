@@ -50,13 +50,12 @@ def add_ops_routes(app: web.Application) -> None:
 def publisher_ctx(
     role: str, topics: Sequence[str], *, flush_timeout: float = 10.0
 ) -> Callable[[web.Application], AsyncIterator[None]]:
-    """A ``cleanup_ctx`` that ensures ``topics`` exist, then starts a publisher; on the way
-    out the publisher flushes within ``flush_timeout`` seconds."""
+    """A ``cleanup_ctx`` that ensures ``topics`` exist and fit our records, then starts a
+    publisher; on the way out the publisher flushes within ``flush_timeout`` seconds."""
 
     async def ctx(app: web.Application) -> AsyncIterator[None]:
         settings = app[SETTINGS]
-        if settings.kafka.create_topics:
-            await ensure_topics(settings.kafka, role, topics)
+        await ensure_topics(settings.kafka, role, topics)
         publisher = Publisher(settings.kafka, role)
         await publisher.start()
         app[PUBLISHER] = publisher

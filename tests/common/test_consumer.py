@@ -270,3 +270,52 @@ class TestConsumerLoop:
             await loop.stop()
         assert handled == [b"1", b"2", b"3"]
         assert sum((await committed_offsets(settings, settings.processor.group_id)).values()) == 3
+
+
+class TestEnsureTopics:
+    async def test_creates_the_topics_as_declared(self, settings: Settings) -> None:
+        """Missing topics are created with the declared partitions and size limit."""
+        from aiokafka.admin import AIOKafkaAdminClient
+
+        from services.common.kafka import ensure_topics
+
+        topics = settings.kafka.topics
+        await ensure_topics(settings.kafka, "test", [topics.callbacks, topics.dlq])
+        await ensure_topics(settings.kafka, "test", [topics.callbacks])  # idempotent
+        admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka.bootstrap_servers)
+        await admin.start()
+        try:
+            [described] = await admin.describe_topics([topics.callbacks])
+        finally:
+            await admin.close()
+        assert len(described["partitions"]) == settings.kafka.partitions
+
+    async def test_refuses_a_topic_too_small_for_our_records(self, settings: Settings) -> None:
+        """An operator's topic with a smaller max.message.bytes stops start-up with a reason."""
+        from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+
+        from services.common.errors import ConfigError
+        from services.common.kafka import ensure_topics
+
+        topic = settings.kafka.topics.callbacks
+        admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka.bootstrap_servers)
+        await admin.start()
+        try:
+            await admin.create_topics(
+                [NewTopic(topic, 1, 1, topic_configs={"max.message.bytes": "1048588"})]
+            )
+        finally:
+            await admin.close()
+        with pytest.raises(ConfigError, match=r"max.message.bytes of .*1048588"):
+            await ensure_topics(settings.kafka, "test", [topic])
+
+    async def test_missing_topics_with_creation_off_name_the_fix(self, settings: Settings) -> None:
+        """KAFKA_CREATE_TOPICS=false and no topic: a ConfigError, not a hang at run time."""
+        from dataclasses import replace
+
+        from services.common.errors import ConfigError
+        from services.common.kafka import ensure_topics
+
+        kafka = replace(settings.kafka, create_topics=False)
+        with pytest.raises(ConfigError, match="KAFKA_CREATE_TOPICS is false"):
+            await ensure_topics(kafka, "test", [kafka.topics.notes])

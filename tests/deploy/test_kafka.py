@@ -65,16 +65,20 @@ def _expected_grants(build: Build) -> dict[str, set[Grant]]:
         return {("topic", name, operation) for operation in operations}
 
     return {
-        "suno-midi-ingest": topic(TOPICS.callbacks, "Describe", "Write") | idempotent,
-        "suno-midi-processor": topic(TOPICS.callbacks, "Describe", "Read")
+        # DescribeConfigs: each service checks its topics' max.message.bytes at start-up.
+        "suno-midi-ingest": topic(TOPICS.callbacks, "Describe", "DescribeConfigs", "Write")
+        | idempotent,
+        "suno-midi-processor": topic(TOPICS.callbacks, "Describe", "DescribeConfigs", "Read")
         | {("group", processor_group, "Read")}
-        | topic(TOPICS.notes, "Describe", "Write")
-        | topic(TOPICS.dlq, "Describe", "Write")
+        | topic(TOPICS.notes, "Describe", "DescribeConfigs", "Write")
+        | topic(TOPICS.dlq, "Describe", "DescribeConfigs", "Write")
         | idempotent,
         # Write on callbacks: the replay CLI republishes archived callbacks.
-        "suno-midi-archiver": topic(TOPICS.callbacks, "Describe", "Read", "Write")
+        "suno-midi-archiver": topic(
+            TOPICS.callbacks, "Describe", "DescribeConfigs", "Read", "Write"
+        )
         | {("group", archiver_group, "Read")}
-        | topic(TOPICS.dlq, "Describe", "Write")
+        | topic(TOPICS.dlq, "Describe", "DescribeConfigs", "Write")
         | idempotent,
         "suno-midi-keda": topic(TOPICS.callbacks, "Describe")
         | {("group", processor_group, "Describe"), ("group", archiver_group, "Describe")},
