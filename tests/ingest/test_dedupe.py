@@ -154,6 +154,33 @@ class TestRedisStore:
         finally:
             await store.close()
 
+    async def test_concurrent_requests_share_pipelines_with_their_own_answers(
+        self, redis_url: str
+    ) -> None:
+        """600 concurrent claims (more than one pipeline holds) each get their own answer."""
+        store = RedisDedupeStore.from_url(redis_url, window_seconds=60, binding_seconds=660)
+        try:
+            task = unique()
+            mine = [delivery(task, f"{i:064x}", signature=(1, f"s{i}")) for i in range(300)]
+            # The same signatures with other bodies: refused, in the same pipelines.
+            swapped = [delivery(task, f"{i + 1:064x}", signature=(1, f"s{i}")) for i in range(300)]
+            first = await asyncio.gather(*(store.claim(d, lease_seconds=5) for d in mine))
+            assert [r.claim for r in first] == [Claim.CLAIMED] * 300
+            assert len({r.token for r in first}) == 300
+            await asyncio.gather(
+                *(store.complete(d, r.token) for d, r in zip(mine, first, strict=True))
+            )
+            again = await asyncio.gather(
+                *(
+                    store.claim(d, lease_seconds=5)
+                    for pair in zip(mine, swapped, strict=True)
+                    for d in pair
+                )
+            )
+            assert [r.claim for r in again] == [Claim.DUPLICATE, Claim.SIGNATURE_REUSED] * 300
+        finally:
+            await store.close()
+
     async def test_down_raises_unavailable(self) -> None:
         """A Redis that is gone raises DedupeUnavailable quickly, not a redis-py error."""
         server = LocalRedis().start()
