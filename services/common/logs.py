@@ -52,9 +52,7 @@ QUIET_LIBRARIES = ("aiokafka", "aiohttp.access", "aiohttp.server", "kafka", "bot
 _HANDLER_NAME = "suno-midi"
 
 
-def redact_sensitive(
-    _logger: WrappedLogger, _method: str, event_dict: EventDict
-) -> EventDict:
+def redact_sensitive(_logger: WrappedLogger, _method: str, event_dict: EventDict) -> EventDict:
     """Replace the value of any key in :data:`SENSITIVE_KEYS` by :data:`REDACTED`."""
     for key in event_dict:
         if key.lower() in SENSITIVE_KEYS:
