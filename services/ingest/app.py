@@ -284,7 +284,10 @@ class Ingest:
             event.body_sha256,
             (verdict.timestamp, verdict.signature) if isinstance(verdict, Signed) else None,
         )
-        claimed = await self._claim(delivery)
+        # One budget for waiting on a concurrent twin and for Kafka's acknowledgement
+        # together, so the answer comes within publish_timeout_seconds, whatever happened.
+        deadline = time.monotonic() + self._ingest.publish_timeout_seconds
+        claimed = await self._claim(delivery, deadline)
         if claimed is not None and claimed.claim is Claim.DUPLICATE:
             log.info("callback_duplicate")
             return _json(_DUPLICATE), "duplicate"
@@ -293,7 +296,7 @@ class Ingest:
         try:
             self._publisher.reserve()
             try:
-                await self._publisher.publish(event)
+                await self._publisher.publish(event, deadline=deadline)
             finally:
                 self._publisher.free()
             published = True
@@ -309,15 +312,14 @@ class Ingest:
         log.info("callback_accepted", code=event.code, size=len(body), signature=event.signature)
         return _json(_RECEIVED), "accepted"
 
-    async def _claim(self, delivery: Delivery) -> ClaimResult | None:
+    async def _claim(self, delivery: Delivery, deadline: float) -> ClaimResult | None:
         """CLAIMED (with this request's lease token) or DUPLICATE; ``None`` without a store.
 
         A concurrent identical delivery finds the claim pending: it waits (polling, up to
         the publish timeout) for the owner's outcome rather than answering at once, so the
         sender hears "duplicate" only once the first copy is durable, and takes over when
-        the owner released the claim. Still pending after the wait: 503, retry later.
+        the owner released the claim. Still pending at ``deadline``: 503, retry later.
         """
-        deadline = time.monotonic() + self._ingest.publish_timeout_seconds
         while True:
             try:
                 result = await self._dedupe.claim(delivery, lease_seconds=self._lease)

@@ -12,7 +12,7 @@ import time
 
 from aiokafka.structs import RecordMetadata
 
-from services.common.errors import NotStartedError, PublishError
+from services.common.errors import NotStartedError, PublishError, PublishTimeoutError
 from services.common.events import CallbackEvent
 from services.common.kafka import Publisher
 from services.common.settings import IngestSettings
@@ -62,15 +62,24 @@ class CallbackPublisher:
         self._in_flight -= 1
         self._metrics.publishes_in_flight.set(self._in_flight)
 
-    async def publish(self, event: CallbackEvent) -> RecordMetadata:
-        """Return once Kafka acknowledged the event; 503 ``unavailable`` otherwise."""
+    async def publish(
+        self, event: CallbackEvent, *, deadline: float | None = None
+    ) -> RecordMetadata:
+        """Return once Kafka acknowledged the event; 503 ``unavailable`` otherwise.
+
+        ``deadline`` (a ``time.monotonic()`` value) is when the request's whole budget ends;
+        without one the publish gets ``publish_timeout_seconds`` of its own.
+        """
         started = time.perf_counter()
+        timeout = self._timeout if deadline is None else deadline - time.monotonic()
         try:
+            if timeout <= 0:
+                raise PublishTimeoutError("no time left in the request's budget to publish")
             return await self._publisher.publish(
                 self._topic,
                 key=event.task_id.encode("ascii"),
                 value=event.encode(),
-                timeout=self._timeout,
+                timeout=timeout,
             )
         except (PublishError, NotStartedError) as exc:
             raise Refusal(

@@ -71,10 +71,14 @@ async def test_broker_down_then_back_loses_nothing(
 
     # Two identical copies at once: the second waits for the first, takes over when the
     # first fails, and fails too. Neither may say "duplicate" for something not stored.
+    started = time.monotonic()
     copies = await asyncio.gather(
         *(client.post(CALLBACK_PATH, data=during, headers=JSON) for _ in range(2))
     )
+    elapsed = time.monotonic() - started
     assert [c.status for c in copies] == [503, 503]
+    # Waiting for the twin and publishing share one budget: both answer in bounded time.
+    assert elapsed < settings.ingest.publish_timeout_seconds + 2
     assert sample(client.app, "ingest_requests_total", outcome="duplicate") == 0
 
     await asyncio.to_thread(own_broker.restart)
@@ -136,3 +140,40 @@ async def test_in_flight_bound_answers_overloaded(
 
 async def _ready(client: Any) -> bool:
     return bool((await client.get("/readyz")).status == 200)
+
+
+async def test_a_stalled_broker_costs_one_budget_even_for_a_waiting_twin(
+    own_broker: LocalKafka, aiohttp_client: Any
+) -> None:
+    """Broker frozen (SIGSTOP): two identical copies both get 503 within one publish timeout.
+
+    The second copy waits for the first, then takes over its released claim; waiting and
+    publishing share one budget, so it does not start a second full timeout.
+    """
+    import os
+    import signal
+
+    settings = outage_settings(own_broker, publish_timeout_seconds=2.0)
+    client = await aiohttp_client(create_app(settings, registry=CollectorRegistry()))
+    warm = await client.post(CALLBACK_PATH, data=callback_body("warm-stall"), headers=JSON)
+    assert warm.status == 200
+    assert own_broker.process is not None
+    os.killpg(own_broker.process.pid, signal.SIGSTOP)
+    try:
+        body = callback_body("during-stall")
+        budget = settings.ingest.publish_timeout_seconds
+
+        async def timed_post(delay: float) -> tuple[int, float]:
+            await asyncio.sleep(delay)
+            started = time.monotonic()
+            response = await client.post(CALLBACK_PATH, data=body, headers=JSON)
+            return response.status, time.monotonic() - started
+
+        # The twin arrives half a budget later: it waits, sees the first copy release its
+        # claim, takes over, and must still answer within its own single budget.
+        first, twin = await asyncio.gather(timed_post(0), timed_post(budget / 2))
+    finally:
+        os.killpg(own_broker.process.pid, signal.SIGCONT)
+    assert first[0] == 503 and twin[0] == 503
+    assert first[1] >= budget, "the stall was not felt"
+    assert twin[1] < budget + 0.5, f"the twin took {twin[1]:.2f} s for a {budget} s budget"
