@@ -76,13 +76,13 @@ def topic_specs(settings: KafkaSettings) -> list[TopicSpec]:
 
 
 async def start_client(
-    client: AIOKafkaProducer | AIOKafkaConsumer, settings: KafkaSettings
+    client: AIOKafkaProducer | AIOKafkaConsumer | AIOKafkaAdminClient, settings: KafkaSettings
 ) -> None:
     """Start an aiokafka client; on failure release it and say which cluster was not there."""
     try:
         await client.start()
     except KafkaError as exc:
-        await client.stop()
+        await (client.close() if isinstance(client, AIOKafkaAdminClient) else client.stop())
         raise KafkaUnavailableError(
             f"cannot reach Kafka at {settings.bootstrap_servers}: {exc} "
             "(is the broker running and KAFKA_BOOTSTRAP_SERVERS right?)"
@@ -118,13 +118,7 @@ async def ensure_topics(settings: KafkaSettings, role: str, names: Sequence[str]
     """
     specs = [spec for spec in topic_specs(settings) if spec.name in names]
     admin = AIOKafkaAdminClient(**client_options(settings, f"{role}-admin"))
-    try:
-        await admin.start()
-    except KafkaError as exc:
-        await admin.close()
-        raise KafkaUnavailableError(
-            f"cannot reach Kafka at {settings.bootstrap_servers} to check topics: {exc}"
-        ) from exc
+    await start_client(admin, settings)
     try:
         existing = set(await admin.list_topics())
         missing = [spec for spec in specs if spec.name not in existing]

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Final, Literal
+from typing import Final, Literal, get_args
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
@@ -23,18 +23,7 @@ Outcome = Literal[
     "overloaded",
 ]
 
-OUTCOMES: Final[tuple[Outcome, ...]] = (
-    "accepted",
-    "duplicate",
-    "bad_signature",
-    "stale_timestamp",
-    "signature_reused",
-    "too_large",
-    "unsupported_media_type",
-    "bad_request",
-    "unavailable",
-    "overloaded",
-)
+OUTCOMES: Final[tuple[Outcome, ...]] = get_args(Outcome)
 
 #: 256 B .. 16 MiB in powers of four.
 BODY_SIZE_BUCKETS: Final[tuple[float, ...]] = tuple(float(256 * 4**i) for i in range(9))
