@@ -24,15 +24,14 @@ python=${PYTHON:-python3}
 import sys; sys.exit(0 if sys.version_info >= (3, 11) else 1)
 PY
 
-if ! command -v uv >/dev/null 2>&1 || [[ "$(uv --version 2>/dev/null | cut -d' ' -f2)" != "$UV_VERSION" ]]; then
+# uv is run as `python -m uv`: a fresh pip install needs no PATH entry or pyenv shim.
+if [[ "$("$python" -m uv --version 2>/dev/null | cut -d' ' -f2)" != "$UV_VERSION" ]]; then
   say "installing uv $UV_VERSION"
   "$python" -m pip install --quiet --disable-pip-version-check "uv==$UV_VERSION"
-  hash -r
 fi
-uv_bin=$(command -v uv || echo "$("$python" -m site --user-base)/bin/uv")
 
 say "installing Python dependencies from uv.lock"
-"$uv_bin" sync --frozen --python "$python" --quiet
+"$python" -m uv sync --frozen --python "$python" --quiet
 
 apt_install() {
   local missing=()
