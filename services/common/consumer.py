@@ -23,7 +23,7 @@ from datetime import UTC, datetime
 
 import structlog
 from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
-from aiokafka.errors import CommitFailedError, KafkaError
+from aiokafka.errors import KafkaError
 from aiokafka.structs import ConsumerRecord
 
 from .errors import CodecError, NotStartedError, PublishError
@@ -292,7 +292,7 @@ class ConsumerLoop:
     async def _commit(self, tp: TopicPartition, offset: int) -> None:
         try:
             await self.consumer.commit({tp: offset})
-        except (CommitFailedError, KafkaError) as exc:
+        except KafkaError as exc:  # CommitFailedError among them
             # The partition moved to another member: it will handle the record again,
             # which is safe because every effect is idempotent.
             self.metrics.commit_failures.inc()
