@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import gc
 import json
 import os
 import re
@@ -162,7 +163,12 @@ def run_wrk(
 
 
 async def fixed_rate(url: str, folder: Path, *, rate: float, duration: float) -> RateResult:
-    """Open loop: request i is due at start + i/rate; latency counts from that moment."""
+    """Open loop: request i is due at start + i/rate; latency counts from that moment.
+
+    Each request starts as its own task when it is due (not all created up front), and the
+    client's garbage collector is off while it measures: the instrument's own pauses would
+    otherwise count as the ingest's latency.
+    """
     prefix, suffix = (folder / "prefix").read_bytes(), (folder / "suffix").read_bytes()
     entries = [line.split() for line in (folder / "signed").read_text().splitlines()]
     total = min(int(rate * duration), len(entries))
@@ -173,11 +179,9 @@ async def fixed_rate(url: str, folder: Path, *, rate: float, duration: float) ->
         loop = asyncio.get_running_loop()
         start = loop.time() + 0.2
 
-        async def one(i: int) -> None:
+        async def one(i: int, due: float) -> None:
             nonlocal ok
             task, ts, sig = entries[i]
-            due = start + i / rate
-            await asyncio.sleep(max(0.0, due - loop.time()))
             headers = {
                 "Content-Type": "application/json",
                 "X-Webhook-Timestamp": ts,
@@ -191,7 +195,21 @@ async def fixed_rate(url: str, folder: Path, *, rate: float, duration: float) ->
                     ok += 1
             latencies.append((loop.time() - due) * 1000)
 
-        await asyncio.gather(*(one(i) for i in range(total)))
+        running: set[asyncio.Task[None]] = set()
+        gc.collect()
+        gc.disable()
+        try:
+            for i in range(total):
+                due = start + i / rate
+                delay = due - loop.time()
+                if delay > 0:
+                    await asyncio.sleep(delay)
+                request = asyncio.create_task(one(i, due))
+                running.add(request)
+                request.add_done_callback(running.discard)
+            await asyncio.gather(*running)
+        finally:
+            gc.enable()
     latencies.sort()
     return RateResult(
         rate=rate,

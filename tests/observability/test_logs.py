@@ -64,6 +64,19 @@ class TestConfigureLogging:
         assert event["level"] == "info" and event["logger"] == "services.test"
         assert event["size"] == 12 and event["timestamp"].endswith("Z")
 
+    def test_values_the_fast_encoder_refuses_still_make_a_line(
+        self, log_stream: io.StringIO
+    ) -> None:
+        """Integers past 64 bits, non-string keys and arbitrary objects are written too."""
+        configure_logging(LogSettings(format="json"), stream=log_stream, cache_loggers=False)
+        log = structlog.get_logger("services.test")
+        log.info("big", value=2**70)
+        log.info("keys", mapping={1: "one"}, thing=object)
+        big, keys = json_lines(log_stream)
+        assert big["value"] == 2**70
+        assert keys["mapping"] == {"1": "one"}
+        assert keys["thing"] == repr(object)
+
     def test_library_records_are_json_too(self, log_stream: io.StringIO) -> None:
         """aiokafka/aiohttp/asyncio records and warnings go through the same formatter."""
         configure_logging(LogSettings(format="json"), stream=log_stream, cache_loggers=False)
