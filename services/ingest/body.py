@@ -140,14 +140,15 @@ def json_depth_exceeds(body: bytes, max_depth: int) -> bool:
     else the parser that runs next refuses it (a malformed body that opens more than
     ``max_depth`` levels in a row is "too deep" either way).
     """
-    if body.count(b"[") + body.count(b"{") <= max_depth:
-        return False
     if b"\\" in body:
         # Backslashes occur only inside strings; pairs go first (a run of them pairs from
         # the left), then escaped quotes: every quote left delimits a string.
         body = body.replace(b"\\\\", b"").replace(b'\\"', b"")
+    structure = body.translate(_ONE_BRACKET_KIND, _NOT_STRUCTURE)
+    if len(structure) - structure.count(b'"') <= max_depth:
+        return False  # too few brackets to nest that deep, wherever they are
     # Adjacent quotes can go in pairs without disturbing which of the others open a string.
-    brackets = body.translate(_ONE_BRACKET_KIND, _NOT_STRUCTURE).replace(b'""', b"")
+    brackets = structure.replace(b'""', b"")
     if b'"' in brackets:
         # Strings with brackets inside: keep what lies between them (even pieces).
         brackets = b"".join(brackets.split(b'"')[::2])
