@@ -3,7 +3,7 @@
 #   scripts/bootstrap.sh          Python deps (uv, locked), Kafka jars (Maven)
 #   scripts/bootstrap.sh --test   the above, plus the servers the tests start
 #                                 (Debian's redis-server and prometheus) and kustomize
-#   scripts/bootstrap.sh --bench  the above, plus wrk and redis-server for the benchmarks
+#   scripts/bootstrap.sh --bench  the above, plus wrk, vegeta and redis-server for the benchmarks
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -67,5 +67,7 @@ if $want_test; then
 fi
 if $want_bench; then
   apt_install wrk redis-server
+  say "ensuring vegeta (open-loop load for the latency target)"
+  scripts/ensure-go-tool.sh vegeta >/dev/null
 fi
 say "ready"
