@@ -25,6 +25,7 @@ from __future__ import annotations
 import asyncio
 import enum
 import functools
+import hashlib
 import time
 import uuid
 from collections import OrderedDict
@@ -34,7 +35,7 @@ from typing import Any, Final, Protocol
 
 import structlog
 from redis import asyncio as aioredis
-from redis.exceptions import RedisError
+from redis.exceptions import NoScriptError, RedisError
 
 from services.common.errors import PipelineError
 from services.common.keys import task_key
@@ -233,6 +234,7 @@ if state == 'done' then
 end
 return 'pending'
 """
+_CLAIM_SHA1: Final = hashlib.sha1(_CLAIM_SCRIPT.encode()).hexdigest()  # Redis names scripts so
 
 #: Delete the delivery only while it is still this request's lease.
 _RELEASE_SCRIPT: Final = """
@@ -346,20 +348,23 @@ class RedisDedupeStore:
     async def claim(self, delivery: Delivery, *, lease_seconds: float) -> ClaimResult:
         token = uuid.uuid4().hex
         binding, key = self._keys(delivery)
+        arguments = (
+            2,
+            binding,
+            key,
+            delivery.body_sha256,
+            self._binding_seconds,
+            token,
+            max(1, int(lease_seconds * 1000)),
+        )
         try:
-            # EVAL, not EVALSHA: nothing to reload after a Redis restart; Redis caches the
-            # compiled script by its digest either way.
-            answer = await self._pipeline.call(
-                "EVAL",
-                _CLAIM_SCRIPT,
-                2,
-                binding,
-                key,
-                delivery.body_sha256,
-                self._binding_seconds,
-                token,
-                max(1, int(lease_seconds * 1000)),
-            )
+            try:
+                # By digest: the 500-byte script is neither sent nor hashed per request.
+                answer = await self._pipeline.call("EVALSHA", _CLAIM_SHA1, *arguments)
+            except NoScriptError:
+                # A restarted (or failed-over) Redis has an empty script cache: EVAL
+                # runs the script and caches it again.
+                answer = await self._pipeline.call("EVAL", _CLAIM_SCRIPT, *arguments)
         except (RedisError, OSError) as exc:
             raise DedupeUnavailable(f"Redis did not answer the claim: {exc!r}") from exc
         claim = Claim(answer)

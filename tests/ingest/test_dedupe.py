@@ -10,6 +10,7 @@ import pytest
 
 from devenv.redis import LocalRedis
 from services.ingest.dedupe import (
+    _CLAIM_SHA1,
     Claim,
     DedupeStore,
     DedupeUnavailable,
@@ -178,6 +179,22 @@ class TestRedisStore:
                 )
             )
             assert [r.claim for r in again] == [Claim.DUPLICATE, Claim.SIGNATURE_REUSED] * 300
+        finally:
+            await store.close()
+
+    async def test_claims_survive_an_emptied_script_cache(self, redis_url: str) -> None:
+        """After SCRIPT FLUSH (a restarted or failed-over Redis) claims still work."""
+        store = RedisDedupeStore.from_url(redis_url, window_seconds=60, binding_seconds=660)
+        try:
+            first = delivery(unique())
+            assert (await store.claim(first, lease_seconds=5)).claim is Claim.CLAIMED
+            await store._redis.script_flush()
+            claims = await asyncio.gather(
+                *(store.claim(delivery(unique()), lease_seconds=5) for _ in range(5)),
+                store.claim(first, lease_seconds=5),
+            )
+            assert [c.claim for c in claims] == [Claim.CLAIMED] * 5 + [Claim.PENDING]
+            assert await store._redis.script_exists(_CLAIM_SHA1) == [True]
         finally:
             await store.close()
 
