@@ -60,6 +60,9 @@ class RateResult:
     ok: int
     p50_ms: float
     p99_ms: float
+    #: Every answer that was not a 200, by status ("0": no answer), and vegeta's errors.
+    other: dict[str, int]
+    errors: list[str]
 
 
 def free_port() -> int:
@@ -216,6 +219,8 @@ def open_loop(vegeta: str, url: str, folder: Path, *, rate: float, duration: flo
         ok=int(summary["status_codes"].get("200", 0)),
         p50_ms=summary["latencies"]["50th"] / 1e6,
         p99_ms=summary["latencies"]["99th"] / 1e6,
+        other={k: v for k, v in summary["status_codes"].items() if k != "200"},
+        errors=list(summary.get("errors") or []),
     )
 
 
@@ -439,7 +444,8 @@ def main(argv: list[str] | None = None) -> None:
                     f"p50 {bare.p50_ms:.1f} ms p99 {bare.p99_ms:.1f} ms | "
                     f"ratio {full.rps / bare.rps:.0%} | at {half.rate:.0f} req/s: "
                     f"p50 {half.p50_ms:.1f} ms p99 {half.p99_ms:.1f} ms "
-                    f"({half.ok}/{half.sent} ok) | outcomes {outcomes}",
+                    f"({half.ok}/{half.sent} ok{', other: ' if half.other else ''}"
+                    f"{half.other or ''} {'; '.join(half.errors)}) | outcomes {outcomes}",
                     flush=True,
                 )
     finally:

@@ -92,6 +92,7 @@ class IngestSettings:
     signature_tolerance_seconds: int = 300
     max_body_bytes: int = 8 * MiB
     max_json_depth: int = 64
+    body_timeout_seconds: float = 5.0
     publish_timeout_seconds: float = 5.0
     max_in_flight: int = 1024
     retry_after_seconds: int = 5
@@ -187,6 +188,9 @@ class Settings:
             max_json_depth=env.integer(
                 "INGEST_MAX_JSON_DEPTH", IngestSettings.max_json_depth, minimum=2
             ),
+            body_timeout_seconds=env.number(
+                "INGEST_BODY_TIMEOUT_SECONDS", IngestSettings.body_timeout_seconds
+            ),
             publish_timeout_seconds=env.number(
                 "INGEST_PUBLISH_TIMEOUT_SECONDS", IngestSettings.publish_timeout_seconds
             ),
@@ -260,6 +264,13 @@ class Settings:
                 "INGEST_PUBLISH_TIMEOUT_SECONDS must be above 0 and well below the "
                 "sender's 15 s timeout"
             )
+        if not self.ingest.body_timeout_seconds > 0:
+            raise ConfigError("INGEST_BODY_TIMEOUT_SECONDS must be above 0")
+        if self.ingest.body_timeout_seconds + self.ingest.publish_timeout_seconds >= 15:
+            raise ConfigError(
+                "INGEST_BODY_TIMEOUT_SECONDS + INGEST_PUBLISH_TIMEOUT_SECONDS must stay below "
+                "the sender's 15 s timeout (a slow upload and a slow Kafka can add up)"
+            )
 
     def with_overrides(self, **groups: Any) -> Settings:
         """Return a copy with whole groups or group fields replaced (tests, dev runner).
@@ -301,6 +312,11 @@ ENVIRONMENT: tuple[tuple[str, str, str], ...] = (
     ("SIGNATURE_TOLERANCE_SECONDS", "300", "accepted clock skew of X-Webhook-Timestamp"),
     ("INGEST_MAX_BODY_BYTES", "8388608", "largest callback body accepted"),
     ("INGEST_MAX_JSON_DEPTH", "64", "deepest JSON nesting accepted"),
+    (
+        "INGEST_BODY_TIMEOUT_SECONDS",
+        "5",
+        "answer 408 when the body has not fully arrived by then (slow or stalled uploads)",
+    ),
     ("INGEST_PUBLISH_TIMEOUT_SECONDS", "5", "answer 503 when Kafka has not acknowledged by then"),
     ("INGEST_MAX_IN_FLIGHT", "1024", "publishes in flight before answering 503"),
     ("INGEST_RETRY_AFTER_SECONDS", "5", "Retry-After sent with 503"),

@@ -251,7 +251,9 @@ class Ingest:
     async def _process(self, request: web.Request) -> tuple[web.Response, Outcome]:
         received_at = datetime.now(UTC)
         bodies.require_json(request)
-        body = await bodies.read_body(request, self._ingest.max_body_bytes)
+        body = await bodies.read_body(
+            request, self._ingest.max_body_bytes, self._ingest.body_timeout_seconds
+        )
         self._metrics.body_size.observe(len(body))
         payload, task_id = bodies.parse_callback(body, max_depth=self._ingest.max_json_depth)
         structlog.contextvars.bind_contextvars(task_id=task_id)

@@ -24,6 +24,7 @@ no field the ingest reads (task id, code, msg, state) can hold as a valid value.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import json
 import sys
@@ -95,11 +96,13 @@ def require_json(request: web.Request) -> None:
         )
 
 
-async def read_body(request: web.Request, limit: int) -> bytes:
+async def read_body(request: web.Request, limit: int, within: float) -> bytes:
     """The whole body, or 413 as soon as it is known to exceed ``limit`` bytes.
 
     A declared ``Content-Length`` over the limit is refused before reading anything; a
-    chunked body is read only until it crosses the limit.
+    chunked body is read only until it crosses the limit. A body that has not fully
+    arrived after ``within`` seconds gets 408 (a stalled or trickling upload would
+    otherwise hold its connection and handler for as long as the sender likes).
     """
     declared = request.content_length
     if declared is not None and declared > limit:
@@ -108,14 +111,33 @@ async def read_body(request: web.Request, limit: int) -> bytes:
         return b""
     chunks: list[bytes] = []
     size = 0
-    while True:
-        chunk = await request.content.readany()
-        if not chunk:
-            break
-        size += len(chunk)
-        if size > limit:
-            raise _too_large(limit)
-        chunks.append(chunk)
+    try:
+        async with asyncio.timeout(within):
+            while True:
+                chunk = await request.content.readany()
+                if not chunk:
+                    break
+                size += len(chunk)
+                if size > limit:
+                    raise _too_large(limit)
+                chunks.append(chunk)
+    except TimeoutError:
+        raise Refusal(
+            408,
+            "body_timeout",
+            f"the body did not arrive within {within:g} s",
+            outcome="incomplete_body",
+            headers={"Connection": "close"},
+        ) from None
+    except ConnectionResetError:
+        # The sender hung up mid-body (aiohttp fails the read with this): nobody will read
+        # an answer, but the request is counted and logged like any other refusal.
+        raise Refusal(
+            400,
+            "incomplete_body",
+            "the connection closed before the whole body arrived",
+            outcome="incomplete_body",
+        ) from None
     return chunks[0] if len(chunks) == 1 else b"".join(chunks)
 
 

@@ -21,6 +21,7 @@ Outcome = Literal[
     "bad_request",
     "unavailable",
     "overloaded",
+    "incomplete_body",
 ]
 
 OUTCOMES: Final[tuple[Outcome, ...]] = get_args(Outcome)

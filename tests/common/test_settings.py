@@ -54,6 +54,11 @@ class TestFromEnv:
             ({"KAFKA_CREATE_TOPICS": "maybe"}, "KAFKA_CREATE_TOPICS must be true or false"),
             ({"STORAGE_BACKEND": "s3"}, "needs S3_BUCKET"),
             ({"INGEST_PUBLISH_TIMEOUT_SECONDS": "15"}, "well below the sender's 15 s"),
+            ({"INGEST_BODY_TIMEOUT_SECONDS": "0"}, "INGEST_BODY_TIMEOUT_SECONDS must be above 0"),
+            (
+                {"INGEST_BODY_TIMEOUT_SECONDS": "9", "INGEST_PUBLISH_TIMEOUT_SECONDS": "6"},
+                "must stay below the sender's 15 s",
+            ),
             (
                 {"INGEST_MAX_BODY_BYTES": str(32 * 1024 * 1024)},
                 "every accepted callback fits in one Kafka record",

@@ -7,14 +7,18 @@ import json
 import uuid
 
 import pytest
+import structlog
+import structlog.testing
 from aiohttp import web
 from aiohttp.test_utils import TestClient
+from prometheus_client import CollectorRegistry
 
 from devenv.redis import LocalRedis
 from services.common.events import CallbackEvent
 from services.common.settings import Settings
+from services.ingest.app import create_app
 
-from ..helpers import read_topic
+from ..helpers import eventually, read_topic
 from .conftest import (
     CALLBACK_PATH,
     JSON,
@@ -331,6 +335,72 @@ class TestBadInput:
         response = await client.post(CALLBACK_PATH, data=chunks(), headers=JSON)
         assert response.status == 413
         assert (await error_of(response))["code"] == "body_too_large"
+
+    async def test_sender_gone_mid_body_is_counted_not_an_error(self, settings: Settings) -> None:
+        """A connection closed before the declared body arrived: counted, no traceback.
+
+        Served as ``suno-ingest`` serves it (aiohttp's test server would cancel the
+        handler instead, which production does not).
+        """
+        app = create_app(settings, registry=CollectorRegistry())
+        runner = web.AppRunner(app)
+        await runner.setup()
+        try:
+            site = web.TCPSite(runner, "127.0.0.1", 0)
+            await site.start()
+            port = runner.addresses[0][1]
+            with structlog.testing.capture_logs() as logs:
+                _, writer = await asyncio.open_connection("127.0.0.1", port)
+                writer.write(
+                    f"POST {CALLBACK_PATH} HTTP/1.1\r\nHost: x\r\n"
+                    "Content-Type: application/json\r\nContent-Length: 100000\r\n\r\n"
+                    '{"task_id": '.encode()
+                )
+                await writer.drain()
+                await asyncio.sleep(0.2)  # the handler is reading the body by now
+                writer.close()
+                await writer.wait_closed()
+                await eventually(
+                    lambda: sample(app, "ingest_requests_total", outcome="incomplete_body") == 1
+                )
+        finally:
+            await runner.cleanup()
+        assert "unexpected_error" not in [entry["event"] for entry in logs]
+        assert any(
+            entry["event"] == "callback_refused" and entry["code"] == "incomplete_body"
+            for entry in logs
+        )
+
+    @pytest.mark.parametrize(
+        ("framing", "later"),
+        [
+            ("Content-Length: 1000\r\n\r\n", '{"task_id": "t"'),
+            ("Transfer-Encoding: chunked\r\n\r\n", '4\r\n{"ta\r\n'),
+            # A chunk size that is not hexadecimal: aiohttp stops feeding the body.
+            ("Transfer-Encoding: chunked\r\n\r\n", '4\r\n{"ta\r\nzz\r\n'),
+        ],
+    )
+    async def test_a_stalled_body_gets_408_in_time(
+        self, ingest_client: ClientFactory, framing: str, later: str
+    ) -> None:
+        """A body that stops arriving is answered 408 after the body timeout, not held."""
+        client = await ingest_client(body_timeout_seconds=0.5)
+        reader, writer = await asyncio.open_connection(client.host, client.port)
+        writer.write(
+            f"POST {CALLBACK_PATH} HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+            f"{framing}".encode()
+        )
+        await writer.drain()
+        await asyncio.sleep(0.1)  # the handler is reading the body by now
+        writer.write(later.encode())
+        await writer.drain()
+        head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 5)
+        assert head.startswith(b"HTTP/1.1 408"), head
+        length = int(head.lower().split(b"content-length: ")[1].split(b"\r\n")[0])
+        body = await asyncio.wait_for(reader.readexactly(length), 5)
+        writer.close()
+        assert json.loads(body)["error"]["code"] == "body_timeout"
+        assert sample(client.app, "ingest_requests_total", outcome="incomplete_body") == 1
 
     async def test_404_and_405_are_json(self, ingest_client: ClientFactory) -> None:
         """Unknown paths and wrong methods answer JSON errors too."""

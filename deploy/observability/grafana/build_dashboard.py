@@ -31,6 +31,7 @@ RATE = "$__rate_interval"
 SERVER_ERRORS = "unavailable|overloaded"
 REJECTED = (
     "bad_signature|stale_timestamp|signature_reused|too_large|unsupported_media_type|bad_request"
+    "|incomplete_body"
 )
 SIGNATURE_FAILURES = "bad_signature|stale_timestamp|signature_reused"
 CONSUMERS = ("processor", "archiver")
@@ -78,7 +79,7 @@ def ingest_panels() -> list[Panel]:
             "Callbacks by outcome",
             "Requests per second at the callback endpoint, by outcome (accepted, duplicate, "
             "bad_signature, stale_timestamp, signature_reused, too_large, "
-            "unsupported_media_type, bad_request, unavailable, overloaded).",
+            "unsupported_media_type, bad_request, unavailable, overloaded, incomplete_body).",
             (Target(f"sum by (outcome) (rate(ingest_requests_total[{RATE}]))", "{{outcome}}"),),
             unit="reqps",
             extra={"stack": True},
