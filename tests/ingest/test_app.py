@@ -51,6 +51,20 @@ async def error_of(response: web.Response | object) -> dict[str, str]:
     return body["error"]  # type: ignore[no-any-return]
 
 
+async def raw_post(
+    host: str, port: int, framing: str, body: str = ""
+) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+    """A callback POST written by hand: ``framing`` is the length or transfer-encoding
+    header, ``body`` whatever part of the body is sent at once (the test sends the rest)."""
+    reader, writer = await asyncio.open_connection(host, port)
+    writer.write(
+        f"POST {CALLBACK_PATH} HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+        f"{framing}\r\n\r\n{body}".encode()
+    )
+    await writer.drain()
+    return reader, writer
+
+
 class TestUnsigned:
     async def test_accept_then_duplicate(
         self, ingest_client: ClientFactory, settings: Settings
@@ -313,12 +327,7 @@ class TestBadInput:
     async def test_declared_oversize_is_refused_unread(self, ingest_client: ClientFactory) -> None:
         """A Content-Length over the limit is refused with 413 before the body is read."""
         client = await ingest_client(max_body_bytes=4096)
-        reader, writer = await asyncio.open_connection(client.host, client.port)
-        writer.write(
-            f"POST {CALLBACK_PATH} HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
-            f"Content-Length: {10**9}\r\n\r\n".encode()
-        )
-        await writer.drain()
+        reader, writer = await raw_post(client.host, client.port, f"Content-Length: {10**9}")
         head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 5)
         assert head.startswith(b"HTTP/1.1 413")
         writer.close()
@@ -350,13 +359,9 @@ class TestBadInput:
             await site.start()
             port = runner.addresses[0][1]
             with structlog.testing.capture_logs() as logs:
-                _, writer = await asyncio.open_connection("127.0.0.1", port)
-                writer.write(
-                    f"POST {CALLBACK_PATH} HTTP/1.1\r\nHost: x\r\n"
-                    "Content-Type: application/json\r\nContent-Length: 100000\r\n\r\n"
-                    '{"task_id": '.encode()
+                _, writer = await raw_post(
+                    "127.0.0.1", port, "Content-Length: 100000", '{"task_id": '
                 )
-                await writer.drain()
                 await asyncio.sleep(0.2)  # the handler is reading the body by now
                 writer.close()
                 await writer.wait_closed()
@@ -374,10 +379,10 @@ class TestBadInput:
     @pytest.mark.parametrize(
         ("framing", "later"),
         [
-            ("Content-Length: 1000\r\n\r\n", '{"task_id": "t"'),
-            ("Transfer-Encoding: chunked\r\n\r\n", '4\r\n{"ta\r\n'),
+            ("Content-Length: 1000", '{"task_id": "t"'),
+            ("Transfer-Encoding: chunked", '4\r\n{"ta\r\n'),
             # A chunk size that is not hexadecimal: aiohttp stops feeding the body.
-            ("Transfer-Encoding: chunked\r\n\r\n", '4\r\n{"ta\r\nzz\r\n'),
+            ("Transfer-Encoding: chunked", '4\r\n{"ta\r\nzz\r\n'),
         ],
     )
     async def test_a_stalled_body_gets_408_in_time(
@@ -385,12 +390,7 @@ class TestBadInput:
     ) -> None:
         """A body that stops arriving is answered 408 after the body timeout, not held."""
         client = await ingest_client(body_timeout_seconds=0.5)
-        reader, writer = await asyncio.open_connection(client.host, client.port)
-        writer.write(
-            f"POST {CALLBACK_PATH} HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
-            f"{framing}".encode()
-        )
-        await writer.drain()
+        reader, writer = await raw_post(client.host, client.port, framing)
         await asyncio.sleep(0.1)  # the handler is reading the body by now
         writer.write(later.encode())
         await writer.drain()
