@@ -255,6 +255,12 @@ async def publish_ceiling(bootstrap: str, topic: str, size: int, seconds: float 
     return done / seconds
 
 
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time a process has used so far (Linux ``/proc``)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def wait_http(url: str, timeout: float = 60) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -376,17 +382,18 @@ def main(argv: list[str] | None = None) -> None:
     paced_rows: dict[str, WrkResult] = {}
     ceilings: dict[str, float] = {}
     half_p99s: dict[str, list[float]] = {}
+    cpu_per_request: dict[str, tuple[float, float]] = {}
     try:
         with (
             process(
                 [sys.executable, "-m", "services.ingest"], env, work / "ingest.log", server_cpus
-            ),
+            ) as ingest_proc,
             process(
                 [sys.executable, str(HERE / "bare.py"), str(bare_port)],
                 env,
                 work / "bare.log",
                 server_cpus,
-            ),
+            ) as bare_proc,
         ):
             full_base = f"http://127.0.0.1:{ingest_port}"
             bare_url = f"http://127.0.0.1:{bare_port}/callbacks/suno/midi"
@@ -409,6 +416,7 @@ def main(argv: list[str] | None = None) -> None:
                 )
                 write_requests(folder, size, count, "bench")
                 before = scrape_outcomes(full_base)
+                cpu_before = cpu_seconds(ingest_proc.pid)
                 full = run_wrk(
                     f"{full_base}/callbacks/suno/midi",
                     folder,
@@ -416,12 +424,14 @@ def main(argv: list[str] | None = None) -> None:
                     connections=connections,
                     threads=args.threads,
                 )
+                full_cpu = (cpu_seconds(ingest_proc.pid) - cpu_before) / full.requests
                 after = scrape_outcomes(full_base)
                 outcomes = {
                     k: int(after.get(k, 0) - before.get(k, 0))
                     for k in after
                     if after.get(k, 0) - before.get(k, 0)
                 }
+                cpu_before = cpu_seconds(bare_proc.pid)
                 bare = run_wrk(
                     bare_url,
                     folder,
@@ -429,6 +439,8 @@ def main(argv: list[str] | None = None) -> None:
                     connections=connections,
                     threads=args.threads,
                 )
+                bare_cpu = (cpu_seconds(bare_proc.pid) - cpu_before) / bare.requests
+                cpu_per_request[name] = (full_cpu, bare_cpu)
                 rate_folder = work / f"{name}-rate"
                 # Several runs: one 8 s run's p99 moves with whatever else the two cores do
                 # (the broker's bursts above all), so every run is shown, and the median.
@@ -506,16 +518,17 @@ def main(argv: list[str] | None = None) -> None:
     print()
     print(
         "| body | full req/s | full p50 | full p99 | bare req/s | bare p50 | bare p99 "
-        "| full/bare | Kafka alone | half-peak rate | p50/p99, median run (vegeta open loop) "
-        "| achieved, p50/p99 (wrk paced) |"
+        "| full/bare | CPU per request full / bare | Kafka alone | half-peak rate "
+        "| p50/p99, median run (vegeta open loop) | achieved, p50/p99 (wrk paced) |"
     )
-    print("|---|---|---|---|---|---|---|---|---|---|---|---|")
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|---|")
     for name, full, bare, half, _ in rows:
         ratio = full.rps / bare.rps
         paced = paced_rows[name]
         print(
             f"| {name} | {full.rps:.0f} | {full.p50_ms:.1f} ms | {full.p99_ms:.1f} ms "
             f"| {bare.rps:.0f} | {bare.p50_ms:.1f} ms | {bare.p99_ms:.1f} ms | {ratio:.0%} "
+            f"| {cpu_per_request[name][0] * 1e6:.0f} / {cpu_per_request[name][1] * 1e6:.0f} µs "
             f"| {ceilings[name]:.0f}/s | {half.rate:.0f}/s "
             f"| {half.p50_ms:.1f} / {half.p99_ms:.1f} ms "
             f"(p99 runs: {' / '.join(f'{p:.1f}' for p in half_p99s[name])}) "
