@@ -496,8 +496,10 @@ def main(argv: list[str] | None = None) -> None:
                     f"ratio {full.rps / bare.rps:.0%} | at {half.rate:.0f} req/s (median of "
                     f"{len(halves)}): p50 {half.p50_ms:.1f} ms p99 {half.p99_ms:.1f} ms "
                     f"[p99 per run: {', '.join(f'{p:.1f}' for p in half_p99s[name])}] "
-                    f"({half.ok}/{half.sent} ok{', other: ' if half.other else ''}"
-                    f"{half.other or ''} {'; '.join(half.errors)}) | outcomes {outcomes}",
+                    f"({sum(r.ok for r in halves)}/{sum(r.sent for r in halves)} ok in all "
+                    f"runs{', other: ' if any(r.other for r in halves) else ''}"
+                    f"{' '.join(str(r.other) for r in halves if r.other)} "
+                    f"{'; '.join(e for r in halves for e in r.errors)}) | outcomes {outcomes}",
                     flush=True,
                 )
     finally:
