@@ -1,7 +1,7 @@
 """Keeps the README's configuration table equal to the settings' own list.
 
-    python -m devenv.docs          # rewrite the table in README.md
-    python -m devenv.docs --check  # exit 1 when the README is out of date
+python -m devenv.docs          # rewrite the table in README.md
+python -m devenv.docs --check  # exit 1 when the README is out of date
 """
 
 from __future__ import annotations

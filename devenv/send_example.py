@@ -3,6 +3,7 @@
     python -m devenv.send_example                       # a generated callback, new task id
     python -m devenv.send_example --file callback.json  # any JSON file, byte for byte
     python -m devenv.send_example --shape data          # task id inside data (older shape)
+    python -m devenv.send_example --example failure-data-null  # one of examples/callbacks/
 
 It signs with the first key of ``SUNO_WEBHOOK_SECRETS`` the way the provider does:
 ``base64(HMAC-SHA256(key, taskId + "." + timestamp))``.
@@ -23,11 +24,14 @@ import uuid
 from pathlib import Path
 from typing import Any
 
-from services.common.callback import find_task_id
+from services.common.callback import callback_code, find_task_id
 from services.common.keys import task_key
 from services.common.main import load_settings
 
-__all__ = ["example_callback", "main", "signature_headers"]
+__all__ = ["EXAMPLES", "example_callback", "main", "provider_examples", "signature_headers"]
+
+#: The provider's documented callback bodies, kept in the repository (see its README).
+EXAMPLES = Path(__file__).resolve().parents[1] / "examples" / "callbacks"
 
 #: A bar of drums and a bass line on the provider's 1/192 s grid.
 _DRUMS = [(36, 0, 24), (42, 48, 60), (38, 96, 120), (42, 144, 156)]
@@ -58,6 +62,11 @@ def example_callback(task_id: str, *, shape: str = "top") -> dict[str, Any]:
     return {"task_id": task_id, "code": 200, "msg": "success", "data": data}
 
 
+def provider_examples() -> dict[str, Path]:
+    """The provider's example callbacks by name (the file name without ``.json``)."""
+    return {path.stem: path for path in sorted(EXAMPLES.glob("*.json"))}
+
+
 def signature_headers(key: str, task_id: str, timestamp: int | None = None) -> dict[str, str]:
     ts = str(int(time.time()) if timestamp is None else timestamp)
     digest = hmac.new(key.encode(), f"{task_id}.{ts}".encode(), hashlib.sha256).digest()
@@ -74,17 +83,36 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument(
         "--url", default=f"http://127.0.0.1:{settings.ingest.port}/callbacks/suno/midi"
     )
-    parser.add_argument("--file", type=Path, help="send this JSON file byte for byte")
+    examples = provider_examples()
+    source = parser.add_mutually_exclusive_group()
+    source.add_argument("--file", type=Path, help="send this JSON file byte for byte")
+    source.add_argument(
+        "--example",
+        choices=sorted(examples),
+        help=f"send one of the provider's documented callbacks from {EXAMPLES.parent.name}/"
+        f"{EXAMPLES.name}/, byte for byte",
+    )
     parser.add_argument("--shape", choices=("top", "data"), default="top")
     parser.add_argument("--task-id", help="task id of the generated callback (default: new)")
     args = parser.parse_args(argv)
 
+    if args.example:
+        args.file = examples[args.example]
     if args.file:
-        body = args.file.read_bytes()
-        task_id = find_task_id(json.loads(body)) or ""
+        try:
+            body = args.file.read_bytes()
+        except OSError as exc:
+            sys.exit(f"cannot read {args.file}: {exc.strerror}")
+        try:
+            payload = json.loads(body)
+        except ValueError as exc:
+            sys.exit(f"{args.file} is not JSON: {exc}")
     else:
-        task_id = args.task_id or f"example-{uuid.uuid4().hex[:12]}"
-        body = json.dumps(example_callback(task_id, shape=args.shape), indent=2).encode()
+        payload = example_callback(
+            args.task_id or f"example-{uuid.uuid4().hex[:12]}", shape=args.shape
+        )
+        body = json.dumps(payload, indent=2).encode()
+    task_id = find_task_id(payload) or ""
     headers = {"Content-Type": "application/json"}
     if settings.ingest.webhook_secrets:
         headers.update(signature_headers(settings.ingest.webhook_secrets[0].get(), task_id))
@@ -98,11 +126,13 @@ def main(argv: list[str] | None = None) -> None:
     except urllib.error.URLError as exc:
         sys.exit(f"could not reach the ingest at {args.url}: {exc.reason} (is `make run` running?)")
     print(f"task {task_id}: HTTP {status} {answer}")
-    if status == 200:
+    if status != 200:
+        sys.exit(1)
+    if isinstance(payload, dict) and callback_code(payload) == 200:
         midi = settings.storage.data_dir / "midi" / f"{task_key(task_id)}.mid"
         print(f"MIDI file (in a few seconds): {midi}")
     else:
-        sys.exit(1)
+        print("a failure callback: no MIDI file; its raw body is archived")
 
 
 if __name__ == "__main__":

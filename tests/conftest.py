@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from devenv.send_example import EXAMPLES, provider_examples
 from services.common.settings import KafkaSettings, Settings, TopicNames
 
 from .brokers import Broker, session_broker
@@ -18,9 +19,6 @@ pytest_plugins = sorted(
     for path in (Path(__file__).parent / "fixtures").glob("*.py")
     if path.stem != "__init__"
 )
-
-REFERENCE = Path(__file__).resolve().parents[1].parent / "shared" / "reference"
-
 
 BROKER_SOURCE = pytest.StashKey[str]()
 
@@ -77,8 +75,8 @@ def fixture_settings(kafka_broker: Broker, topics: TopicNames, tmp_path: Path) -
 
 @pytest.fixture(name="reference_examples", scope="session")
 def fixture_reference_examples() -> dict[str, bytes]:
-    """The provider's example callbacks from ../shared/reference/examples, as raw bytes."""
-    folder = REFERENCE / "examples"
-    if not folder.is_dir():
-        pytest.fail(f"the provider's examples are missing: expected them in {folder}")
-    return {path.stem: path.read_bytes() for path in sorted(folder.glob("*.json"))}
+    """The provider's example callbacks kept in ``examples/callbacks``, as raw bytes."""
+    examples = {name: path.read_bytes() for name, path in provider_examples().items()}
+    if not examples:
+        pytest.fail(f"the provider's examples are missing: expected them in {EXAMPLES}")
+    return examples
