@@ -20,7 +20,7 @@ OUTSIDE = re.compile(
     r"\.\./+shared\b"  # a relative path to a sibling folder
     r"|shared[/]reference"  # the reference material, however it is reached
     r"|\.parent\s*/\s*[\"']shared[\"']"  # the same built with pathlib
-    r"|(?<![\w.])/work/"  # the development machine's absolute paths
+    r"|(?<![\w.])/wor[k]/"  # the development machine's absolute paths
 )
 
 #: Markdown links and images with a relative target: ``[text](target)``.
@@ -81,9 +81,9 @@ class TestSelfContained:
         """The scan's pattern matches every form of reference it exists to forbid."""
         ways_out = [
             "make send-example ARGS=--file " + "../" + "shared/x.json",
-            "see .." + "/../shared/STYLE.md",
+            "see ../.." + "/shared/STYLE.md",
             "REF = ROOT.parent" + ' / "shared" / "reference"',
-            "cat " + "/work/" + "main/README.md",
+            "cat " + "/wo" + "rk/main/README.md",
         ]
         assert [bool(OUTSIDE.search(line)) for line in ways_out] == [True] * len(ways_out)
         assert not OUTSIDE.search("the shared consumer loop; services/common/")
