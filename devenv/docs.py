@@ -1,4 +1,4 @@
-"""Keeps the README's configuration table equal to the settings' own list.
+"""Keeps the README's configuration table equal to the settings' own declarations.
 
 python -m devenv.docs          # rewrite the table in README.md
 python -m devenv.docs --check  # exit 1 when the README is out of date
@@ -10,19 +10,18 @@ import argparse
 import sys
 from pathlib import Path
 
-from services.common.settings import ENVIRONMENT
+from services.common.settings import VARIABLES
 
 README = Path(__file__).resolve().parents[1] / "README.md"
 BEGIN, END = "<!-- ENVIRONMENT:BEGIN -->", "<!-- ENVIRONMENT:END -->"
-SECRETS = {"SUNO_WEBHOOK_SECRETS", "REDIS_URL", "KAFKA_SASL_PASSWORD"}
 
 
 def environment_table() -> str:
     rows = []
-    for name, default, meaning in ENVIRONMENT:
-        shown = f"`{default}`" if default else "(unset)"
-        secret = " **secret**" if name in SECRETS else ""
-        rows.append(f"| `{name}` | {shown} | {meaning}{secret} |")
+    for variable in VARIABLES:
+        shown = f"`{variable.default_text}`" if variable.default_text else "(unset)"
+        secret = " **secret**" if variable.secret else ""
+        rows.append(f"| `{variable.name}` | {shown} | {variable.documented}{secret} |")
     return "\n".join(rows)
 
 

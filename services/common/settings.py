@@ -1,22 +1,26 @@
 """One frozen settings object, built once from the environment at each entry point.
 
 No other module reads ``os.environ``: services receive a :class:`Settings` and pass the
-parts they need down. Every variable, its default and its meaning is listed in
-:data:`ENVIRONMENT` so the README, the Kubernetes ConfigMaps and this module agree.
+parts they need down. Each field declares its environment variable, default, meaning and
+bounds once, with :func:`setting`; :meth:`Settings.from_env`, :data:`VARIABLES` and
+:data:`ENVIRONMENT` (the README's table, checked against the Kubernetes ConfigMaps) are
+derived from those declarations, so they cannot drift apart.
 """
 
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping
-from dataclasses import dataclass, field, replace
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import Field, dataclass, field, fields, is_dataclass, replace
 from pathlib import Path
-from typing import Any, Literal, cast
+from types import NoneType, UnionType
+from typing import Any, Literal, TypeVar, get_args, get_origin, get_type_hints
 
 from .errors import ConfigError
 
 __all__ = [
     "ENVIRONMENT",
+    "VARIABLES",
     "ArchiverSettings",
     "IngestSettings",
     "KafkaSettings",
@@ -26,12 +30,15 @@ __all__ = [
     "Settings",
     "StorageSettings",
     "TopicNames",
+    "Variable",
 ]
 
 MiB = 1024 * 1024
 
 Backend = Literal["local", "s3"]
 LogFormat = Literal["auto", "json", "console"]
+
+_T = TypeVar("_T")
 
 
 class Secret:
@@ -58,78 +65,175 @@ class Secret:
 
 
 @dataclass(frozen=True)
+class _Declaration:
+    name: str
+    meaning: str
+    minimum: int | None
+    choices: tuple[str, ...]
+    upper: bool
+
+
+_DECLARATION = "environment"
+
+
+def setting(
+    name: str,
+    default: _T,
+    meaning: str,
+    *,
+    minimum: int | None = None,
+    choices: tuple[str, ...] = (),
+    upper: bool = False,
+) -> _T:
+    """A field read from the variable ``name``; its annotation says how to parse the value.
+
+    ``Secret`` (and a tuple of them) marks the variable secret; a ``Literal`` annotation
+    supplies ``choices``; ``upper`` accepts the choices in any case.
+    """
+    declaration = _Declaration(name, meaning, minimum, choices, upper)
+    return field(default=default, metadata={_DECLARATION: declaration})
+
+
+@dataclass(frozen=True)
 class TopicNames:
-    callbacks: str = "suno.midi.callbacks.v1"
-    notes: str = "suno.midi.notes.v1"
-    dlq: str = "suno.midi.dlq.v1"
+    callbacks: str = setting(
+        "KAFKA_TOPIC_CALLBACKS", "suno.midi.callbacks.v1", "ingest -> processor, archiver"
+    )
+    notes: str = setting("KAFKA_TOPIC_NOTES", "suno.midi.notes.v1", "processor -> downstream")
+    dlq: str = setting("KAFKA_TOPIC_DLQ", "suno.midi.dlq.v1", "dead letters")
 
 
 @dataclass(frozen=True)
 class KafkaSettings:
-    bootstrap_servers: str = "127.0.0.1:9092"
+    bootstrap_servers: str = setting(
+        "KAFKA_BOOTSTRAP_SERVERS", "127.0.0.1:9092", "Kafka bootstrap servers, comma-separated"
+    )
     topics: TopicNames = field(default_factory=TopicNames)
-    #: Create the three topics at start-up (idempotent). Off where an operator owns them.
-    create_topics: bool = True
-    partitions: int = 6
-    replication_factor: int = 1
-    #: Largest record the topics, the producer and the consumers accept. Must exceed the
-    #: ingest body limit plus the event's envelope.
-    max_message_bytes: int = 16 * MiB
-    client_id_prefix: str = "suno-midi"
-    security_protocol: str = "PLAINTEXT"
-    #: CA bundle that signs the brokers' certificates (SSL, SASL_SSL); default: system CAs.
-    ssl_cafile: Path | None = None
-    sasl_mechanism: str | None = None
-    sasl_username: str | None = None
-    sasl_password: Secret | None = None
+    #: Off where an operator owns the topics.
+    create_topics: bool = setting(
+        "KAFKA_CREATE_TOPICS", True, "create the topics at start-up (idempotent)"
+    )
+    partitions: int = setting(
+        "KAFKA_TOPIC_PARTITIONS", 6, "partitions of each topic the service creates", minimum=1
+    )
+    replication_factor: int = setting(
+        "KAFKA_REPLICATION_FACTOR",
+        1,
+        "replication factor of each topic the service creates",
+        minimum=1,
+    )
+    #: Must exceed the ingest body limit plus the event's envelope (see Settings.validate).
+    max_message_bytes: int = setting(
+        "KAFKA_MAX_MESSAGE_BYTES",
+        16 * MiB,
+        "largest record on every topic, producer, consumer",
+        minimum=MiB,
+    )
+    client_id_prefix: str = setting(
+        "KAFKA_CLIENT_ID_PREFIX", "suno-midi", "client.id prefix; the role is appended"
+    )
+    security_protocol: str = setting(
+        "KAFKA_SECURITY_PROTOCOL",
+        "PLAINTEXT",
+        "how the clients reach the brokers",
+        choices=("PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"),
+    )
+    ssl_cafile: Path | None = setting(
+        "KAFKA_SSL_CAFILE",
+        None,
+        "CA bundle for the brokers' TLS certificates (SSL, SASL_SSL; default: system CAs)",
+    )
+    sasl_mechanism: str | None = setting("KAFKA_SASL_MECHANISM", None, "e.g. SCRAM-SHA-512")
+    sasl_username: str | None = setting("KAFKA_SASL_USERNAME", None, "SASL user")
+    sasl_password: Secret | None = setting("KAFKA_SASL_PASSWORD", None, "SASL password")
 
 
 @dataclass(frozen=True)
 class IngestSettings:
-    host: str = "0.0.0.0"
-    port: int = 8080
-    webhook_secrets: tuple[Secret, ...] = ()
-    signature_tolerance_seconds: int = 300
-    max_body_bytes: int = 8 * MiB
-    max_json_depth: int = 64
-    body_timeout_seconds: float = 5.0
-    publish_timeout_seconds: float = 5.0
-    max_in_flight: int = 1024
-    retry_after_seconds: int = 5
-    redis_url: Secret | None = None
-    dedupe_window_seconds: int = 14 * 24 * 3600
-    shutdown_grace_seconds: float = 10.0
+    host: str = setting("INGEST_HOST", "0.0.0.0", "ingest listen address")
+    port: int = setting("INGEST_PORT", 8080, "ingest HTTP port", minimum=0)
+    webhook_secrets: tuple[Secret, ...] = setting(
+        "SUNO_WEBHOOK_SECRETS", (), "webhook HMAC keys, comma-separated"
+    )
+    signature_tolerance_seconds: int = setting(
+        "SIGNATURE_TOLERANCE_SECONDS",
+        300,
+        "accepted clock skew of X-Webhook-Timestamp",
+        minimum=0,
+    )
+    max_body_bytes: int = setting(
+        "INGEST_MAX_BODY_BYTES", 8 * MiB, "largest callback body accepted", minimum=1024
+    )
+    max_json_depth: int = setting(
+        "INGEST_MAX_JSON_DEPTH", 64, "deepest JSON nesting accepted", minimum=2
+    )
+    body_timeout_seconds: float = setting(
+        "INGEST_BODY_TIMEOUT_SECONDS",
+        5.0,
+        "answer 408 when the body has not fully arrived by then (slow or stalled uploads)",
+    )
+    publish_timeout_seconds: float = setting(
+        "INGEST_PUBLISH_TIMEOUT_SECONDS", 5.0, "answer 503 when Kafka has not acknowledged by then"
+    )
+    max_in_flight: int = setting(
+        "INGEST_MAX_IN_FLIGHT", 1024, "publishes in flight before answering 503", minimum=1
+    )
+    retry_after_seconds: int = setting(
+        "INGEST_RETRY_AFTER_SECONDS", 5, "Retry-After sent with 503", minimum=1
+    )
+    redis_url: Secret | None = setting(
+        "REDIS_URL", None, "Redis for dedupe across replicas (empty: in-process store)"
+    )
+    dedupe_window_seconds: int = setting(
+        "DEDUPE_WINDOW_SECONDS", 14 * 24 * 3600, "how long a delivery is remembered", minimum=1
+    )
+    shutdown_grace_seconds: float = setting(
+        "INGEST_SHUTDOWN_GRACE_SECONDS", 10.0, "time in-flight requests get on SIGTERM"
+    )
 
 
 @dataclass(frozen=True)
 class StorageSettings:
-    backend: Backend = "local"
-    data_dir: Path = Path("./data")
-    s3_endpoint_url: str | None = None
-    s3_bucket: str | None = None
-    s3_prefix: str = ""
-    s3_region: str | None = None
+    backend: Backend = setting(
+        "STORAGE_BACKEND", "local", "where MIDI files and raw callbacks are kept"
+    )
+    data_dir: Path = setting(
+        "DATA_DIR", Path("./data"), "local storage root: midi/ and raw/ below it"
+    )
+    s3_endpoint_url: str | None = setting(
+        "S3_ENDPOINT_URL", None, "S3-compatible endpoint (empty: AWS)"
+    )
+    s3_bucket: str | None = setting("S3_BUCKET", None, "bucket for midi/ and raw/")
+    s3_prefix: str = setting("S3_PREFIX", "", "key prefix inside the bucket")
+    s3_region: str | None = setting("S3_REGION", None, "region name")
 
 
 @dataclass(frozen=True)
 class ProcessorSettings:
-    host: str = "0.0.0.0"
-    port: int = 8081
-    group_id: str = "suno-midi-processor"
+    host: str = setting("PROCESSOR_HOST", "0.0.0.0", "processor health/metrics listen address")
+    port: int = setting("PROCESSOR_PORT", 8081, "processor health/metrics port", minimum=0)
+    group_id: str = setting("PROCESSOR_GROUP_ID", "suno-midi-processor", "processor consumer group")
 
 
 @dataclass(frozen=True)
 class ArchiverSettings:
-    host: str = "0.0.0.0"
-    port: int = 8082
-    group_id: str = "suno-midi-archiver"
+    host: str = setting("ARCHIVER_HOST", "0.0.0.0", "archiver health/metrics listen address")
+    port: int = setting("ARCHIVER_PORT", 8082, "archiver health/metrics port", minimum=0)
+    group_id: str = setting("ARCHIVER_GROUP_ID", "suno-midi-archiver", "archiver consumer group")
 
 
 @dataclass(frozen=True)
 class LogSettings:
-    level: str = "INFO"
-    #: ``auto`` is readable output on a terminal and JSON lines everywhere else.
-    format: LogFormat = "auto"
+    level: str = setting(
+        "LOG_LEVEL",
+        "INFO",
+        "lowest level logged",
+        choices=("DEBUG", "INFO", "WARNING", "ERROR"),
+        upper=True,
+    )
+    format: LogFormat = setting(
+        "LOG_FORMAT", "auto", "auto is console output on a terminal, JSON lines elsewhere"
+    )
 
 
 @dataclass(frozen=True)
@@ -147,104 +251,7 @@ class Settings:
 
         Raises :class:`ConfigError` naming the variable and what it expects.
         """
-        env = _Env(os.environ if environ is None else environ)
-        topics = TopicNames(
-            callbacks=env.text("KAFKA_TOPIC_CALLBACKS", TopicNames.callbacks),
-            notes=env.text("KAFKA_TOPIC_NOTES", TopicNames.notes),
-            dlq=env.text("KAFKA_TOPIC_DLQ", TopicNames.dlq),
-        )
-        kafka = KafkaSettings(
-            bootstrap_servers=env.text("KAFKA_BOOTSTRAP_SERVERS", KafkaSettings.bootstrap_servers),
-            topics=topics,
-            create_topics=env.flag("KAFKA_CREATE_TOPICS", KafkaSettings.create_topics),
-            partitions=env.integer("KAFKA_TOPIC_PARTITIONS", KafkaSettings.partitions, minimum=1),
-            replication_factor=env.integer(
-                "KAFKA_REPLICATION_FACTOR", KafkaSettings.replication_factor, minimum=1
-            ),
-            max_message_bytes=env.integer(
-                "KAFKA_MAX_MESSAGE_BYTES", KafkaSettings.max_message_bytes, minimum=MiB
-            ),
-            client_id_prefix=env.text("KAFKA_CLIENT_ID_PREFIX", KafkaSettings.client_id_prefix),
-            security_protocol=env.choice(
-                "KAFKA_SECURITY_PROTOCOL",
-                KafkaSettings.security_protocol,
-                ("PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"),
-            ),
-            ssl_cafile=_optional_path(env.optional("KAFKA_SSL_CAFILE")),
-            sasl_mechanism=env.optional("KAFKA_SASL_MECHANISM"),
-            sasl_username=env.optional("KAFKA_SASL_USERNAME"),
-            sasl_password=env.secret("KAFKA_SASL_PASSWORD"),
-        )
-        ingest = IngestSettings(
-            host=env.text("INGEST_HOST", IngestSettings.host),
-            port=env.integer("INGEST_PORT", IngestSettings.port, minimum=0),
-            webhook_secrets=env.secrets("SUNO_WEBHOOK_SECRETS"),
-            signature_tolerance_seconds=env.integer(
-                "SIGNATURE_TOLERANCE_SECONDS", IngestSettings.signature_tolerance_seconds, minimum=0
-            ),
-            max_body_bytes=env.integer(
-                "INGEST_MAX_BODY_BYTES", IngestSettings.max_body_bytes, minimum=1024
-            ),
-            max_json_depth=env.integer(
-                "INGEST_MAX_JSON_DEPTH", IngestSettings.max_json_depth, minimum=2
-            ),
-            body_timeout_seconds=env.number(
-                "INGEST_BODY_TIMEOUT_SECONDS", IngestSettings.body_timeout_seconds
-            ),
-            publish_timeout_seconds=env.number(
-                "INGEST_PUBLISH_TIMEOUT_SECONDS", IngestSettings.publish_timeout_seconds
-            ),
-            max_in_flight=env.integer(
-                "INGEST_MAX_IN_FLIGHT", IngestSettings.max_in_flight, minimum=1
-            ),
-            retry_after_seconds=env.integer(
-                "INGEST_RETRY_AFTER_SECONDS", IngestSettings.retry_after_seconds, minimum=1
-            ),
-            redis_url=env.secret("REDIS_URL"),
-            dedupe_window_seconds=env.integer(
-                "DEDUPE_WINDOW_SECONDS", IngestSettings.dedupe_window_seconds, minimum=1
-            ),
-            shutdown_grace_seconds=env.number(
-                "INGEST_SHUTDOWN_GRACE_SECONDS", IngestSettings.shutdown_grace_seconds
-            ),
-        )
-        storage = StorageSettings(
-            backend=cast(
-                Backend, env.choice("STORAGE_BACKEND", StorageSettings.backend, ("local", "s3"))
-            ),
-            data_dir=Path(env.text("DATA_DIR", "./data")),
-            s3_endpoint_url=env.optional("S3_ENDPOINT_URL"),
-            s3_bucket=env.optional("S3_BUCKET"),
-            s3_prefix=env.text("S3_PREFIX", ""),
-            s3_region=env.optional("S3_REGION"),
-        )
-        processor = ProcessorSettings(
-            host=env.text("PROCESSOR_HOST", ProcessorSettings.host),
-            port=env.integer("PROCESSOR_PORT", ProcessorSettings.port, minimum=0),
-            group_id=env.text("PROCESSOR_GROUP_ID", ProcessorSettings.group_id),
-        )
-        archiver = ArchiverSettings(
-            host=env.text("ARCHIVER_HOST", ArchiverSettings.host),
-            port=env.integer("ARCHIVER_PORT", ArchiverSettings.port, minimum=0),
-            group_id=env.text("ARCHIVER_GROUP_ID", ArchiverSettings.group_id),
-        )
-        log = LogSettings(
-            level=env.choice(
-                "LOG_LEVEL", LogSettings.level, ("DEBUG", "INFO", "WARNING", "ERROR"), upper=True
-            ),
-            format=cast(
-                LogFormat,
-                env.choice("LOG_FORMAT", LogSettings.format, ("auto", "json", "console")),
-            ),
-        )
-        settings = cls(
-            kafka=kafka,
-            ingest=ingest,
-            storage=storage,
-            processor=processor,
-            archiver=archiver,
-            log=log,
-        )
+        settings = _build(cls, os.environ if environ is None else environ)
         settings.validate()
         return settings
 
@@ -284,128 +291,163 @@ class Settings:
         return replace(self, **changes)
 
 
-#: Every variable the services read, with its default and meaning (rendered in the README).
-ENVIRONMENT: tuple[tuple[str, str, str], ...] = (
-    ("KAFKA_BOOTSTRAP_SERVERS", "127.0.0.1:9092", "Kafka bootstrap servers, comma-separated"),
-    ("KAFKA_CREATE_TOPICS", "true", "create the topics at start-up (idempotent)"),
-    ("KAFKA_TOPIC_PARTITIONS", "6", "partitions of each topic the service creates"),
-    ("KAFKA_REPLICATION_FACTOR", "1", "replication factor of each topic the service creates"),
-    ("KAFKA_MAX_MESSAGE_BYTES", "16777216", "largest record on every topic, producer, consumer"),
-    ("KAFKA_TOPIC_CALLBACKS", "suno.midi.callbacks.v1", "ingest -> processor, archiver"),
-    ("KAFKA_TOPIC_NOTES", "suno.midi.notes.v1", "processor -> downstream"),
-    ("KAFKA_TOPIC_DLQ", "suno.midi.dlq.v1", "dead letters"),
-    ("KAFKA_CLIENT_ID_PREFIX", "suno-midi", "client.id prefix; the role is appended"),
-    ("KAFKA_SECURITY_PROTOCOL", "PLAINTEXT", "PLAINTEXT, SSL, SASL_PLAINTEXT or SASL_SSL"),
-    ("KAFKA_SSL_CAFILE", "", "CA bundle for the brokers' TLS certificates (default: system CAs)"),
-    ("KAFKA_SASL_MECHANISM", "", "e.g. SCRAM-SHA-512"),
-    ("KAFKA_SASL_USERNAME", "", "SASL user"),
-    ("KAFKA_SASL_PASSWORD", "", "SASL password (secret)"),
-    ("DATA_DIR", "./data", "local storage root: midi/ and raw/ below it"),
-    ("STORAGE_BACKEND", "local", "local or s3"),
-    ("S3_ENDPOINT_URL", "", "S3-compatible endpoint (empty: AWS)"),
-    ("S3_BUCKET", "", "bucket for midi/ and raw/"),
-    ("S3_PREFIX", "", "key prefix inside the bucket"),
-    ("S3_REGION", "", "region name"),
-    ("INGEST_HOST", "0.0.0.0", "ingest listen address"),
-    ("INGEST_PORT", "8080", "ingest HTTP port"),
-    ("SUNO_WEBHOOK_SECRETS", "", "webhook HMAC keys, comma-separated (secret)"),
-    ("SIGNATURE_TOLERANCE_SECONDS", "300", "accepted clock skew of X-Webhook-Timestamp"),
-    ("INGEST_MAX_BODY_BYTES", "8388608", "largest callback body accepted"),
-    ("INGEST_MAX_JSON_DEPTH", "64", "deepest JSON nesting accepted"),
-    (
-        "INGEST_BODY_TIMEOUT_SECONDS",
-        "5",
-        "answer 408 when the body has not fully arrived by then (slow or stalled uploads)",
-    ),
-    ("INGEST_PUBLISH_TIMEOUT_SECONDS", "5", "answer 503 when Kafka has not acknowledged by then"),
-    ("INGEST_MAX_IN_FLIGHT", "1024", "publishes in flight before answering 503"),
-    ("INGEST_RETRY_AFTER_SECONDS", "5", "Retry-After sent with 503"),
-    ("REDIS_URL", "", "Redis for dedupe across replicas (empty: in-process store)"),
-    ("DEDUPE_WINDOW_SECONDS", "1209600", "how long a delivery is remembered"),
-    ("INGEST_SHUTDOWN_GRACE_SECONDS", "10", "time in-flight requests get on SIGTERM"),
-    ("PROCESSOR_HOST", "0.0.0.0", "processor health/metrics listen address"),
-    ("PROCESSOR_PORT", "8081", "processor health/metrics port"),
-    ("PROCESSOR_GROUP_ID", "suno-midi-processor", "processor consumer group"),
-    ("ARCHIVER_HOST", "0.0.0.0", "archiver health/metrics listen address"),
-    ("ARCHIVER_PORT", "8082", "archiver health/metrics port"),
-    ("ARCHIVER_GROUP_ID", "suno-midi-archiver", "archiver consumer group"),
-    ("LOG_LEVEL", "INFO", "DEBUG, INFO, WARNING or ERROR"),
-    ("LOG_FORMAT", "auto", "auto (console on a terminal, else JSON), json or console"),
+def _whole_number(name: str, raw: str) -> int:
+    try:
+        return int(raw)
+    except ValueError:
+        raise ConfigError(f"{name} must be a whole number, got {raw!r}") from None
+
+
+def _number(name: str, raw: str) -> float:
+    try:
+        return float(raw)
+    except ValueError:
+        raise ConfigError(f"{name} must be a number, got {raw!r}") from None
+
+
+def _flag(name: str, raw: str) -> bool:
+    lowered = raw.lower()
+    if lowered in ("1", "true", "yes", "on"):
+        return True
+    if lowered in ("0", "false", "no", "off"):
+        return False
+    raise ConfigError(f"{name} must be true or false, got {raw!r}")
+
+
+def _secrets(_name: str, raw: str) -> tuple[Secret, ...]:
+    return tuple(Secret(part.strip()) for part in raw.split(",") if part.strip())
+
+
+#: How a variable's text becomes a field's value, by the field's type (``None`` aside).
+_PARSERS: dict[object, Callable[[str, str], Any]] = {
+    str: lambda _name, raw: raw,
+    int: _whole_number,
+    float: _number,
+    bool: _flag,
+    Path: lambda _name, raw: Path(raw),
+    Secret: lambda _name, raw: Secret(raw),
+    tuple[Secret, ...]: _secrets,
+}
+_SECRET_TYPES = (Secret, tuple[Secret, ...])
+
+
+@dataclass(frozen=True)
+class Variable:
+    """One environment variable, as its field declares it: how to read it and to document it."""
+
+    name: str
+    default: Any
+    meaning: str
+    parse: Callable[[str, str], Any]
+    secret: bool = False
+    minimum: int | None = None
+    choices: tuple[str, ...] = ()
+    upper: bool = False
+
+    @classmethod
+    def of(cls, declared: Field[Any], annotation: Any) -> Variable:
+        """The variable of a field made with :func:`setting`, typed by its annotation."""
+        declaration: _Declaration = declared.metadata[_DECLARATION]
+        kind = _without_none(annotation)
+        choices = declaration.choices
+        if get_origin(kind) is Literal:
+            kind, choices = str, tuple(get_args(kind))
+        if kind not in _PARSERS:
+            raise TypeError(f"{declaration.name}: no parser for {annotation!r}")
+        return cls(
+            name=declaration.name,
+            default=declared.default,
+            meaning=declaration.meaning,
+            parse=_PARSERS[kind],
+            secret=kind in _SECRET_TYPES,
+            minimum=declaration.minimum,
+            choices=choices,
+            upper=declaration.upper,
+        )
+
+    def read(self, environ: Mapping[str, str]) -> Any:
+        """The value from ``environ``; the default when unset or blank."""
+        raw = (environ.get(self.name) or "").strip()
+        if not raw:
+            return self.default
+        if self.choices:
+            return self._choose(raw)
+        value = self.parse(self.name, raw)
+        if self.minimum is not None and value < self.minimum:
+            raise ConfigError(f"{self.name} must be at least {self.minimum}, got {value}")
+        return value
+
+    def _choose(self, raw: str) -> str:
+        value = raw.upper() if self.upper else raw
+        if value not in self.choices:
+            raise ConfigError(f"{self.name} must be one of {', '.join(self.choices)}, got {raw!r}")
+        return value
+
+    @property
+    def default_text(self) -> str:
+        """The default as one would write it in the environment; empty when there is none."""
+        value = self.default
+        if value is None or value == () or self.secret:
+            return ""
+        if isinstance(value, bool):
+            return "true" if value else "false"
+        if isinstance(value, float) and value.is_integer():
+            return str(int(value))
+        if isinstance(value, Path) and not value.is_absolute():
+            return f"./{value}"
+        return str(value)
+
+    @property
+    def documented(self) -> str:
+        """The meaning, after the accepted values when there is a fixed set of them."""
+        if not self.choices:
+            return self.meaning
+        *rest, last = self.choices
+        return f"{', '.join(rest)} or {last}: {self.meaning}"
+
+
+def _without_none(annotation: Any) -> Any:
+    """``X`` for ``X | None``: an optional setting is ``None`` (its default) when unset."""
+    if isinstance(annotation, UnionType):
+        kinds = [kind for kind in get_args(annotation) if kind is not NoneType]
+        if len(kinds) == 1:
+            return kinds[0]
+    return annotation
+
+
+def _members(group: type[Any]) -> Iterator[tuple[str, Variable | type[Any]]]:
+    """Each field of a settings group: its variable, or the class of the nested group."""
+    annotations = get_type_hints(group)
+    for member in fields(group):
+        annotation = annotations[member.name]
+        if _DECLARATION in member.metadata:
+            yield member.name, Variable.of(member, annotation)
+        elif is_dataclass(annotation) and isinstance(annotation, type):
+            yield member.name, annotation
+        else:
+            raise TypeError(f"{group.__name__}.{member.name} is neither a setting nor a group")
+
+
+def _build(group: type[_T], environ: Mapping[str, str]) -> _T:
+    values = {
+        name: member.read(environ) if isinstance(member, Variable) else _build(member, environ)
+        for name, member in _members(group)
+    }
+    return group(**values)
+
+
+def _variables(group: type[Any]) -> Iterator[Variable]:
+    for _, member in _members(group):
+        if isinstance(member, Variable):
+            yield member
+        else:
+            yield from _variables(member)
+
+
+#: Every variable the services read, in the order of the fields that declare them.
+VARIABLES: tuple[Variable, ...] = tuple(_variables(Settings))
+
+#: ``(name, default as text, meaning)`` per variable: the README's configuration table.
+ENVIRONMENT: tuple[tuple[str, str, str], ...] = tuple(
+    (variable.name, variable.default_text, variable.documented) for variable in VARIABLES
 )
-
-
-def _optional_path(value: str | None) -> Path | None:
-    return None if value is None else Path(value)
-
-
-class _Env:
-    """Typed reads of one environment mapping, each failing with the variable's name."""
-
-    def __init__(self, environ: Mapping[str, str]) -> None:
-        self._environ = environ
-
-    def _raw(self, name: str) -> str | None:
-        value = self._environ.get(name)
-        if value is None or value.strip() == "":
-            return None
-        return value.strip()
-
-    def text(self, name: str, default: str) -> str:
-        raw = self._raw(name)
-        return default if raw is None else raw
-
-    def optional(self, name: str) -> str | None:
-        return self._raw(name)
-
-    def secret(self, name: str) -> Secret | None:
-        raw = self._raw(name)
-        return None if raw is None else Secret(raw)
-
-    def secrets(self, name: str) -> tuple[Secret, ...]:
-        raw = self._raw(name)
-        if raw is None:
-            return ()
-        return tuple(Secret(part.strip()) for part in raw.split(",") if part.strip())
-
-    def integer(self, name: str, default: int, *, minimum: int | None = None) -> int:
-        raw = self._raw(name)
-        if raw is None:
-            return default
-        try:
-            value = int(raw)
-        except ValueError:
-            raise ConfigError(f"{name} must be a whole number, got {raw!r}") from None
-        if minimum is not None and value < minimum:
-            raise ConfigError(f"{name} must be at least {minimum}, got {value}")
-        return value
-
-    def number(self, name: str, default: float) -> float:
-        raw = self._raw(name)
-        if raw is None:
-            return default
-        try:
-            return float(raw)
-        except ValueError:
-            raise ConfigError(f"{name} must be a number, got {raw!r}") from None
-
-    def flag(self, name: str, default: bool) -> bool:
-        raw = self._raw(name)
-        if raw is None:
-            return default
-        lowered = raw.lower()
-        if lowered in ("1", "true", "yes", "on"):
-            return True
-        if lowered in ("0", "false", "no", "off"):
-            return False
-        raise ConfigError(f"{name} must be true or false, got {raw!r}")
-
-    def choice(
-        self, name: str, default: str, choices: tuple[str, ...], *, upper: bool = False
-    ) -> str:
-        raw = self._raw(name)
-        if raw is None:
-            return default
-        value = raw.upper() if upper else raw
-        if value not in choices:
-            raise ConfigError(f"{name} must be one of {', '.join(choices)}, got {raw!r}")
-        return value
