@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from services.common.errors import ConfigError
-from services.common.settings import ENVIRONMENT, Secret, Settings
+from services.common.settings import ENVIRONMENT, VARIABLES, Secret, Settings, Variable
 
 
 class TestFromEnv:
@@ -81,6 +81,45 @@ class TestFromEnv:
 
         Settings.from_env(Recorder())
         assert sorted(read) == sorted(name for name, _, _ in ENVIRONMENT)
+
+
+class TestDeclarations:
+    def test_an_empty_environment_gives_the_field_defaults(self) -> None:
+        """from_env and the dataclasses take their defaults from the same declaration."""
+        assert Settings.from_env({}) == Settings()
+
+    @pytest.mark.parametrize("variable", VARIABLES, ids=lambda variable: variable.name)
+    def test_the_documented_default_reads_back_as_the_default(self, variable: Variable) -> None:
+        """Setting a variable to the README's default changes nothing."""
+        env = {variable.name: variable.default_text}
+        assert Settings.from_env(env) == Settings.from_env({})
+
+    @pytest.mark.parametrize(
+        "variable",
+        [variable for variable in VARIABLES if variable.minimum is not None],
+        ids=lambda variable: variable.name,
+    )
+    def test_every_minimum_is_enforced(self, variable: Variable) -> None:
+        """A value below a declared minimum names the variable and the minimum."""
+        assert variable.minimum is not None
+        with pytest.raises(ConfigError, match=f"{variable.name} must be at least"):
+            Settings.from_env({variable.name: str(variable.minimum - 1)})
+
+    @pytest.mark.parametrize(
+        "variable",
+        [variable for variable in VARIABLES if variable.choices],
+        ids=lambda variable: variable.name,
+    )
+    def test_every_choice_is_enforced(self, variable: Variable) -> None:
+        """A value outside a declared set names the variable and lists the set."""
+        listed = ", ".join(variable.choices)
+        with pytest.raises(ConfigError, match=f"{variable.name} must be one of {listed}"):
+            Settings.from_env({variable.name: "bogus"})
+
+    def test_secrets_are_the_variables_typed_secret(self) -> None:
+        """The README marks exactly the variables whose fields hold a Secret."""
+        secret = {variable.name for variable in VARIABLES if variable.secret}
+        assert secret == {"SUNO_WEBHOOK_SECRETS", "REDIS_URL", "KAFKA_SASL_PASSWORD"}
 
 
 class TestSecret:
