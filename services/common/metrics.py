@@ -1,4 +1,4 @@
-"""Prometheus metrics shared by the consumers, and the ``/metrics`` endpoint.
+"""Prometheus metrics shared by the consumers (``/metrics`` itself is served by ``web``).
 
 Every container takes its ``CollectorRegistry`` as an argument (a fresh one per test);
 names follow ``<service>_<noun>_<unit>`` in base units, and no label is unbounded
@@ -12,20 +12,9 @@ The names are a contract with ``deploy/observability/`` (dashboard and alert rul
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Iterable
 
-import structlog
-from aiohttp import web
-from aiohttp.typedefs import Handler
-from prometheus_client import (
-    CONTENT_TYPE_LATEST,
-    CollectorRegistry,
-    Counter,
-    Gauge,
-    Histogram,
-    generate_latest,
-)
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 __all__ = [
     "CONSUMER_DEAD_LETTER_REASONS",
@@ -33,18 +22,12 @@ __all__ = [
     "REBALANCE_EVENTS",
     "RECORD_RESULTS",
     "ConsumerMetrics",
-    "metrics_handler",
 ]
-
-log = structlog.get_logger(__name__)
-
-#: How long a scrape waits for the readiness check (Prometheus' default timeout is 10 s).
-_READINESS_TIMEOUT = 3.0
 
 #: Seconds, from sub-millisecond to the sender's 15 s timeout and beyond.
 DURATION_BUCKETS = (
     0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 15.0, 30.0, 60.0,
-)
+)  # fmt: skip  # one row of bucket bounds reads better than sixteen
 
 #: ``{service}_records_total`` results.
 RECORD_RESULTS = ("ok", "dead_lettered", "retried")
@@ -112,37 +95,3 @@ class ConsumerMetrics:
             for result in RECORD_RESULTS:
                 self.records.labels(topic, result)
             self.processing.labels(topic)
-
-
-def metrics_handler(registry: CollectorRegistry) -> Handler:
-    """Serve ``registry`` in the text exposition format.
-
-    The app's readiness check runs first, so the readiness gauges (``{service}_ready``,
-    ``ingest_kafka_ready``) are as fresh as the scrape even where no probe calls /readyz.
-    A check that fails or hangs never fails the scrape: the gauge then says 0.
-    """
-
-    async def handle(request: web.Request) -> web.Response:
-        await _refresh_readiness(request.app)
-        body = generate_latest(registry)
-        response = web.Response(body=body)
-        response.content_type = CONTENT_TYPE_LATEST.split(";")[0]
-        response.charset = "utf-8"
-        return response
-
-    return handle
-
-
-async def _refresh_readiness(app: web.Application) -> None:
-    from .web import READINESS  # web imports this module: look the key up late
-
-    check = app.get(READINESS)
-    if check is None:
-        return
-    try:
-        async with asyncio.timeout(_READINESS_TIMEOUT):
-            await check()
-    except asyncio.CancelledError:
-        raise
-    except Exception as exc:  # a scrape must never fail because a dependency is down
-        log.warning("readiness_check_failed", error=repr(exc))

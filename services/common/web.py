@@ -6,13 +6,15 @@ released in ``cleanup_ctx`` generators, so clean-up runs if and only if start-up
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 
+import structlog
 from aiohttp import web
-from prometheus_client import CollectorRegistry
+from aiohttp.typedefs import Handler
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 
 from .kafka import Publisher, ensure_topics
-from .metrics import metrics_handler
 from .settings import Settings
 
 __all__ = [
@@ -21,8 +23,14 @@ __all__ = [
     "REGISTRY",
     "SETTINGS",
     "add_ops_routes",
+    "metrics_handler",
     "publisher_ctx",
 ]
+
+log = structlog.get_logger(__name__)
+
+#: How long a scrape waits for the readiness check (Prometheus' default timeout is 10 s).
+_READINESS_TIMEOUT = 3.0
 
 SETTINGS = web.AppKey("settings", Settings)
 REGISTRY = web.AppKey("registry", CollectorRegistry)
@@ -45,6 +53,38 @@ def add_ops_routes(app: web.Application) -> None:
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)
     app.router.add_get("/metrics", metrics_handler(app[REGISTRY]))
+
+
+def metrics_handler(registry: CollectorRegistry) -> Handler:
+    """Serve ``registry`` in the text exposition format.
+
+    The app's readiness check runs first, so the readiness gauges (``{service}_ready``,
+    ``ingest_kafka_ready``) are as fresh as the scrape even where no probe calls /readyz.
+    A check that fails or hangs never fails the scrape: the gauge then says 0.
+    """
+
+    async def handle(request: web.Request) -> web.Response:
+        await _refresh_readiness(request.app)
+        body = generate_latest(registry)
+        response = web.Response(body=body)
+        response.content_type = CONTENT_TYPE_LATEST.split(";")[0]
+        response.charset = "utf-8"
+        return response
+
+    return handle
+
+
+async def _refresh_readiness(app: web.Application) -> None:
+    check = app.get(READINESS)
+    if check is None:
+        return
+    try:
+        async with asyncio.timeout(_READINESS_TIMEOUT):
+            await check()
+    except asyncio.CancelledError:
+        raise
+    except Exception as exc:  # a scrape must never fail because a dependency is down
+        log.warning("readiness_check_failed", error=repr(exc))
 
 
 def publisher_ctx(
