@@ -33,6 +33,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from devenv.kafka import LocalKafka
+from devenv.processes import free_port
 from devenv.redis import LocalRedis
 from services.ingest.verify import sign
 
@@ -63,12 +64,6 @@ class RateResult:
     #: Every answer that was not a 200, by status ("0": no answer), and vegeta's errors.
     other: dict[str, int]
     errors: list[str]
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def body_parts(size: int) -> tuple[bytes, bytes]:

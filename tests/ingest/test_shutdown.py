@@ -6,7 +6,6 @@ import asyncio
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import uuid
@@ -15,6 +14,7 @@ from pathlib import Path
 import aiohttp
 import pytest
 
+from devenv.processes import free_port
 from services.common.events import CallbackEvent
 
 from ..brokers import Broker
@@ -24,12 +24,6 @@ from .conftest import callback_body
 pytestmark = [pytest.mark.kafka, pytest.mark.slow]
 
 ROOT = Path(__file__).resolve().parents[2]
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 async def status(session: aiohttp.ClientSession, url: str) -> int | None:
