@@ -23,6 +23,54 @@ from .queries import (
 
 BUILDER = ROOT / "deploy" / "observability" / "grafana" / "build_dashboard.py"
 
+#: What a user sees, top to bottom: each row's panels as (type, title).
+EXPECTED_ROWS = {
+    "Ingest: rate, errors, duration": [
+        *(
+            ("timeseries", title)
+            for title in (
+                "Callbacks by outcome",
+                "Error ratio",
+                "Request latency",
+                "Publish latency",
+                "Publishes in flight",
+                "Signature failures",
+                "Dedupe hits",
+                "Dedupe store",
+                "Body size",
+            )
+        ),
+        ("stat", "Time since the last accepted callback"),
+    ],
+    "Consumers: throughput, errors, lag": [
+        *(
+            ("timeseries", title)
+            for title in (
+                "Consumer throughput",
+                "Consumer errors",
+                "Record processing duration",
+                "Consumer lag per partition",
+                "Dead letters by reason",
+                "Commits failed and rebalances",
+            )
+        ),
+        ("stat", "Readiness"),
+    ],
+    "Processor": [
+        ("timeseries", title)
+        for title in (
+            "End-to-end latency",
+            "Notes kept and dropped",
+            "Tasks by state",
+            "MIDI bytes written",
+        )
+    ],
+    "Archiver": [
+        ("timeseries", title)
+        for title in ("Archive bytes written", "Archived by outcome", "Storage errors and replays")
+    ],
+}
+
 
 class TestDashboard:
     def test_json_is_what_the_builder_writes(self) -> None:
@@ -93,7 +141,18 @@ class TestDashboard:
         assert CONTRACT - used == set()
 
     def test_dashboard_is_valid_json_file(self) -> None:
-        json.loads(DASHBOARD.read_text(encoding="utf-8"))
+        """The file parses to the "Suno MIDI pipeline" dashboard: its rows and their panels."""
+        dashboard = json.loads(DASHBOARD.read_text(encoding="utf-8"))
+        assert isinstance(dashboard, dict)
+        assert dashboard["uid"] == "suno-midi-pipeline"
+        assert dashboard["title"] == "Suno MIDI pipeline"
+        rows: dict[str, list[tuple[str, str]]] = {}
+        for panel in dashboard["panels"]:
+            if panel["type"] == "row":
+                rows[panel["title"]] = []
+            else:
+                rows[list(rows)[-1]].append((panel["type"], panel["title"]))
+        assert rows == EXPECTED_ROWS
 
 
 def test_query_helpers_classify_metric_names() -> None:
