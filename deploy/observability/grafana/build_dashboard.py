@@ -28,7 +28,7 @@ try:
     from grafana_foundation_sdk.cog.encoder import JSONEncoder
     from grafana_foundation_sdk.cog.variants import Dataquery
     from grafana_foundation_sdk.models import common, dashboard
-except ImportError as exc:  # pragma: no cover - only without the dev dependencies
+except ImportError as exc:  # run outside the project's environment
     sys.exit(f"{exc}: run scripts/bootstrap.sh, then this script with .venv/bin/python")
 
 __all__ = ["OUTPUT", "build", "main", "render"]
