@@ -8,7 +8,7 @@ consumer holding only ``schemas/`` can tell which schema wrote a message and dec
 from __future__ import annotations
 
 import io
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from functools import cache
 from pathlib import Path
 from typing import Any
@@ -100,13 +100,6 @@ class AvroCodec:
         return record
 
 
-def fingerprint_of(data: bytes) -> int | None:
-    """The schema fingerprint a single-object message carries, or ``None``."""
-    if len(data) < HEADER_SIZE or data[:2] != MAGIC:
-        return None
-    return int.from_bytes(data[2:HEADER_SIZE], "little")
-
-
 @cache
 def load_codec(name: str, schema_dir: Path = SCHEMA_DIR) -> AvroCodec:
     """The codec for ``schemas/<name>.avsc`` (loaded once per process)."""
@@ -118,7 +111,3 @@ def load_codec(name: str, schema_dir: Path = SCHEMA_DIR) -> AvroCodec:
     if not isinstance(schema, dict):
         raise CodecError(f"{path} must hold one Avro record schema")
     return AvroCodec(schema)
-
-
-def codecs_by_fingerprint(names: Iterable[str]) -> dict[int, AvroCodec]:
-    return {codec.fingerprint: codec for codec in map(load_codec, names)}

@@ -184,8 +184,6 @@ class ConsumerLoop:
                         await self._process(tp, record)
                 await self._update_lag()
                 backoff = self._backoff_initial
-            except asyncio.CancelledError:
-                raise
             except Exception as exc:  # the loop must outlive any one failure
                 log.error("consumer_loop_error", error=repr(exc))
                 await self._rewind()
@@ -236,8 +234,6 @@ class ConsumerLoop:
                 return await self._dead_letter(record, "undecodable", str(exc))
             except Transient as exc:
                 log.warning("record_retry", error=str(exc), attempt=attempt, transient=True)
-            except asyncio.CancelledError:
-                raise
             except Exception as exc:
                 if attempt >= self._max_attempts:
                     log.error("record_failed", error=repr(exc), attempts=attempt)

@@ -16,7 +16,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Final, Literal
 
-from services.common.callback import callback_code, callback_msg, callback_state, find_task_id
+from services.common.callback import callback_code, callback_msg, callback_state
 
 __all__ = [
     "DEFAULT_VELOCITY",
@@ -26,7 +26,6 @@ __all__ = [
     "NormalizedCallback",
     "Note",
     "TaskState",
-    "midi_velocity",
     "normalize",
 ]
 
@@ -69,6 +68,8 @@ class Note:
     start: float
     end: float
     velocity: float
+    #: ``velocity`` (0..1) as MIDI 1..127: ``round(v * 127)`` (half to even), at least 1,
+    #: since MIDI velocity 0 would turn the note-on into a note-off.
     midi_velocity: int
 
 
@@ -82,7 +83,6 @@ class Instrument:
 
 @dataclass(frozen=True, slots=True)
 class NormalizedCallback:
-    task_id: str | None
     state: TaskState
     code: int | None
     msg: str | None
@@ -132,14 +132,6 @@ def _pitch(value: Any) -> int | None:
     if number is None or not number.is_integer() or not 0 <= number <= 127:
         return None
     return int(number)
-
-
-def midi_velocity(velocity: float) -> int:
-    """Provider velocity 0..1 to MIDI 1..127: ``round(v * 127)`` (half to even), at least 1.
-
-    MIDI velocity 0 would turn the note-on into a note-off, hence the floor of 1.
-    """
-    return max(1, round(velocity * 127))
 
 
 def _note(raw: Any) -> Note | str:
@@ -226,7 +218,6 @@ def normalize(payload: Mapping[str, Any]) -> NormalizedCallback:
         elif raw_instruments is not None:
             dropped["invalid_instruments"] = 1
     return NormalizedCallback(
-        task_id=find_task_id(payload),
         state=state,
         code=code,
         msg=callback_msg(payload),

@@ -42,30 +42,6 @@ def dropped(raw_note: Any) -> dict[str, int]:
     return dict(result.dropped)
 
 
-class TestTaskId:
-    @pytest.mark.parametrize(
-        "payload",
-        [
-            {"task_id": "abc", "code": 200},
-            {"taskId": "abc", "code": 200},
-            {"code": 200, "data": {"taskId": "abc"}},
-            {"code": 200, "data": {"task_id": "abc"}},
-        ],
-    )
-    def test_each_documented_place(self, payload: dict[str, Any]) -> None:
-        """The task id is found in any of the four places the provider has used."""
-        assert normalize(payload).task_id == "abc"
-
-    def test_top_level_wins(self) -> None:
-        """task_id, then taskId, then data.taskId, then data.task_id: first match wins."""
-        payload = {"taskId": "second", "data": {"taskId": "third"}, "code": 200}
-        assert normalize(payload).task_id == "second"
-
-    def test_missing(self) -> None:
-        """No task id anywhere gives None, not an error."""
-        assert normalize({"code": 200}).task_id is None
-
-
 class TestReferenceExamples:
     def test_both_success_shapes_give_the_same_notes(
         self, reference_examples: dict[str, bytes]
@@ -87,7 +63,6 @@ class TestReferenceExamples:
         assert result.state == "failed"
         assert (result.code, result.msg) == (500, "MIDI generation failed")
         assert result.instruments == () and result.dropped == {}
-        assert result.task_id == "5c79****be8e"
 
 
 class TestTaskState:

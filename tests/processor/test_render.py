@@ -30,7 +30,6 @@ from .readers import merged_playback_problems, read_with_mido
 
 def song(*instruments: tuple[str, list[tuple[int, float, float]]]) -> NormalizedCallback:
     return NormalizedCallback(
-        task_id="t",
         state="complete",
         code=200,
         msg="success",
@@ -233,7 +232,7 @@ class TestDeterminism:
         """The note-on carries the note's MIDI velocity."""
         midi_velocity = max(1, round(velocity * 127))
         callback = NormalizedCallback(
-            "t", "complete", 200, None, None,
+            "complete", 200, None, None,
             (Instrument("Violin", (Note(60, 0.0, 1.0, velocity, midi_velocity),)),),
         )  # fmt: skip
         assert [n.velocity for n in read_with_mido(render_midi(callback)).notes] == [midi_velocity]
