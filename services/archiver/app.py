@@ -6,52 +6,56 @@ from collections.abc import AsyncIterator
 
 import structlog
 from aiohttp import web
-from aiokafka.structs import ConsumerRecord
 from prometheus_client import CollectorRegistry
 
-from services.common.consumer import DeadLetter, RecordHandler, Transient
+from services.common.consumer import EventHandler
 from services.common.consumer_app import STORAGE, create_consumer_app
-from services.common.errors import StorageError
+from services.common.errors import ArchiveStorageError, StorageError
 from services.common.events import CallbackEvent
 from services.common.settings import Settings
 from services.common.storage import LocalStorage, Storage
 
-from .archive import RAW_PREFIX, ArchiveStorageError, InvalidEventError, archive_event
+from .archive import RAW_PREFIX, archive_event
 from .metrics import ArchiverMetrics
 
-__all__ = ["ARCHIVER_METRICS", "create_app", "remove_stale_temporaries"]
+__all__ = ["ARCHIVER_METRICS", "Archiver", "create_app", "remove_stale_temporaries"]
 
 log = structlog.get_logger(__name__)
 
 ARCHIVER_METRICS = web.AppKey("archiver_metrics", ArchiverMetrics)
 
 
+class Archiver:
+    """One callback event into the archive, durably.
+
+    Decoding, the task-id check, the log context, retries and dead letters are the
+    consumer wrapper's (:mod:`services.common.consumer`): an event :func:`archive_event`
+    refuses is dead-lettered there, a storage failure retried there once counted here.
+    """
+
+    def __init__(self, *, storage: Storage, metrics: ArchiverMetrics) -> None:
+        self._storage = storage
+        self._metrics = metrics
+
+    async def handle(self, event: CallbackEvent) -> None:
+        try:
+            outcome, written = await archive_event(self._storage, event)
+        except ArchiveStorageError as exc:
+            self._metrics.storage_errors.labels(exc.operation).inc()
+            log.error("archive_write_failed", operation=exc.operation, error=str(exc))
+            raise
+        self._metrics.archived.labels(outcome).inc()
+        if event.replay:
+            self._metrics.replayed.inc()
+        self._metrics.written_bytes.inc(written)
+        log.info("callback_archived", outcome=outcome, size=len(event.body), replay=event.replay)
+
+
 def create_app(settings: Settings, *, registry: CollectorRegistry | None = None) -> web.Application:
     metrics = ArchiverMetrics(registry or CollectorRegistry())
 
-    def build_handler(app: web.Application) -> RecordHandler:
-        async def handle(record: ConsumerRecord[bytes, bytes]) -> None:
-            event = CallbackEvent.decode(record.value or b"")  # CodecError: dead letter
-            structlog.contextvars.bind_contextvars(
-                task_id=event.task_id, delivery_key=event.delivery_key
-            )
-            try:
-                outcome, written = await archive_event(app[STORAGE], event)
-            except InvalidEventError as exc:
-                raise DeadLetter(exc.reason, str(exc)) from exc
-            except ArchiveStorageError as exc:
-                metrics.storage_errors.labels(exc.operation).inc()
-                log.error("archive_write_failed", operation=exc.operation, error=str(exc))
-                raise Transient(str(exc)) from exc
-            metrics.archived.labels(outcome).inc()
-            if event.replay:
-                metrics.replayed.inc()
-            metrics.written_bytes.inc(written)
-            log.info(
-                "callback_archived", outcome=outcome, size=len(event.body), replay=event.replay
-            )
-
-        return handle
+    def build_handler(app: web.Application) -> EventHandler:
+        return Archiver(storage=app[STORAGE], metrics=metrics).handle
 
     app = create_consumer_app(
         settings,

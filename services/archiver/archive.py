@@ -20,11 +20,13 @@ from collections.abc import Awaitable
 from datetime import UTC, datetime
 from typing import Any, Literal, TypeVar
 
-from services.common.errors import StorageError
+from services.common.errors import ArchiveStorageError, InvalidEventError, StorageError
 from services.common.events import CallbackEvent
-from services.common.keys import is_valid_task_id, task_key
+from services.common.keys import TASK_ID_RULE, is_valid_task_id, task_key
 from services.common.storage import Storage
 
+# ArchiveStorageError and InvalidEventError live in the project's error tree
+# (services.common.errors) and are named here too, where archive_event raises them.
 __all__ = [
     "RAW_PREFIX",
     "SIDECAR_HEADERS",
@@ -52,22 +54,6 @@ _SHA256_HEX = re.compile(r"[0-9a-f]{64}")
 
 Outcome = Literal["new", "existing"]
 T = TypeVar("T")
-
-
-class InvalidEventError(ValueError):
-    """An event that must not be archived as it is (its body does not match its hash...)."""
-
-    def __init__(self, reason: str, message: str) -> None:
-        super().__init__(message)
-        self.reason = reason
-
-
-class ArchiveStorageError(StorageError):
-    """A storage operation of :func:`archive_event` failed; ``operation`` says which."""
-
-    def __init__(self, operation: str, cause: StorageError) -> None:
-        super().__init__(str(cause))
-        self.operation = operation
 
 
 def raw_key(task_id: str, body_sha256: str) -> str:
@@ -112,7 +98,7 @@ def sidecar(event: CallbackEvent, *, archived_at: datetime | None = None) -> byt
 def check_event(event: CallbackEvent) -> None:
     """Refuse events whose name in the archive would be wrong or unusable."""
     if not is_valid_task_id(event.task_id):
-        raise InvalidEventError("invalid_task_id", "the task id is not 1-80 printable ASCII")
+        raise InvalidEventError("invalid_task_id", TASK_ID_RULE)
     if not _SHA256_HEX.fullmatch(event.body_sha256):
         raise InvalidEventError("invalid_sha256", "body_sha256 is not 64 lower-case hex digits")
     if hashlib.sha256(event.body).hexdigest() != event.body_sha256:

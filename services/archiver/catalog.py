@@ -17,19 +17,16 @@ from typing import Any
 from urllib.parse import unquote
 
 from services.common.callback import callback_code, callback_msg, callback_state
-from services.common.errors import ObjectNotFoundError, PipelineError
+from services.common.errors import CorruptArchiveError, ObjectNotFoundError
 from services.common.keys import task_key
 from services.common.storage import Storage
 
 from .archive import RAW_PREFIX
 
+# CorruptArchiveError lives in services.common.errors; named here too, where it is raised.
 __all__ = ["ArchiveEntry", "CorruptArchiveError", "Filters", "read_body", "scan"]
 
 _BODY_NAME = re.compile(r"(?P<sha>[0-9a-f]{64})\.json")
-
-
-class CorruptArchiveError(PipelineError):
-    """An archived body does not hash to the name it is stored under."""
 
 
 @dataclass(frozen=True)

@@ -18,7 +18,7 @@ from typing import NoReturn
 
 from tqdm import tqdm
 
-from services.common.errors import PipelineError
+from services.common.errors import CommandError, PipelineError
 from services.common.kafka import Publisher
 from services.common.main import load_settings, serve
 from services.common.settings import Settings
@@ -34,14 +34,6 @@ PROGRAM = "suno-archiver"
 
 #: Exit status for "nothing matched" (unknown task, empty selection with a filter).
 EXIT_NOT_FOUND = 4
-
-
-class CommandError(Exception):
-    """A problem the user can fix; printed as one line, exit status ``status``."""
-
-    def __init__(self, message: str, status: int = 1) -> None:
-        super().__init__(message)
-        self.status = status
 
 
 def parse_time(text: str) -> datetime:

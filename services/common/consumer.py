@@ -1,12 +1,19 @@
 """The consumer loop both consumers run: decode, handle, dead-letter or retry, commit.
 
-What to do with a record that fails is decided here, in one place, from the exception the
-handler raises (the faststream way):
+Handlers hold the business logic only: ``async def handle(event: CallbackEvent) -> None``.
+Everything around it is decided here, in one place (the faststream way).
+:func:`callback_handler` decodes the record, binds the event's log context and refuses
+task ids no file can be named after; :class:`ConsumerLoop` then acts on the exception the
+handler raises (the tree in :mod:`services.common.errors`):
 
-- :class:`DeadLetter` or :class:`~services.common.errors.CodecError`: the record goes to
-  the dead-letter topic with headers saying why and where from; the loop moves on.
-- :class:`Transient` (storage full, Kafka briefly away): retried with exponential backoff
-  for as long as it takes; the offset is not committed meanwhile.
+- :class:`~services.common.errors.DeadLetter` (reason its own),
+  :class:`~services.common.errors.CodecError` (``undecodable``), a task id that breaks
+  :data:`~services.common.keys.TASK_ID_RULE` (``invalid_task_id``): the record goes to the
+  dead-letter topic with headers saying why and where from; the loop moves on.
+- :class:`~services.common.errors.Transient`, :class:`~services.common.errors.StorageError`,
+  :class:`~services.common.errors.PublishError` (storage full, Kafka briefly away):
+  retried with exponential backoff for as long as it takes; the offset is not committed
+  meanwhile.
 - anything else: retried ``max_attempts`` times, then dead-lettered as ``processing_failed``.
 
 An offset is committed only after its record's effects are durable, one record at a time,
@@ -26,30 +33,58 @@ from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
 from aiokafka.errors import KafkaError
 from aiokafka.structs import ConsumerRecord
 
-from .errors import CodecError, NotStartedError, PublishError
+from .errors import (
+    CodecError,
+    DeadLetter,
+    NotStartedError,
+    PublishError,
+    StorageError,
+    Transient,
+)
+from .events import CallbackEvent
 from .kafka import Publisher, client_options, start_client
+from .keys import TASK_ID_RULE, is_valid_task_id
 from .metrics import ConsumerMetrics
 from .settings import KafkaSettings
 
-__all__ = ["ConsumerLoop", "DeadLetter", "RecordHandler", "Transient"]
+# DeadLetter and Transient are defined in .errors; named here too, where they used to be.
+__all__ = [
+    "ConsumerLoop",
+    "DeadLetter",
+    "EventHandler",
+    "RecordHandler",
+    "Transient",
+    "callback_handler",
+]
 
 log = structlog.get_logger(__name__)
 
 RecordHandler = Callable[[ConsumerRecord[bytes, bytes]], Awaitable[None]]
+EventHandler = Callable[[CallbackEvent], Awaitable[None]]
+
+#: Retried with backoff for as long as it takes: trouble that passes without a code change.
+_TRANSIENT = (Transient, StorageError, PublishError)
 
 _ERROR_HEADER_LIMIT = 1000
 
 
-class DeadLetter(Exception):
-    """The record can never be handled: send it to the dead-letter topic."""
+def callback_handler(handle: EventHandler) -> RecordHandler:
+    """Run ``handle`` on each record's :class:`CallbackEvent`, so no handler decodes,
+    binds log context or checks the task id itself."""
 
-    def __init__(self, reason: str, message: str) -> None:
-        super().__init__(message)
-        self.reason = reason
+    async def handle_record(record: ConsumerRecord[bytes, bytes]) -> None:
+        event = CallbackEvent.decode(record.value or b"")  # CodecError: undecodable
+        # Bound until the record is done, so the loop's retry and dead-letter lines name it.
+        structlog.contextvars.bind_contextvars(
+            task_id=event.task_id, delivery_key=event.delivery_key
+        )
+        if not is_valid_task_id(event.task_id):
+            # The ingest refuses such ids; another producer's record must not stall the
+            # partition on a file name the storage cannot hold.
+            raise DeadLetter("invalid_task_id", TASK_ID_RULE)
+        await handle(event)
 
-
-class Transient(Exception):
-    """The record could not be handled *yet*: retry it, do not commit past it."""
+    return handle_record
 
 
 class _Listener(ConsumerRebalanceListener):  # type: ignore[misc]
@@ -206,19 +241,22 @@ class ConsumerLoop:
 
     async def _process(self, tp: TopicPartition, record: ConsumerRecord[bytes, bytes]) -> None:
         started = time.perf_counter()
-        # A fresh log context per record: what a handler bound for the previous record
-        # (task id, delivery key) must not leak onto this one's lines.
-        structlog.contextvars.clear_contextvars()
         # The record in hand is the next to be done: lag counts it until it is committed.
         self._next_offset[tp] = record.offset
-        with structlog.contextvars.bound_contextvars(
+        # A log context of this record's own, dropped when it is done: what was bound for
+        # one record (task id, delivery key) must not leak onto the next one's lines.
+        structlog.contextvars.clear_contextvars()
+        structlog.contextvars.bind_contextvars(
             topic=record.topic, partition=record.partition, offset=record.offset
-        ):
+        )
+        try:
             done = await self._handle_with_policy(record)
             if not done:
                 return  # stopping: leave the offset uncommitted
             self.metrics.processing.labels(record.topic).observe(time.perf_counter() - started)
             await self._commit(tp, record.offset + 1)
+        finally:
+            structlog.contextvars.clear_contextvars()
 
     async def _handle_with_policy(self, record: ConsumerRecord[bytes, bytes]) -> bool:
         """Handle, retry or dead-letter one record; ``False`` when stopped before done."""
@@ -232,7 +270,7 @@ class ConsumerLoop:
                 return await self._dead_letter(record, exc.reason, str(exc))
             except CodecError as exc:
                 return await self._dead_letter(record, "undecodable", str(exc))
-            except Transient as exc:
+            except _TRANSIENT as exc:
                 log.warning("record_retry", error=str(exc), attempt=attempt, transient=True)
             except Exception as exc:
                 if attempt >= self._max_attempts:

@@ -1,5 +1,6 @@
 """The application factory shared by the consumers: health and metrics over HTTP, the
-storage, the publisher and the consumer loop as ``cleanup_ctx`` resources."""
+storage, the publisher and the consumer loop as ``cleanup_ctx`` resources, and the handler
+wrapped in the one consumer policy of :mod:`.consumer`."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ from collections.abc import AsyncIterator, Callable
 
 from aiohttp import web
 
-from .consumer import ConsumerLoop, RecordHandler
+from .consumer import ConsumerLoop, EventHandler, callback_handler
 from .metrics import ConsumerMetrics
 from .settings import Settings
 from .storage import Storage, open_storage
@@ -25,10 +26,14 @@ def create_consumer_app(
     role: str,
     group_id: str,
     metrics: ConsumerMetrics,
-    build_handler: Callable[[web.Application], RecordHandler],
+    build_handler: Callable[[web.Application], EventHandler],
     produces: tuple[str, ...] = (),
 ) -> web.Application:
-    """An app whose consumer runs ``build_handler(app)`` over the callbacks topic."""
+    """An app whose consumer runs ``build_handler(app)`` on each callback event.
+
+    ``build_handler`` is called once the storage and the publisher are open; the handler it
+    returns sees decoded events with valid task ids only, and raises to retry or dead-letter.
+    """
     app = web.Application()
     app[SETTINGS] = settings
     metrics.prime_topics([settings.kafka.topics.callbacks])
@@ -46,7 +51,7 @@ def create_consumer_app(
             role=role,
             group_id=group_id,
             topics=[topics.callbacks],
-            handler=build_handler(app),
+            handler=callback_handler(build_handler(app)),
             publisher=app[PUBLISHER],
             metrics=metrics,
         )

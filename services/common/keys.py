@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import re
 
-__all__ = ["MAX_TASK_ID_LENGTH", "is_valid_task_id", "task_key"]
+__all__ = ["MAX_TASK_ID_LENGTH", "TASK_ID_RULE", "is_valid_task_id", "task_key"]
 
 #: Longest task id accepted. Encoded, the worst case is three bytes a character, and
 #: ``<key>.mid`` must stay below the usual 255-byte file-name limit.
 MAX_TASK_ID_LENGTH = 80
+
+#: What :func:`is_valid_task_id` accepts, in words: the message wherever an id is refused.
+TASK_ID_RULE = f"the task id must be 1-{MAX_TASK_ID_LENGTH} printable ASCII characters, no spaces"
 
 _SAFE = frozenset(b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_")
 _PRINTABLE_ASCII = re.compile(r"[\x21-\x7e]+")
@@ -26,7 +29,8 @@ def task_key(task_id: str) -> str:
 
 
 def is_valid_task_id(task_id: str) -> bool:
-    """1..80 printable ASCII characters, no spaces: what the ingest accepts."""
+    """:data:`TASK_ID_RULE`: the ids the ingest accepts, and the only ones a consumer names
+    a file after (any other is dead-lettered)."""
     return (
         0 < len(task_id) <= MAX_TASK_ID_LENGTH and _PRINTABLE_ASCII.fullmatch(task_id) is not None
     )

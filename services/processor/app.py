@@ -21,23 +21,24 @@ from datetime import UTC, datetime
 
 import structlog
 from aiohttp import web
-from aiokafka.structs import ConsumerRecord
 from prometheus_client import CollectorRegistry
 
-from services.common.consumer import DeadLetter, RecordHandler, Transient
+from services.common.consumer import EventHandler
 from services.common.consumer_app import STORAGE, create_consumer_app
-from services.common.errors import PublishError, StorageError
+from services.common.errors import DeadLetter
 from services.common.events import CallbackEvent, sha256_hex
-from services.common.keys import is_valid_task_id, task_key
+from services.common.kafka import Publisher
+from services.common.keys import task_key
 from services.common.settings import Settings
-from services.common.web import PUBLISHER, SETTINGS
+from services.common.storage import Storage
+from services.common.web import PUBLISHER
 
 from .metrics import ProcessorMetrics
 from .normalize import NormalizedCallback, normalize
 from .notes_event import MidiLocation, encode_notes_event, notes_record
 from .render import RenderStats, render_midi_with_stats
 
-__all__ = ["Processed", "create_app", "midi_key", "process_callback"]
+__all__ = ["Processed", "Processor", "create_app", "midi_key", "process_callback"]
 
 log = structlog.get_logger(__name__)
 
@@ -85,71 +86,87 @@ def process_callback(body: bytes) -> Processed:
     return Processed(normalized, midi, stats)
 
 
+class Processor:
+    """One callback event to its MIDI file and its notes event.
+
+    Decoding, the task-id check, the log context, retries and dead letters are the
+    consumer wrapper's (:mod:`services.common.consumer`): a storage or Kafka failure raised
+    here is retried there, a :class:`DeadLetter` is dead-lettered there.
+    """
+
+    def __init__(
+        self,
+        *,
+        settings: Settings,
+        storage: Storage,
+        publisher: Publisher,
+        metrics: ProcessorMetrics,
+    ) -> None:
+        self._notes_topic = settings.kafka.topics.notes
+        self._storage = storage
+        self._publisher = publisher
+        self._metrics = metrics
+
+    async def handle(self, event: CallbackEvent) -> None:
+        processed = await asyncio.to_thread(process_callback, event.body)
+        location, written_at = await self._write_midi(event.task_id, processed.midi)
+        value = await asyncio.to_thread(_notes_event, event, processed.normalized, location)
+        await self._publisher.publish(
+            self._notes_topic,
+            key=event.task_id.encode(),
+            value=value,
+            timeout=PUBLISH_TIMEOUT_SECONDS,
+        )
+        # Counted once the record is done, so a retried record is not counted twice.
+        self._metrics.observe_callback(processed.normalized)
+        if written_at is not None and not event.replay:
+            self._metrics.end_to_end_latency.observe(
+                max(0.0, (written_at - event.received_at).total_seconds())
+            )
+        _log_processed(event, processed)
+
+    async def _write_midi(
+        self, task_id: str, midi: bytes | None
+    ) -> tuple[MidiLocation | None, datetime | None]:
+        """Where the file went and when, or nothing when the task has no file."""
+        if midi is None:
+            return None, None
+        uri = await self._storage.put(midi_key(task_id), midi)
+        written_at = datetime.now(UTC)
+        self._metrics.midi_written_bytes.inc(len(midi))
+        return MidiLocation(uri=uri, sha256=sha256_hex(midi), size_bytes=len(midi)), written_at
+
+
+def _notes_event(
+    event: CallbackEvent, normalized: NormalizedCallback, location: MidiLocation | None
+) -> bytes:
+    return encode_notes_event(notes_record(event, normalized, location, datetime.now(UTC)))
+
+
+def _log_processed(event: CallbackEvent, processed: Processed) -> None:
+    normalized, midi = processed.normalized, processed.midi
+    log.info(
+        "callback_processed",
+        state=normalized.state,
+        code=normalized.code,
+        notes=normalized.note_count,
+        dropped=normalized.dropped_count,
+        dropped_by_reason=dict(normalized.dropped),
+        notes_cut=processed.render.notes_cut,
+        notes_merged=processed.render.notes_merged,
+        midi_bytes=None if midi is None else len(midi),
+        replay=event.replay,
+    )
+
+
 def create_app(settings: Settings, *, registry: CollectorRegistry | None = None) -> web.Application:
     metrics = ProcessorMetrics(registry or CollectorRegistry())
 
-    def build_handler(app: web.Application) -> RecordHandler:
-        async def handle(record: ConsumerRecord[bytes, bytes]) -> None:
-            event = CallbackEvent.decode(record.value or b"")
-            # Bound for this record only: a later undecodable record must not inherit it.
-            with structlog.contextvars.bound_contextvars(
-                task_id=event.task_id, delivery_key=event.delivery_key
-            ):
-                await handle_event(event)
-
-        async def handle_event(event: CallbackEvent) -> None:
-            if not is_valid_task_id(event.task_id):
-                # The ingest refuses such ids; another producer's record must not stall the
-                # partition on a file name the storage cannot hold.
-                raise DeadLetter(
-                    "invalid_task_id", "the task id must be 1-80 printable ASCII characters"
-                )
-            processed = await asyncio.to_thread(process_callback, event.body)
-            normalized, midi = processed.normalized, processed.midi
-            location = None
-            written_at = None
-            if midi is not None:
-                try:
-                    uri = await app[STORAGE].put(midi_key(event.task_id), midi)
-                except StorageError as exc:
-                    raise Transient(str(exc)) from exc
-                written_at = datetime.now(UTC)
-                metrics.midi_written_bytes.inc(len(midi))
-                location = MidiLocation(uri=uri, sha256=sha256_hex(midi), size_bytes=len(midi))
-            value = await asyncio.to_thread(
-                lambda: encode_notes_event(
-                    notes_record(event, normalized, location, datetime.now(UTC))
-                )
-            )
-            try:
-                await app[PUBLISHER].publish(
-                    app[SETTINGS].kafka.topics.notes,
-                    key=event.task_id.encode(),
-                    value=value,
-                    timeout=PUBLISH_TIMEOUT_SECONDS,
-                )
-            except PublishError as exc:
-                raise Transient(str(exc)) from exc
-            # Counted once the record is done, so a retried record is not counted twice.
-            metrics.observe_callback(normalized)
-            if written_at is not None and not event.replay:
-                metrics.end_to_end_latency.observe(
-                    max(0.0, (written_at - event.received_at).total_seconds())
-                )
-            log.info(
-                "callback_processed",
-                state=normalized.state,
-                code=normalized.code,
-                notes=normalized.note_count,
-                dropped=normalized.dropped_count,
-                dropped_by_reason=dict(normalized.dropped),
-                notes_cut=processed.render.notes_cut,
-                notes_merged=processed.render.notes_merged,
-                midi_bytes=None if midi is None else len(midi),
-                replay=event.replay,
-            )
-
-        return handle
+    def build_handler(app: web.Application) -> EventHandler:
+        processor = Processor(
+            settings=settings, storage=app[STORAGE], publisher=app[PUBLISHER], metrics=metrics
+        )
+        return processor.handle
 
     return create_consumer_app(
         settings,

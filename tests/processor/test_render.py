@@ -11,7 +11,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from services.common.consumer import DeadLetter
+from services.common.errors import DeadLetter
 from services.processor.app import process_callback
 from services.processor.gm import GM_PROGRAM_NAMES
 from services.processor.normalize import Instrument, NormalizedCallback, Note
