@@ -3,14 +3,25 @@
 from __future__ import annotations
 
 import asyncio
+from datetime import UTC, datetime
 
 import pytest
+import structlog
 from aiokafka import TopicPartition
 from aiokafka.structs import ConsumerRecord
 from prometheus_client import CollectorRegistry
 
-from services.common.consumer import ConsumerLoop, DeadLetter, RecordHandler, Transient
+from services.common.consumer import (
+    ConsumerLoop,
+    DeadLetter,
+    RecordHandler,
+    Transient,
+    callback_handler,
+)
+from services.common.errors import PublishError, StorageError
+from services.common.events import CallbackEvent, sha256_hex
 from services.common.kafka import Publisher
+from services.common.keys import TASK_ID_RULE
 from services.common.metrics import ConsumerMetrics
 from services.common.settings import Settings
 
@@ -270,6 +281,91 @@ class TestConsumerLoop:
             await loop.stop()
         assert handled == [b"1", b"2", b"3"]
         assert sum((await committed_offsets(settings, settings.processor.group_id)).values()) == 3
+
+
+BODY = b'{"code": 200}'
+
+
+def callback_value(task_id: str) -> bytes:
+    return CallbackEvent(
+        task_id=task_id, received_at=datetime.now(UTC), body=BODY, body_sha256=sha256_hex(BODY)
+    ).encode()
+
+
+class TestCallbackHandler:
+    """The wrapper's policy, around handlers that know nothing of it."""
+
+    async def test_undecodable_and_invalid_task_ids_never_reach_the_handler(
+        self, settings: Settings, publisher: Publisher
+    ) -> None:
+        """Bytes that are no callback event, and a task id no file can be named after,
+        are dead-lettered by the wrapper; the handler sees the good event only."""
+        topics = settings.kafka.topics
+        seen: list[str] = []
+
+        async def handle(event: CallbackEvent) -> None:
+            seen.append(event.task_id)
+
+        registry = CollectorRegistry()
+        loop = make_loop(settings, publisher, callback_handler(handle), registry)
+        for value in (b"\x00garbage", callback_value("a" * 81), callback_value("good")):
+            await publisher.publish(topics.callbacks, key=b"k", value=value, timeout=10)
+        await loop.start()
+        try:
+            await eventually(lambda: seen == ["good"], what="the good event")
+            dead = await read_topic(settings.kafka.bootstrap_servers, topics.dlq, 2)
+        finally:
+            await loop.stop()
+        headers = [{k: v.decode() for k, v in r.headers} for r in dead]
+        assert [h["dlq.reason"] for h in headers] == ["undecodable", "invalid_task_id"]
+        assert headers[1]["dlq.error"] == TASK_ID_RULE
+        for reason in ("undecodable", "invalid_task_id"):
+            assert registry.get_sample_value("test_dead_letters_total", {"reason": reason}) == 1
+        assert sum((await committed_offsets(settings, settings.processor.group_id)).values()) == 3
+
+    @pytest.mark.parametrize("error", [StorageError("disk full"), PublishError("no broker")])
+    async def test_storage_and_kafka_failures_are_retried_until_they_pass(
+        self, settings: Settings, publisher: Publisher, error: Exception
+    ) -> None:
+        """A StorageError or PublishError from the handler holds the offset and is retried
+        for as long as it lasts (past max_attempts), never dead-lettered."""
+        failing = True
+        calls = 0
+        contexts: list[dict[str, object]] = []
+
+        async def handle(_event: CallbackEvent) -> None:
+            nonlocal calls
+            calls += 1
+            contexts.append(structlog.contextvars.get_contextvars())
+            if failing:
+                raise error
+
+        registry = CollectorRegistry()
+        loop = make_loop(settings, publisher, callback_handler(handle), registry)
+        topic = settings.kafka.topics.callbacks
+        await publisher.publish(topic, key=b"k", value=callback_value("t-1"), timeout=10)
+        await loop.start()
+        try:
+            # Past max_attempts (3): a bug would have been dead-lettered by now.
+            await eventually(lambda: calls >= 5, what="retries past max_attempts")
+            assert await committed_offsets(settings, settings.processor.group_id) == {}
+            failing = False
+            await eventually(
+                lambda: committed_offsets(settings, settings.processor.group_id), what="the commit"
+            )
+        finally:
+            await loop.stop()
+        assert sum((await committed_offsets(settings, settings.processor.group_id)).values()) == 1
+        retried = {"topic": topic, "result": "retried"}
+        assert registry.get_sample_value("test_records_total", retried) == calls - 1
+        assert (
+            await read_topic(
+                settings.kafka.bootstrap_servers, settings.kafka.topics.dlq, 1, timeout=2
+            )
+            == []
+        )
+        assert {c["task_id"] for c in contexts} == {"t-1"}
+        assert {c["delivery_key"] for c in contexts} == {f"t-1:{sha256_hex(BODY)}"}
 
 
 class TestEnsureTopics:
