@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import pytest
 import structlog
@@ -34,6 +35,32 @@ def metric(registry: CollectorRegistry, name: str, **labels: str) -> float:
     return registry.get_sample_value(name, labels) or 0.0
 
 
+async def publish_callback(
+    publisher: Publisher, settings: Settings, body: bytes, task_id: str
+) -> None:
+    value = callback_event(body, task_id).encode()
+    await publisher.publish(settings.kafka.topics.callbacks, key=KEY, value=value)
+
+
+async def notes_events(
+    settings: Settings, count: int, *, timeout: float = 30.0
+) -> list[tuple[bytes | None, dict[str, Any]]]:
+    """The first ``count`` notes events (fewer after ``timeout``): record key, decoded value."""
+    records = await read_topic(
+        settings.kafka.bootstrap_servers, settings.kafka.topics.notes, count, timeout=timeout
+    )
+    return [(r.key, load_codec(NOTES_SCHEMA).decode(r.value)) for r in records]
+
+
+async def process(
+    publisher: Publisher, settings: Settings, body: bytes, task_id: str
+) -> tuple[bytes | None, dict[str, Any]]:
+    """Publish one callback and read back the one notes event it gives: key, decoded value."""
+    await publish_callback(publisher, settings, body, task_id)
+    (event,) = await notes_events(settings, 1)
+    return event
+
+
 async def all_committed(settings: Settings, count: int) -> bool:
     offsets = await committed_offsets(
         settings, settings.processor.group_id, settings.kafka.topics.callbacks
@@ -53,14 +80,8 @@ class TestCompleteCallback:
         """A success callback gives the MIDI file, then the notes event, then the commit."""
         body = reference_examples["success-task-id-top-level"]
         task_id = "5c79****be8e"
-        await publisher.publish(
-            settings.kafka.topics.callbacks, key=KEY, value=callback_event(body, task_id).encode()
-        )
-        (record,) = await read_topic(
-            settings.kafka.bootstrap_servers, settings.kafka.topics.notes, 1
-        )
-        assert record.key == task_id.encode()
-        event = load_codec(NOTES_SCHEMA).decode(record.value)
+        key, event = await process(publisher, settings, body, task_id)
+        assert key == task_id.encode()
         path = midi_path(settings, task_id)
         data = path.read_bytes()  # written before the event was published
         assert path.name == "5c79%2A%2A%2A%2Abe8e.mid"
@@ -104,13 +125,7 @@ class TestCompleteCallback:
                 "data": {"instruments": [{"name": "Oboe", "notes": notes}]},
             }
         ).encode()
-        await publisher.publish(
-            settings.kafka.topics.callbacks, key=KEY, value=callback_event(body, "d").encode()
-        )
-        (record,) = await read_topic(
-            settings.kafka.bootstrap_servers, settings.kafka.topics.notes, 1
-        )
-        event = load_codec(NOTES_SCHEMA).decode(record.value)
+        _, event = await process(publisher, settings, body, "d")
         assert event["dropped_notes"] == {"invalid_pitch": 1, "invalid_start": 1}
         await eventually(lambda: all_committed(settings, 1), what="the commit")
         assert metric(registry, "processor_notes_dropped_total", reason="invalid_pitch") == 1
@@ -129,15 +144,7 @@ class TestFailedCallback:
     ) -> None:
         """code 500: no MIDI file, a notes event with state failed, code and msg."""
         body = reference_examples["failure-task-id-in-data"]
-        await publisher.publish(
-            settings.kafka.topics.callbacks,
-            key=KEY,
-            value=callback_event(body, "5c79****be8e").encode(),
-        )
-        (record,) = await read_topic(
-            settings.kafka.bootstrap_servers, settings.kafka.topics.notes, 1
-        )
-        event = load_codec(NOTES_SCHEMA).decode(record.value)
+        _, event = await process(publisher, settings, body, "5c79****be8e")
         assert (event["state"], event["code"], event["msg"]) == (
             "failed",
             500,
@@ -170,8 +177,7 @@ class TestIdempotence:
         assert path.stat().st_mtime_ns >= first_mtime
         assert path.read_bytes() == first
         assert sorted(p.name for p in path.parent.iterdir()) == [path.name]  # no temp files
-        records = await read_topic(settings.kafka.bootstrap_servers, settings.kafka.topics.notes, 2)
-        events = [load_codec(NOTES_SCHEMA).decode(r.value) for r in records]
+        events = [event for _, event in await notes_events(settings, 2)]
         for event in events:
             del event["processed_at"]
         assert events[0] == events[1]
@@ -215,9 +221,7 @@ class TestDeadLetters:
         assert {h["dlq.consumer.group"] for h in headers} == {settings.processor.group_id}
         assert metric(registry, "processor_dead_letters_total", reason="undecodable") == 1
         assert metric(registry, "processor_dead_letters_total", reason="invalid_callback") == 2
-        notes = await read_topic(settings.kafka.bootstrap_servers, topics.notes, 1)
-        assert [r.key for r in notes] == [b"good"]
-
+        assert [key for key, _ in await notes_events(settings, 1)] == [b"good"]
 
     async def test_task_ids_no_file_can_be_named_after_are_dead_lettered(
         self,
@@ -272,8 +276,7 @@ class TestEventLoop:
 
         monkeypatch.setattr(processor_app, "process_callback", spy)
         body = reference_examples["success-task-id-top-level"]
-        value = callback_event(body, "threaded").encode()
-        await publisher.publish(settings.kafka.topics.callbacks, key=KEY, value=value)
+        await publish_callback(publisher, settings, body, "threaded")
         await eventually(lambda: all_committed(settings, 1), what="the record")
         assert midi_path(settings, "threaded").exists()
         assert threads and all(ident != loop_thread for ident in threads)
@@ -296,15 +299,10 @@ class TestS3Storage:
         server = TestServer(create_app(settings, registry=registry), host="127.0.0.1")
         await server.start_server()
         try:
-            value = callback_event(body, "s3-task/1").encode()
-            await publisher.publish(settings.kafka.topics.callbacks, key=KEY, value=value)
-            (record,) = await read_topic(
-                settings.kafka.bootstrap_servers, settings.kafka.topics.notes, 1
-            )
+            _, event = await process(publisher, settings, body, "s3-task/1")
             await eventually(lambda: all_committed(settings, 1), what="the commit")
         finally:
             await server.close()
-        event = load_codec(NOTES_SCHEMA).decode(record.value)
         key = f"pipeline/midi/{task_key('s3-task/1')}.mid"
         assert event["midi"]["uri"] == f"s3://{s3_storage_settings.s3_bucket}/{key}"
         stored = s3_server.client().get_object(Bucket=s3_storage_settings.s3_bucket, Key=key)
@@ -327,20 +325,15 @@ class TestStorageOutage:
         blocker = settings.storage.data_dir / "midi"
         blocker.parent.mkdir(parents=True, exist_ok=True)
         blocker.write_bytes(b"a file where the midi folder should be")
-        value = callback_event(reference_examples["success-task-id-in-data"], "later").encode()
-        await publisher.publish(settings.kafka.topics.callbacks, key=KEY, value=value)
+        body = reference_examples["success-task-id-in-data"]
+        await publish_callback(publisher, settings, body, "later")
         topic = settings.kafka.topics.callbacks
         await eventually(
             lambda: metric(registry, "processor_records_total", topic=topic, result="retried") >= 2,
             what="two retries",
         )
         assert not await all_committed(settings, 1)
-        assert (
-            await read_topic(
-                settings.kafka.bootstrap_servers, settings.kafka.topics.notes, 1, timeout=1
-            )
-            == []
-        )
+        assert await notes_events(settings, 1, timeout=1) == []
         blocker.unlink()
         await eventually(lambda: all_committed(settings, 1), what="the commit after recovery")
         assert midi_path(settings, "later").exists()
@@ -358,11 +351,11 @@ class TestLogContext:
     ) -> None:
         """Log lines carry the record's task id; a following undecodable record has none."""
         topics = settings.kafka.topics
-        good = callback_event(reference_examples["success-task-id-in-data"], "first").encode()
         with structlog.testing.capture_logs(
             processors=[structlog.contextvars.merge_contextvars]
         ) as logs:
-            await publisher.publish(topics.callbacks, key=KEY, value=good)
+            body = reference_examples["success-task-id-in-data"]
+            await publish_callback(publisher, settings, body, "first")
             await publisher.publish(topics.callbacks, key=KEY, value=b"garbage")
             await eventually(lambda: all_committed(settings, 2), what="both records")
         (processed,) = [e for e in logs if e["event"] == "callback_processed"]
