@@ -33,7 +33,8 @@ DURATION_BUCKETS = (
 RECORD_RESULTS = ("ok", "dead_lettered", "retried")
 #: ``{service}_rebalances_total`` events.
 REBALANCE_EVENTS = ("assigned", "revoked")
-#: The dead-letter reasons the shared consumer loop itself produces (handlers add theirs).
+#: The dead-letter reasons every consumer exports from the start: the loop's own for any
+#: record. The wrapper's ``invalid_task_id`` and the handlers' reasons appear when first used.
 CONSUMER_DEAD_LETTER_REASONS = ("undecodable", "processing_failed")
 
 
