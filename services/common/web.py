@@ -81,8 +81,6 @@ async def _refresh_readiness(app: web.Application) -> None:
     try:
         async with asyncio.timeout(_READINESS_TIMEOUT):
             await check()
-    except asyncio.CancelledError:
-        raise
     except Exception as exc:  # a scrape must never fail because a dependency is down
         log.warning("readiness_check_failed", error=repr(exc))
 
