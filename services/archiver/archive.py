@@ -21,7 +21,7 @@ from datetime import UTC, datetime
 from typing import Any, Literal, TypeVar
 
 from services.common.errors import ArchiveStorageError, InvalidEventError, StorageError
-from services.common.events import CallbackEvent
+from services.common.events import KEPT_HEADERS, CallbackEvent
 from services.common.keys import TASK_ID_RULE, is_valid_task_id, task_key
 from services.common.storage import Storage
 
@@ -46,7 +46,7 @@ RAW_PREFIX = "raw/"
 SIDECAR_VERSION = 1
 
 #: Request headers the sidecar keeps (matched case-insensitively); nothing else is kept.
-SIDECAR_HEADERS = ("Content-Type", "User-Agent", "X-Webhook-Timestamp", "X-Request-Id")
+SIDECAR_HEADERS = KEPT_HEADERS
 
 #: Names never kept even if someone adds them to :data:`SIDECAR_HEADERS` by mistake.
 _SECRET_NAME = re.compile(r"signature|secret|token|key|auth|cookie|password", re.IGNORECASE)

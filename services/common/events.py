@@ -5,13 +5,17 @@ from __future__ import annotations
 import hashlib
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any, Literal
+from typing import Any, Final, Literal
 
 from .avro import CALLBACK_SCHEMA, load_codec
 
-__all__ = ["CallbackEvent", "SignatureStatus", "delivery_key", "sha256_hex"]
+__all__ = ["KEPT_HEADERS", "CallbackEvent", "SignatureStatus", "delivery_key", "sha256_hex"]
 
 SignatureStatus = Literal["VERIFIED", "UNVERIFIED"]
+
+#: Request headers the ingest copies into the event and the archiver into its sidecar.
+#: Never signatures.
+KEPT_HEADERS: Final = ("Content-Type", "User-Agent", "X-Webhook-Timestamp", "X-Request-Id")
 
 
 def sha256_hex(body: bytes) -> str:

@@ -24,7 +24,7 @@ from prometheus_client import CollectorRegistry
 
 from services.common.callback import callback_code, callback_msg, callback_state
 from services.common.errors import PipelineError
-from services.common.events import CallbackEvent, SignatureStatus, sha256_hex
+from services.common.events import KEPT_HEADERS, CallbackEvent, SignatureStatus, sha256_hex
 from services.common.settings import Settings
 from services.common.web import (
     PUBLISHER,
@@ -66,9 +66,6 @@ __all__ = [
 log = structlog.get_logger(__name__)
 
 CALLBACK_PATH: Final = "/callbacks/suno/midi"
-
-#: Request headers copied into the event (and the archive's sidecar). Never signatures.
-KEPT_HEADERS: Final = ("Content-Type", "User-Agent", "X-Webhook-Timestamp", "X-Request-Id")
 
 #: Extra lease beyond the publish timeout, so a live owner never loses its claim.
 LEASE_MARGIN_SECONDS: Final = 5.0
