@@ -12,19 +12,17 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any, Final
+from typing import Final
 
 import structlog
 from aiohttp import web
 from aiohttp.typedefs import Handler
 from prometheus_client import CollectorRegistry
 
-from services.common.callback import callback_code, callback_msg, callback_state
 from services.common.errors import PipelineError
-from services.common.events import KEPT_HEADERS, CallbackEvent, SignatureStatus, sha256_hex
 from services.common.settings import Settings
 from services.common.web import (
     PUBLISHER,
@@ -47,6 +45,7 @@ from .dedupe import (
     binding_ttl,
 )
 from .errors import Refusal, http_error
+from .event import build_event
 from .metrics import IngestMetrics, Outcome
 from .publish import CallbackPublisher
 from .verify import SignatureRefused, Signed, verify_signature
@@ -252,11 +251,11 @@ class Ingest:
             request, self._ingest.max_body_bytes, self._ingest.body_timeout_seconds
         )
         self._metrics.body_size.observe(len(body))
-        payload, task_id = bodies.parse_callback(body, max_depth=self._ingest.max_json_depth)
-        structlog.contextvars.bind_contextvars(task_id=task_id)
+        callback = bodies.parse_callback(body, max_depth=self._ingest.max_json_depth)
+        structlog.contextvars.bind_contextvars(task_id=callback.task_id)
         verdict = verify_signature(
             request.headers,
-            task_id,
+            callback.task_id,
             keys=self._keys,
             now=int(self._clock()),
             tolerance=self._ingest.signature_tolerance_seconds,
@@ -270,16 +269,15 @@ class Ingest:
             )
         signed = isinstance(verdict, Signed)
         event = build_event(
-            payload,
+            callback,
             body,
-            task_id,
             received_at,
             request.headers,
             signature="VERIFIED" if signed else "UNVERIFIED",
         )
         structlog.contextvars.bind_contextvars(delivery_key=event.delivery_key)
         delivery = Delivery(
-            task_id,
+            callback.task_id,
             event.body_sha256,
             (verdict.timestamp, verdict.signature) if isinstance(verdict, Signed) else None,
         )
@@ -388,36 +386,6 @@ async def receive_callback(request: web.Request) -> web.Response:
         return await ingest.handle(request)
     finally:
         lifecycle.active -= 1
-
-
-def build_event(
-    payload: dict[str, Any],
-    body: bytes,
-    task_id: str,
-    received_at: datetime,
-    headers: Mapping[str, str],
-    *,
-    signature: SignatureStatus,
-) -> CallbackEvent:
-    """The event for an accepted body; text taken from the request is made valid UTF-8."""
-    return CallbackEvent(
-        task_id=task_id,
-        received_at=received_at,
-        body=body,
-        body_sha256=sha256_hex(body),
-        code=callback_code(payload),
-        msg=_text(callback_msg(payload)),
-        state=_text(callback_state(payload)),
-        signature=signature,
-        headers={name: _text(headers[name]) or "" for name in KEPT_HEADERS if name in headers},
-    )
-
-
-def _text(value: str | None) -> str | None:
-    """``value`` as valid Unicode: lone surrogates (JSON ``\\ud800``, odd header bytes) -> '?'."""
-    if value is None or value.isascii():
-        return value
-    return value.encode("utf-8", "replace").decode("utf-8")
 
 
 # --------------------------------------------------------------------------- middleware

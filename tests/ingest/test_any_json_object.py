@@ -10,9 +10,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from services.common.events import CallbackEvent
-from services.ingest.app import build_event
 from services.ingest.body import parse_callback
 from services.ingest.errors import Refusal
+from services.ingest.event import build_event
 
 scalars = (
     st.none()
@@ -46,10 +46,10 @@ def test_every_object_becomes_an_event_or_a_refusal(fields: dict[str, Any], stat
         payload["data"]["state"] = state
     body = json.dumps(payload).encode()
     try:
-        parsed, task_id = parse_callback(body, max_depth=64)
+        parsed = parse_callback(body, max_depth=64)
     except Refusal:
         return
-    event = build_event(parsed, body, task_id, datetime.now(UTC), {}, signature="UNVERIFIED")
+    event = build_event(parsed, body, datetime.now(UTC), {}, signature="UNVERIFIED")
     assert CallbackEvent.decode(event.encode()).body == body
     assert event.code is None or isinstance(event.code, int)
 
@@ -57,6 +57,6 @@ def test_every_object_becomes_an_event_or_a_refusal(fields: dict[str, Any], stat
 def test_unicode_digit_code_is_not_a_code() -> None:
     """A superscript "²" passes str.isdigit() but is no code: the event carries null."""
     body = json.dumps({"task_id": "t", "code": "²"}).encode()
-    parsed, task_id = parse_callback(body, max_depth=64)
-    event = build_event(parsed, body, task_id, datetime.now(UTC), {}, signature="UNVERIFIED")
+    parsed = parse_callback(body, max_depth=64)
+    event = build_event(parsed, body, datetime.now(UTC), {}, signature="UNVERIFIED")
     assert event.code is None

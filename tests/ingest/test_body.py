@@ -80,10 +80,10 @@ def bodies(draw: st.DrawFn) -> bytes:
 def answer(body: bytes) -> object:
     """What the ingest makes of ``body``: its refusal code, or the four fields it reads."""
     try:
-        fields, task_id = parse_callback(body, max_depth=64)
+        parsed = parse_callback(body, max_depth=64)
     except Refusal as refusal:
         return refusal.code
-    return task_id, callback_code(fields), callback_msg(fields), callback_state(fields)
+    return parsed.task_id, parsed.code, parsed.msg, parsed.state
 
 
 def reference_answer(body: bytes) -> object:
@@ -170,8 +170,8 @@ class TestJsonDepth:
 class TestParseCallback:
     def test_both_shapes_give_the_task_id(self) -> None:
         """The task id is found at top level or inside data."""
-        assert parse_callback(b'{"task_id": "a1"}', max_depth=64)[1] == "a1"
-        assert parse_callback(b'{"data": {"taskId": "b2"}}', max_depth=64)[1] == "b2"
+        assert parse_callback(b'{"task_id": "a1"}', max_depth=64).task_id == "a1"
+        assert parse_callback(b'{"data": {"taskId": "b2"}}', max_depth=64).task_id == "b2"
 
     @pytest.mark.parametrize(
         ("body", "code"),
