@@ -1,9 +1,17 @@
-"""Entry-point plumbing shared by the services: settings, logging, serve until SIGTERM."""
+"""Entry-point plumbing shared by the services: settings, logging, serve until SIGTERM.
+
+Whatever stops a service from starting (a bad setting, no broker, a port already taken)
+ends the process with one line naming the program and what to fix, exit status 1, never
+a traceback.
+"""
 
 from __future__ import annotations
 
+import asyncio
+import signal
 import sys
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
 
 import structlog
 from aiohttp import web
@@ -12,7 +20,19 @@ from .errors import ConfigError, PipelineError
 from .logs import configure_logging
 from .settings import Settings
 
-__all__ = ["load_settings", "serve"]
+__all__ = ["ServeHooks", "load_settings", "serve"]
+
+
+@dataclass(frozen=True, slots=True)
+class ServeHooks:
+    """A service's own steps around :func:`serve`'s; its resources stay in ``cleanup_ctx``."""
+
+    #: Once the listener is open, with the addresses it listens on.
+    listening: Callable[[web.Application, Sequence[str]], None] | None = None
+    #: After SIGTERM, before the listener closes: the ingest drains its requests here.
+    drain: Callable[[web.Application], Awaitable[None]] | None = None
+    #: Once every resource is released.
+    stopped: Callable[[web.Application], None] | None = None
 
 
 def load_settings(program: str) -> Settings:
@@ -29,21 +49,76 @@ def serve(
     address: Callable[[Settings], tuple[str, int]],
     *,
     shutdown_timeout: float = 10.0,
+    hooks: ServeHooks | None = None,
 ) -> None:
-    """Run ``factory(settings)`` on ``address(settings)``; SIGTERM drains and exits 0."""
+    """Run ``factory(settings)`` on ``address(settings)``; SIGTERM drains and exits 0.
+
+    ``shutdown_timeout`` is how long handlers still running when the listener closes get
+    before the resources are released.
+    """
     settings = load_settings(program)
     configure_logging(settings.log)
-    host, port = address(settings)
+    app = factory(settings)
     try:
-        web.run_app(
-            factory(settings),
-            host=host,
-            port=port,
-            print=None,
-            access_log=None,
-            shutdown_timeout=shutdown_timeout,
-        )
+        asyncio.run(_serve(app, address(settings), shutdown_timeout, hooks or ServeHooks()))
     except PipelineError as exc:
         # Start-up failed (no broker, bad storage): say what, exit non-zero, no traceback.
         structlog.get_logger(program).error("startup_failed", error=str(exc))
         sys.exit(f"{program}: cannot start: {exc}")
+
+
+async def _serve(
+    app: web.Application, address: tuple[str, int], shutdown_timeout: float, hooks: ServeHooks
+) -> None:
+    runner = web.AppRunner(app, access_log=None, shutdown_timeout=shutdown_timeout)
+    signals = _Signals()
+    try:
+        try:
+            await runner.setup()
+            await _listen(runner, *address)
+        except asyncio.CancelledError:
+            signals.uncancel()
+            return  # stopped while starting: only what started is cleaned up
+        signals.serving = True
+        if hooks.listening is not None:
+            hooks.listening(app, [str(bound) for bound in runner.addresses])
+        await signals.received.wait()
+        if hooks.drain is not None:
+            await hooks.drain(app)
+    finally:
+        # Closes the listener, gives running handlers shutdown_timeout, then releases the
+        # resources (cleanup_ctx) in reverse order; after a failed start-up, those started.
+        await runner.cleanup()
+    if hooks.stopped is not None:
+        hooks.stopped(app)
+
+
+async def _listen(runner: web.AppRunner, host: str, port: int) -> None:
+    try:
+        await web.TCPSite(runner, host, port).start()
+    except OSError as exc:
+        raise ConfigError(
+            f"cannot listen on {host}:{port}: {exc.strerror or exc} "
+            "(is another process using the port, and is the host an address of this machine?)"
+        ) from exc
+
+
+class _Signals:
+    """SIGTERM and SIGINT: while starting, abandon the start; once serving, stop serving."""
+
+    def __init__(self) -> None:
+        self._task = asyncio.current_task()
+        self.serving = False
+        self.received = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(signum, self._on_signal)
+
+    def _on_signal(self) -> None:
+        if not self.serving and not self.received.is_set() and self._task is not None:
+            self._task.cancel()
+        self.received.set()
+
+    def uncancel(self) -> None:
+        if self._task is not None:
+            self._task.uncancel()
