@@ -4,11 +4,12 @@ from __future__ import annotations
 
 from typing import Final, Literal, get_args
 
+from aiohttp import web
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 from services.common.metrics import DURATION_BUCKETS
 
-__all__ = ["BODY_SIZE_BUCKETS", "OUTCOMES", "IngestMetrics", "Outcome"]
+__all__ = ["BODY_SIZE_BUCKETS", "INGEST_METRICS", "OUTCOMES", "IngestMetrics", "Outcome"]
 
 Outcome = Literal[
     "accepted",
@@ -96,3 +97,6 @@ class IngestMetrics:
     def answered(self, outcome: Outcome, seconds: float) -> None:
         self.requests.labels(outcome).inc()
         self.request_duration.labels(outcome).observe(seconds)
+
+
+INGEST_METRICS = web.AppKey("ingest_metrics", IngestMetrics)

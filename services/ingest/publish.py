@@ -9,18 +9,21 @@ before the sender's own 15 s timeout.
 from __future__ import annotations
 
 import time
+from collections.abc import AsyncIterator
 
+from aiohttp import web
 from aiokafka.structs import RecordMetadata
 
 from services.common.errors import NotStartedError, PublishError, PublishTimeoutError
 from services.common.events import CallbackEvent
 from services.common.kafka import Publisher
 from services.common.settings import IngestSettings
+from services.common.web import PUBLISHER, SETTINGS, publisher_ctx
 
 from .errors import Refusal
-from .metrics import IngestMetrics
+from .metrics import INGEST_METRICS, IngestMetrics
 
-__all__ = ["CallbackPublisher"]
+__all__ = ["CALLBACK_PUBLISHER", "CallbackPublisher", "setup_publishing"]
 
 
 class CallbackPublisher:
@@ -45,8 +48,8 @@ class CallbackPublisher:
     def in_flight(self) -> int:
         return self._in_flight
 
-    def reserve(self) -> None:
-        """Take one in-flight slot, or refuse with 503 ``overloaded``; pair with :meth:`free`."""
+    def _reserve(self) -> None:
+        """Take one in-flight slot, or refuse with 503 ``overloaded``; pair with :meth:`_free`."""
         if self._in_flight >= self._max_in_flight:
             raise Refusal(
                 503,
@@ -58,9 +61,17 @@ class CallbackPublisher:
         self._in_flight += 1
         self._metrics.publishes_in_flight.set(self._in_flight)
 
-    def free(self) -> None:
+    def _free(self) -> None:
         self._in_flight -= 1
         self._metrics.publishes_in_flight.set(self._in_flight)
+
+    async def publish_in_slot(self, event: CallbackEvent, *, deadline: float) -> RecordMetadata:
+        """:meth:`publish` holding one in-flight slot: 503 ``overloaded`` when none is free."""
+        self._reserve()
+        try:
+            return await self.publish(event, deadline=deadline)
+        finally:
+            self._free()
 
     async def publish(
         self, event: CallbackEvent, *, deadline: float | None = None
@@ -91,3 +102,29 @@ class CallbackPublisher:
             ) from exc
         finally:
             self._metrics.publish_duration.observe(time.perf_counter() - started)
+
+
+CALLBACK_PUBLISHER = web.AppKey("callback_publisher", CallbackPublisher)
+
+
+def setup_publishing(app: web.Application) -> None:
+    """Start the Kafka producer with the app, and bound what waits on it."""
+    settings = app[SETTINGS]
+    app.cleanup_ctx.append(
+        publisher_ctx(
+            "ingest",
+            [settings.kafka.topics.callbacks],
+            # The producer flushes within the shutdown grace; what it cannot flush was
+            # never acknowledged (its sender got a 503 and retries).
+            flush_timeout=settings.ingest.shutdown_grace_seconds,
+        )
+    )
+    app.cleanup_ctx.append(_callback_publisher)
+
+
+async def _callback_publisher(app: web.Application) -> AsyncIterator[None]:
+    settings = app[SETTINGS]
+    app[CALLBACK_PUBLISHER] = CallbackPublisher(
+        app[PUBLISHER], settings.kafka.topics.callbacks, settings.ingest, app[INGEST_METRICS]
+    )
+    yield

@@ -1,0 +1,199 @@
+"""One callback from request to answer, each step a method; refusals answered in one place.
+
+``body`` (type, size, UTF-8, depth, JSON, task id) -> ``verify`` (signature, clock) ->
+``claims`` (claim the delivery, bind the signature to the body) -> ``publish`` (bounded,
+Kafka ``acks=all``) -> 200. Every refusal is a :class:`Refusal` turned into a JSON answer
+and counted here.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import AsyncIterator, Callable, Mapping
+from datetime import UTC, datetime
+from typing import Final
+
+import structlog
+from aiohttp import web
+
+from services.common.events import CallbackEvent
+from services.common.settings import IngestSettings
+from services.common.web import SETTINGS
+
+from . import body as bodies
+from .body import ParsedCallback
+from .claims import CLAIMS, DeliveryClaims
+from .dedupe import Claim, Delivery
+from .errors import Refusal, http_error
+from .event import build_event
+from .lifecycle import LIFECYCLE
+from .metrics import INGEST_METRICS, IngestMetrics, Outcome
+from .publish import CALLBACK_PUBLISHER, CallbackPublisher
+from .verify import SignatureRefused, Signed, verify_signature
+
+__all__ = ["CLOCK", "INGEST", "Ingest", "receive_callback", "setup_handler"]
+
+log = structlog.get_logger(__name__)
+
+#: The wall clock signatures are checked against (tests pin it).
+CLOCK: web.AppKey[Callable[[], float]] = web.AppKey("clock")
+
+_RECEIVED: Final = b'{"status": "received"}'
+_DUPLICATE: Final = b'{"status": "duplicate"}'
+
+
+class Ingest:
+    """One callback from request to answer."""
+
+    def __init__(
+        self,
+        *,
+        settings: IngestSettings,
+        keys: tuple[bytes, ...],
+        claims: DeliveryClaims,
+        publisher: CallbackPublisher,
+        metrics: IngestMetrics,
+        clock: Callable[[], float],
+    ) -> None:
+        self._settings = settings
+        self._keys = keys
+        self._claims = claims
+        self._publisher = publisher
+        self._metrics = metrics
+        self._clock = clock
+
+    async def handle(self, request: web.Request) -> web.Response:
+        started = time.perf_counter()
+        outcome: Outcome
+        try:
+            response, outcome = await self._process(request)
+        except Refusal as refusal:
+            response, outcome = refusal.response(), refusal.outcome
+            log.info("callback_refused", outcome=outcome, code=refusal.code)
+        self._metrics.answered(outcome, time.perf_counter() - started)
+        return response
+
+    async def _process(self, request: web.Request) -> tuple[web.Response, Outcome]:
+        received_at = datetime.now(UTC)
+        body = await self._read(request)
+        callback = bodies.parse_callback(body, max_depth=self._settings.max_json_depth)
+        structlog.contextvars.bind_contextvars(task_id=callback.task_id)
+        signed = self._verify(request.headers, callback)
+        event = build_event(
+            callback,
+            body,
+            received_at,
+            request.headers,
+            signature="VERIFIED" if signed is not None else "UNVERIFIED",
+        )
+        structlog.contextvars.bind_contextvars(delivery_key=event.delivery_key)
+        binding = (signed.timestamp, signed.signature) if signed is not None else None
+        delivery = Delivery(callback.task_id, event.body_sha256, binding)
+        # One budget for waiting on a concurrent twin and for Kafka's acknowledgement
+        # together, so the answer comes within publish_timeout_seconds, whatever happened.
+        deadline = time.monotonic() + self._settings.publish_timeout_seconds
+        claimed = await self._claims.claim(delivery, deadline)
+        if claimed is not None and claimed.claim is Claim.DUPLICATE:
+            log.info("callback_duplicate")
+            return _json(_DUPLICATE), "duplicate"
+        await self._store(event, delivery, claimed.token if claimed is not None else None, deadline)
+        self._metrics.last_accepted.set(time.time())
+        log.info("callback_accepted", code=event.code, size=len(body), signature=event.signature)
+        return _json(_RECEIVED), "accepted"
+
+    async def _read(self, request: web.Request) -> bytes:
+        """The whole body of a JSON request, within the size and time limits."""
+        bodies.require_json(request)
+        body = await bodies.read_body(
+            request, self._settings.max_body_bytes, self._settings.body_timeout_seconds
+        )
+        self._metrics.body_size.observe(len(body))
+        return body
+
+    def _verify(self, headers: Mapping[str, str], callback: ParsedCallback) -> Signed | None:
+        """The checked signature, ``None`` when no key is configured; 401 when it fails."""
+        verdict = verify_signature(
+            headers,
+            callback.task_id,
+            keys=self._keys,
+            now=int(self._clock()),
+            tolerance=self._settings.signature_tolerance_seconds,
+        )
+        if isinstance(verdict, SignatureRefused):
+            raise Refusal(
+                401,
+                verdict.code,
+                verdict.message,
+                outcome="stale_timestamp" if verdict.stale else "bad_signature",
+            )
+        return verdict if isinstance(verdict, Signed) else None
+
+    async def _store(
+        self, event: CallbackEvent, delivery: Delivery, token: str | None, deadline: float
+    ) -> None:
+        """Publish the event, then complete the claim, or release it when Kafka failed."""
+        published = False
+        try:
+            await self._publisher.publish_in_slot(event, deadline=deadline)
+            published = True
+        except Refusal as refusal:
+            log.error("callback_not_stored", outcome=refusal.outcome, error=str(refusal.__cause__))
+            raise
+        finally:
+            if token is not None:
+                # Shielded: a cancelled request must still record or release its claim.
+                with contextlib.suppress(Exception):
+                    await asyncio.shield(self._claims.finish(delivery, token, published=published))
+
+
+INGEST = web.AppKey("ingest", Ingest)
+
+
+def _json(body: bytes) -> web.Response:
+    return web.Response(body=body, content_type="application/json")
+
+
+async def receive_callback(request: web.Request) -> web.Response:
+    ingest = request.app.get(INGEST)
+    if ingest is None:  # pragma: no cover - routes are served only after start-up
+        return http_error(503, "starting", "the service is starting; retry later")
+    lifecycle = request.app[LIFECYCLE]
+    lifecycle.active += 1
+    try:
+        return await ingest.handle(request)
+    finally:
+        lifecycle.active -= 1
+
+
+def setup_handler(app: web.Application) -> None:
+    """Build the request path once the publisher and the dedupe store exist."""
+    app.cleanup_ctx.append(_handler)
+
+
+async def _handler(app: web.Application) -> AsyncIterator[None]:
+    settings = app[SETTINGS]
+    app[INGEST] = Ingest(
+        settings=settings.ingest,
+        keys=_webhook_keys(settings.ingest),
+        claims=app[CLAIMS],
+        publisher=app[CALLBACK_PUBLISHER],
+        metrics=app[INGEST_METRICS],
+        clock=app[CLOCK],
+    )
+    yield
+
+
+def _webhook_keys(settings: IngestSettings) -> tuple[bytes, ...]:
+    """The provider's keys; none configured is allowed, and said loudly."""
+    keys = tuple(secret.get().encode() for secret in settings.webhook_secrets)
+    if not keys:
+        log.warning(
+            "webhook_signatures_disabled",
+            message="SUNO_WEBHOOK_SECRETS is empty: unsigned callbacks are ACCEPTED and "
+            "their events marked UNVERIFIED. Configure the provider's webhook key(s).",
+        )
+    else:
+        log.info("webhook_signatures_enabled", keys=len(keys))
+    return keys

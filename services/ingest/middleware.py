@@ -1,0 +1,44 @@
+"""The last word on every answer: whatever aiohttp or a bug raises is answered as JSON."""
+
+from __future__ import annotations
+
+from typing import Final
+
+import structlog
+from aiohttp import web
+from aiohttp.typedefs import Handler
+
+from .errors import http_error
+
+__all__ = ["json_errors"]
+
+log = structlog.get_logger(__name__)
+
+_HTTP_CODES: Final = {
+    404: "not_found",
+    405: "method_not_allowed",
+    413: "body_too_large",
+    415: "unsupported_media_type",
+}
+
+
+@web.middleware
+async def json_errors(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Every error aiohttp raises answers as JSON; anything unexpected is logged, not leaked."""
+    try:
+        return await handler(request)
+    except web.HTTPException as exc:
+        if exc.status < 400:
+            raise
+        headers = {"Allow": exc.headers["Allow"]} if "Allow" in exc.headers else None
+        code = _HTTP_CODES.get(exc.status, "http_error")
+        message = exc.reason
+        if exc.status == 404:
+            message = f"no such endpoint: {request.path}"
+        elif exc.status == 405:
+            message = f"{request.method} is not allowed here; allowed: {exc.headers.get('Allow')}"
+        return http_error(exc.status, code, message, headers=headers)
+    except Exception:
+        # Last resort only: every known bad input has its own answer above this line.
+        log.exception("unexpected_error", method=request.method, path=request.path)
+        return http_error(500, "internal_error", "an unexpected error occurred; it was logged")
