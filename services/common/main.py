@@ -49,28 +49,33 @@ def serve(
     address: Callable[[Settings], tuple[str, int]],
     *,
     shutdown_timeout: float = 10.0,
+    keepalive_timeout: float = 75.0,
     hooks: ServeHooks | None = None,
 ) -> None:
     """Run ``factory(settings)`` on ``address(settings)``; SIGTERM drains and exits 0.
 
     ``shutdown_timeout`` is how long handlers still running when the listener closes get
-    before the resources are released.
+    before the resources are released; ``keepalive_timeout`` how long an idle connection
+    stays open (both default to ``aiohttp.web.run_app``'s values).
     """
     settings = load_settings(program)
     configure_logging(settings.log)
-    app = factory(settings)
+    runner = web.AppRunner(
+        factory(settings),
+        access_log=None,
+        shutdown_timeout=shutdown_timeout,
+        keepalive_timeout=keepalive_timeout,
+    )
     try:
-        asyncio.run(_serve(app, address(settings), shutdown_timeout, hooks or ServeHooks()))
+        asyncio.run(_serve(runner, address(settings), hooks or ServeHooks()))
     except PipelineError as exc:
         # Start-up failed (no broker, bad storage): say what, exit non-zero, no traceback.
         structlog.get_logger(program).error("startup_failed", error=str(exc))
         sys.exit(f"{program}: cannot start: {exc}")
 
 
-async def _serve(
-    app: web.Application, address: tuple[str, int], shutdown_timeout: float, hooks: ServeHooks
-) -> None:
-    runner = web.AppRunner(app, access_log=None, shutdown_timeout=shutdown_timeout)
+async def _serve(runner: web.AppRunner, address: tuple[str, int], hooks: ServeHooks) -> None:
+    app = runner.app
     signals = _Signals()
     try:
         try:

@@ -12,6 +12,9 @@ __all__ = ["main"]
 
 #: Requests are drained before the listener closes; this only covers stragglers.
 _STRAGGLER_SECONDS = 2.0
+#: Idle connections stay open longer than any proxy's idle timeout in front of the ingest,
+#: so a proxy never reuses one the ingest just closed (aiohttp's AppRunner default).
+_KEEPALIVE_SECONDS = 3630.0
 
 
 def main() -> None:
@@ -20,6 +23,7 @@ def main() -> None:
         create_app,
         lambda s: (s.ingest.host, s.ingest.port),
         shutdown_timeout=_STRAGGLER_SECONDS,
+        keepalive_timeout=_KEEPALIVE_SECONDS,
         hooks=HOOKS,
     )
 
