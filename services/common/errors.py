@@ -15,12 +15,18 @@
     ├── DeadLetter           a record that can never be handled; ``reason``      [dead letter]
     │   └── InvalidEventError      an event the archive cannot name (hash, task id)
     ├── CorruptArchiveError  an archived body does not hash to its name
-    └── CommandError         a CLI problem the user can fix; ``status`` is the exit status
+    ├── CommandError         a CLI problem the user can fix; ``status`` is the exit status
+    ├── DedupeUnavailable    (services.ingest.dedupe) the dedupe store did not answer:
+    │                        the ingest accepts without dedupe and says so
+    └── Refusal              (services.ingest.errors) a callback refused with an HTTP
+                             status and a JSON error body; raised by the pure parts
 
-The marks say what a consumer does with a record whose handler raises the class: the
-policy lives in one place, :mod:`services.common.consumer`, so handlers raise and never
-decide. Third-party errors are converted where they enter (``raise PublishError(...) from
-exc``) so callers handle our types only.
+The two ingest classes live beside the code that raises them (one needs aiohttp, the
+other the dedupe store); every other class is defined here. The marks say what a
+consumer does with a record whose handler raises the class: the policy lives in one
+place, :mod:`services.common.consumer`, so handlers raise and never decide.
+Third-party errors are converted where they enter (``raise PublishError(...) from exc``)
+so callers handle our types only.
 """
 
 from __future__ import annotations

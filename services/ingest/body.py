@@ -47,7 +47,7 @@ from services.common.callback import (
     find_task_id,
     first_task_id,
 )
-from services.common.keys import MAX_TASK_ID_LENGTH, is_valid_task_id
+from services.common.keys import TASK_ID_RULE, is_valid_task_id
 
 from .errors import Refusal
 
@@ -299,7 +299,7 @@ def _accepted(
         raise Refusal(
             400,
             "invalid_task_id",
-            f"the task id must be 1-{MAX_TASK_ID_LENGTH} printable ASCII characters, no spaces",
+            TASK_ID_RULE,
             outcome="bad_request",
         )
     return ParsedCallback(task_id, code, msg, state)

@@ -8,12 +8,14 @@ from __future__ import annotations
 
 from aiohttp import web
 
+from services.common.errors import PipelineError
+
 from .metrics import Outcome
 
 __all__ = ["Refusal", "http_error"]
 
 
-class Refusal(Exception):
+class Refusal(PipelineError):
     """A request refused with a clear answer: HTTP status, error code, message, outcome."""
 
     def __init__(
