@@ -3,6 +3,12 @@
 The list, export and replay commands all start here. An entry is a body (``<sha>.json``)
 with its sidecar; a sidecar whose body is missing is an archive write cut short (the
 record was not committed, so it will be archived again) and is not an entry.
+
+Nothing read back is trusted: a sidecar must be a well-formed version-1 document naming
+the task of its folder and the body of its file name, and a body must hash to its name and
+carry the task id its entry claims (:func:`read_body`). An entry that fails is a
+:class:`BadEntry` naming the object and what is wrong, so one edited or damaged file is
+reported and skipped instead of replayed as another task or crashing a listing.
 """
 
 from __future__ import annotations
@@ -16,17 +22,32 @@ from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import unquote
 
-from services.common.callback import callback_code, callback_msg, callback_state
-from services.common.errors import CorruptArchiveError, ObjectNotFoundError
+from services.common.callback import callback_code, callback_msg, callback_state, find_task_id
+from services.common.errors import CorruptArchiveError, ObjectNotFoundError, StorageError
 from services.common.keys import task_key
 from services.common.storage import Storage
 
-from .archive import RAW_PREFIX
+from .archive import RAW_PREFIX, SIDECAR_VERSION
 
 # CorruptArchiveError lives in services.common.errors; named here too, where it is raised.
-__all__ = ["ArchiveEntry", "CorruptArchiveError", "Filters", "read_body", "scan"]
+__all__ = ["ArchiveEntry", "BadEntry", "CorruptArchiveError", "Filters", "read_body", "scan"]
 
 _BODY_NAME = re.compile(r"(?P<sha>[0-9a-f]{64})\.json")
+
+#: The sidecar fields an entry is built from, and the JSON types each may have.
+_SIDECAR_FIELDS: dict[str, tuple[type, ...]] = {
+    "version": (int,),
+    "task_id": (str,),
+    "body_sha256": (str,),
+    "size_bytes": (int,),
+    "received_at": (str,),
+    "code": (int, type(None)),
+    "msg": (str, type(None)),
+    "state": (str, type(None)),
+    "signature": (str,),
+    "headers": (dict,),
+}
+_SIGNATURES = ("VERIFIED", "UNVERIFIED")
 
 
 @dataclass(frozen=True)
@@ -56,6 +77,17 @@ class Filters:
             if self.until is not None and entry.received_at >= self.until:
                 return False
         return True
+
+
+@dataclass(frozen=True)
+class BadEntry:
+    """An archived object that cannot be used: where it is, and what is wrong with it."""
+
+    where: str
+    problem: str
+
+    def __str__(self) -> str:
+        return f"{self.where}: {self.problem}"
 
 
 @dataclass(frozen=True)
@@ -93,8 +125,11 @@ class ArchiveEntry:
         )
 
 
-async def scan(storage: Storage, filters: Filters | None = None) -> AsyncIterator[ArchiveEntry]:
-    """Every archived callback matching ``filters``, in key order."""
+async def scan(
+    storage: Storage, filters: Filters | None = None
+) -> AsyncIterator[ArchiveEntry | BadEntry]:
+    """Every archived callback matching ``filters``, in key order, and every entry below
+    the filters' prefix whose sidecar cannot be trusted (a :class:`BadEntry`)."""
     filters = filters or Filters()
     async for key in storage.list(filters.prefix()):
         parts = key.split("/")
@@ -104,47 +139,113 @@ async def scan(storage: Storage, filters: Filters | None = None) -> AsyncIterato
         if match is None:
             continue
         entry = await _entry(storage, key, parts[1], match["sha"])
-        if filters.matches(entry):
+        if isinstance(entry, BadEntry) or filters.matches(entry):
             yield entry
 
 
 async def read_body(storage: Storage, entry: ArchiveEntry) -> bytes:
-    """The archived bytes, checked against the hash in their name."""
+    """The archived bytes, checked against the hash in their name and the entry's task id.
+
+    Raises :class:`CorruptArchiveError` when they do not match, :class:`StorageError` when
+    the body cannot be read.
+    """
+    where = storage.uri(entry.body_key)
     body = await storage.get(entry.body_key)
     if hashlib.sha256(body).hexdigest() != entry.body_sha256:
+        raise CorruptArchiveError(f"{where} does not hash to its name; the archive is damaged")
+    found = _body_task_id(body)
+    if found != entry.task_id:
+        names = "no task id" if found is None else f"task {found!r}"
         raise CorruptArchiveError(
-            f"{storage.uri(entry.body_key)} does not hash to its name; the archive is damaged"
+            f"{where} is filed as task {entry.task_id!r} but the body names {names}; "
+            "the archive is damaged or was edited"
         )
     return body
 
 
-async def _entry(storage: Storage, body_key: str, folder: str, sha: str) -> ArchiveEntry:
+def _body_task_id(body: bytes) -> str | None:
+    try:
+        payload = json.loads(body)
+    except ValueError:
+        return None
+    return find_task_id(payload) if isinstance(payload, dict) else None
+
+
+async def _entry(storage: Storage, body_key: str, folder: str, sha: str) -> ArchiveEntry | BadEntry:
     meta_key = body_key[: -len(".json")] + ".meta.json"
     try:
-        document = json.loads(await storage.get(meta_key))
-        if not isinstance(document, dict):
-            raise ValueError("not an object")
-    except (ObjectNotFoundError, ValueError):
+        raw = await storage.get(meta_key)
+    except ObjectNotFoundError:
         return await _entry_without_sidecar(storage, body_key, folder, sha)
+    except StorageError as exc:
+        return BadEntry(storage.uri(meta_key), f"unreadable sidecar ({exc})")
+    try:
+        return _from_sidecar(_parse_sidecar(raw), body_key, folder, sha)
+    except ValueError as exc:
+        return BadEntry(storage.uri(meta_key), str(exc))
+
+
+def _parse_sidecar(raw: bytes) -> dict[str, Any]:
+    """The sidecar's fields, each of its documented type; ``ValueError`` says what is not."""
+    try:
+        document = json.loads(raw)
+    except ValueError:
+        raise ValueError("the sidecar is not valid JSON") from None
+    if not isinstance(document, dict):
+        raise ValueError("the sidecar is not a JSON object")
+    for name, types in _SIDECAR_FIELDS.items():
+        if name not in document:
+            raise ValueError(f"the sidecar has no {name!r} field")
+        value = document[name]
+        if isinstance(value, bool) or not isinstance(value, types):
+            wanted = " or ".join("null" if t is type(None) else t.__name__ for t in types)
+            raise ValueError(f"the sidecar's {name!r} is {value!r}, not {wanted}")
+    if document["version"] != SIDECAR_VERSION:
+        raise ValueError(f"the sidecar's version {document['version']} is not supported")
+    if document["signature"] not in _SIGNATURES:
+        raise ValueError(f"the sidecar's 'signature' is {document['signature']!r}")
+    headers = document["headers"]
+    if not all(isinstance(v, str) for v in headers.values()):
+        raise ValueError("the sidecar's 'headers' are not all strings")
+    if _parse_time(document["received_at"]) is None:
+        raise ValueError(f"the sidecar's 'received_at' {document['received_at']!r} is no time")
+    return document
+
+
+def _from_sidecar(document: dict[str, Any], body_key: str, folder: str, sha: str) -> ArchiveEntry:
+    """The entry a well-formed sidecar describes, if it describes the body beside it."""
+    task_id: str = document["task_id"]
+    if task_key(task_id) != folder:
+        raise ValueError(
+            f"the sidecar names task {task_id!r} but is filed under task {unquote(folder)!r}"
+        )
+    if document["body_sha256"] != sha:
+        raise ValueError(
+            f"the sidecar describes body {str(document['body_sha256'])[:16]}..., "
+            f"not the body {sha[:16]}... beside it"
+        )
     return ArchiveEntry(
-        task_id=str(document.get("task_id") or unquote(folder)),
+        task_id=task_id,
         body_sha256=sha,
         body_key=body_key,
-        size_bytes=int(document.get("size_bytes", 0)),
-        received_at=_parse_time(document.get("received_at")),
-        code=document.get("code"),
-        msg=document.get("msg"),
-        state=document.get("state"),
-        signature=str(document.get("signature") or "UNVERIFIED"),
-        headers=dict(document.get("headers") or {}),
+        size_bytes=document["size_bytes"],
+        received_at=_parse_time(document["received_at"]),
+        code=document["code"],
+        msg=document["msg"],
+        state=document["state"],
+        signature=document["signature"],
+        headers=dict(document["headers"]),
     )
 
 
 async def _entry_without_sidecar(
     storage: Storage, body_key: str, folder: str, sha: str
-) -> ArchiveEntry:
-    """A body whose sidecar is unreadable: what the body itself says, no received time."""
-    body = await storage.get(body_key)
+) -> ArchiveEntry | BadEntry:
+    """A body whose sidecar is missing: what the body itself says, no received time."""
+    try:
+        body = await storage.get(body_key)
+    except StorageError as exc:
+        return BadEntry(storage.uri(body_key), f"unreadable body without a sidecar ({exc})")
     try:
         payload = json.loads(body)
     except ValueError:

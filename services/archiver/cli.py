@@ -11,7 +11,7 @@ import asyncio
 import json
 import os
 import sys
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import NoReturn
@@ -25,7 +25,7 @@ from services.common.settings import Settings
 from services.common.storage import open_storage
 
 from .app import create_app
-from .catalog import ArchiveEntry, Filters, read_body, scan
+from .catalog import ArchiveEntry, BadEntry, Filters, read_body, scan
 from .replay import replay
 
 __all__ = ["build_parser", "main"]
@@ -34,6 +34,9 @@ PROGRAM = "suno-archiver"
 
 #: Exit status for "nothing matched" (unknown task, empty selection with a filter).
 EXIT_NOT_FOUND = 4
+
+#: Exit status when the command finished but skipped damaged or inconsistent entries.
+EXIT_DAMAGED = 3
 
 
 def parse_time(text: str) -> datetime:
@@ -122,10 +125,30 @@ def _fail(message: str, status: int) -> NoReturn:
     sys.exit(status)
 
 
-async def _select(settings: Settings, filters: Filters) -> list[ArchiveEntry]:
+async def _select(
+    settings: Settings, filters: Filters
+) -> tuple[list[ArchiveEntry], list[BadEntry]]:
+    """The entries matching ``filters``, oldest first, and the bad ones (each reported)."""
     async with open_storage(settings.storage) as storage:
-        entries = [entry async for entry in scan(storage, filters)]
-    return sorted(entries, key=ArchiveEntry.sort_key)
+        return await _split(scan(storage, filters))
+
+
+async def _split(
+    found: AsyncIterator[ArchiveEntry | BadEntry],
+) -> tuple[list[ArchiveEntry], list[BadEntry]]:
+    entries, bad = [], []
+    async for item in found:
+        if isinstance(item, BadEntry):
+            _report(str(item))
+            bad.append(item)
+        else:
+            entries.append(item)
+    return sorted(entries, key=ArchiveEntry.sort_key), bad
+
+
+def _report(line: str) -> None:
+    """One line on stderr for one entry skipped (above a progress bar, if one is drawn)."""
+    tqdm.write(f"{PROGRAM}: skipped: {line}", file=sys.stderr)
 
 
 def _filters(args: argparse.Namespace) -> Filters:
@@ -157,14 +180,26 @@ def format_table(entries: Sequence[ArchiveEntry]) -> str:
 
 
 async def list_command(settings: Settings, args: argparse.Namespace) -> int:
-    entries = await _select(settings, _filters(args))
-    if args.task_id and not entries:
+    entries, bad = await _select(settings, _filters(args))
+    if args.task_id and not entries and not bad:
         raise CommandError(_nothing_for(args.task_id), EXIT_NOT_FOUND)
     if args.json:
         print(json.dumps([entry.summary() for entry in entries], indent=2))
     else:
         print(format_table(entries))
-    return 0
+    return _damaged(bad, "listed")
+
+
+def _damaged(bad: Sequence[object], verb: str) -> int:
+    """The exit status after ``bad`` entries were reported one by one: say how many."""
+    if not bad:
+        return 0
+    print(
+        f"{PROGRAM}: {len(bad)} damaged archive entr{'y' if len(bad) == 1 else 'ies'} "
+        f"not {verb} (see above)",
+        file=sys.stderr,
+    )
+    return EXIT_DAMAGED
 
 
 def _nothing_for(task_id: str) -> str:
@@ -173,7 +208,9 @@ def _nothing_for(task_id: str) -> str:
 
 async def export_command(settings: Settings, args: argparse.Namespace) -> int:
     async with open_storage(settings.storage) as storage:
-        entries = [entry async for entry in scan(storage, Filters(task_id=args.task_id))]
+        entries, bad = await _split(scan(storage, Filters(task_id=args.task_id)))
+        if bad and not entries:
+            raise CommandError(f"task {args.task_id!r} has no usable archived callback")
         if args.sha256:
             entries = [entry for entry in entries if entry.body_sha256 == args.sha256]
             if not entries:
@@ -216,32 +253,50 @@ def _write_file(path: Path, data: bytes) -> None:
 
 async def replay_command(settings: Settings, args: argparse.Namespace) -> int:
     filters = _filters(args)
-    entries = await _select(settings, filters)
-    if args.task_id and not entries:
+    entries, bad = await _select(settings, filters)
+    if args.task_id and not entries and not bad:
         raise CommandError(_nothing_for(args.task_id), EXIT_NOT_FOUND)
     topic = settings.kafka.topics.callbacks
     if args.dry_run:
         if entries:
             print(format_table(entries))
         print(f"dry run: would replay {len(entries)} callback(s) to {topic}", file=sys.stderr)
-        return 0
+        return _damaged(bad, "replayable")
     if not entries:
         print("nothing to replay", file=sys.stderr)
-        return 0
+        return _damaged(bad, "replayed")
     publisher = Publisher(settings.kafka, "archiver-replay")
     await publisher.start()
     try:
         missing = await publisher.missing_topics([topic])
         if missing:
             raise CommandError(f"the topic {topic} does not exist on the cluster")
-        with tqdm(
-            total=len(entries), unit="callback", file=sys.stderr, disable=args.quiet
-        ) as progress:
-            async with open_storage(settings.storage) as storage:
-                sent = await replay(
-                    storage, publisher, topic, entries, on_sent=lambda _entry: progress.update()
-                )
+        sent, skipped = await _replay_with_progress(settings, publisher, entries, args.quiet)
     finally:
         await publisher.stop()
     print(f"replayed {sent} callback(s) to {topic}", file=sys.stderr)
-    return 0
+    return _damaged([*bad, *skipped], "replayed")
+
+
+async def _replay_with_progress(
+    settings: Settings, publisher: Publisher, entries: Sequence[ArchiveEntry], quiet: bool
+) -> tuple[int, list[str]]:
+    """Replay ``entries`` under a progress bar; how many were sent, and why others were not."""
+    skipped: list[str] = []
+    with tqdm(total=len(entries), unit="callback", file=sys.stderr, disable=quiet) as progress:
+
+        def skip(_entry: ArchiveEntry, why: str) -> None:
+            _report(why)
+            skipped.append(why)
+            progress.update()
+
+        async with open_storage(settings.storage) as storage:
+            sent = await replay(
+                storage,
+                publisher,
+                settings.kafka.topics.callbacks,
+                entries,
+                on_sent=lambda _entry: progress.update(),
+                on_skipped=skip,
+            )
+    return sent, skipped

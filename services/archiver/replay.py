@@ -5,6 +5,9 @@ A replayed event carries the archived body, its original received time and sidec
 metrics can tell it from a live delivery. Events are published in received-time order, keyed
 by task id like the ingest does, so each task's callbacks reach the processor in the order
 they first arrived and its last MIDI file is the same as before.
+
+An entry whose body does not match it (hash, task id) or cannot be read is skipped and
+reported, never published: an edited sidecar must not replay one task's body as another's.
 """
 
 from __future__ import annotations
@@ -12,6 +15,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 
+from services.common.errors import CorruptArchiveError, StorageError
 from services.common.events import CallbackEvent
 from services.common.kafka import Publisher
 from services.common.storage import Storage
@@ -45,18 +49,24 @@ async def replay(
     entries: Sequence[ArchiveEntry],
     *,
     on_sent: Callable[[ArchiveEntry], None] = lambda _entry: None,
+    on_skipped: Callable[[ArchiveEntry, str], None] = lambda _entry, _why: None,
     timeout: float = 30.0,  # noqa: ASYNC109 - a per-record deadline, passed on
 ) -> int:
-    """Publish every entry, one at a time in the given order; return how many were sent.
+    """Publish every usable entry, one at a time in the given order; return how many were
+    sent. An entry whose body is unreadable or does not match it goes to ``on_skipped``
+    with the reason, and the replay goes on.
 
-    Raises :class:`~services.common.errors.StorageError`,
-    :class:`~services.archiver.catalog.CorruptArchiveError` or
-    :class:`~services.common.errors.PublishError` at the first failure; what was sent
-    before it stays sent (replaying again is harmless: every effect is idempotent).
+    Raises :class:`~services.common.errors.PublishError` at the first failure to publish;
+    what was sent before it stays sent (replaying again is harmless: every effect is
+    idempotent).
     """
     sent = 0
     for entry in entries:
-        body = await read_body(storage, entry)
+        try:
+            body = await read_body(storage, entry)
+        except (CorruptArchiveError, StorageError) as exc:
+            on_skipped(entry, str(exc))
+            continue
         event = replay_event(entry, body)
         await publisher.publish(
             topic,
