@@ -1,4 +1,5 @@
-"""``suno-archiver``: run the archiving consumer, or list, export and replay the archive.
+"""``suno-archiver``: run the archiving consumer; list, export and replay the archive;
+list and redrive dead letters (``dlq``, in :mod:`services.archiver.dlq_cli`).
 
 Every command takes its settings from the environment (the same variables as the service)
 and answers bad input with a one-line message and a non-zero exit, never a traceback.
@@ -26,6 +27,7 @@ from services.common.storage import open_storage
 
 from .app import create_app
 from .catalog import ArchiveEntry, BadEntry, Filters, read_body, scan
+from .dlq_cli import add_dlq_commands, check_dlq_arguments, dlq_command
 from .replay import replay
 
 __all__ = ["build_parser", "main"]
@@ -93,6 +95,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--dry-run", action="store_true", help="list what would be sent, send nothing"
     )
     again.add_argument("--quiet", action="store_true", help="no progress bar")
+    add_dlq_commands(commands, parse_time)
     return parser
 
 
@@ -104,11 +107,18 @@ def main(argv: Sequence[str] | None = None) -> None:
         return
     if args.command == "replay" and not (args.all or args.task_id or args.since or args.until):
         parser.error("replay needs --all, or a selection: --task-id, --since, --until")
+    if args.command == "dlq":
+        check_dlq_arguments(parser, args)
     since, until = getattr(args, "since", None), getattr(args, "until", None)
     if since and until and since >= until:
         parser.error("--since must be before --until")
     settings = load_settings(PROGRAM)
-    commands = {"list": list_command, "export": export_command, "replay": replay_command}
+    commands = {
+        "list": list_command,
+        "export": export_command,
+        "replay": replay_command,
+        "dlq": dlq_command,
+    }
     try:
         status = asyncio.run(commands[args.command](settings, args))
     except CommandError as exc:

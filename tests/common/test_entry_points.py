@@ -57,5 +57,5 @@ def test_installed_script_runs(name: str) -> None:
         result = run_script(name, "--help")
         assert result.returncode == 0, result.stderr
         assert result.stdout.startswith("usage: suno-archiver")
-        for command in ("run", "list", "export", "replay"):
+        for command in ("run", "list", "export", "replay", "dlq"):
             assert f"    {command} " in result.stdout, command
