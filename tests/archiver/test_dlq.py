@@ -10,6 +10,8 @@ from typing import Any
 
 import pytest
 from aiohttp.test_utils import TestServer
+from aiokafka import TopicPartition
+from aiokafka.admin import AIOKafkaAdminClient, RecordsToDelete
 from aiokafka.structs import ConsumerRecord
 
 from services.archiver.cli import main
@@ -169,3 +171,38 @@ async def test_refusals_and_bad_arguments(
     monkeypatch.setenv("KAFKA_TOPIC_DLQ", "no.such.topic")
     assert await cli(["dlq", "list"]) == 1
     assert "the dead-letter topic no.such.topic does not exist" in capsys.readouterr().err
+
+
+async def test_a_source_topic_that_lost_its_history_is_not_guessed(
+    settings: Settings,
+    publisher: Publisher,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """When retention removed the source topic's records of the dead letter's time, an
+    earlier copy could have gone with them: the redrive refuses in one line; --force sends."""
+    callbacks, dlq = settings.kafka.topics.callbacks, settings.kafka.topics.dlq
+    await publisher.publish(callbacks, key=KEY, value=GOOD)
+    source = [(b"dlq.reason", "processing_failed"), (b"dlq.source.topic", callbacks)]
+    await publisher.publish(
+        dlq,
+        key=KEY,
+        value=GOOD,
+        headers=[(name.decode(), value.encode()) for name, value in source],
+    )
+    partitions = [TopicPartition(callbacks, p) for p in range(settings.kafka.partitions)]
+    admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka.bootstrap_servers)
+    await admin.start()
+    try:  # what retention does to old segments: the partitions' first records are gone
+        await admin.delete_records({tp: RecordsToDelete(-1) for tp in partitions})
+    finally:
+        await admin.close()
+    for name, value in service_environment(settings).items():
+        monkeypatch.setenv(name, value)
+
+    assert await cli(["dlq", "redrive", "--all", "--quiet"]) == 1
+    err = capsys.readouterr().err
+    assert "cannot tell which dead letters were redriven already" in err
+    assert len(err.strip().splitlines()) == 1 and "Traceback" not in err
+    assert await cli(["dlq", "redrive", "--all", "--quiet", "--force"]) == 0
+    assert "redriven 1 dead letter(s)" in capsys.readouterr().err
