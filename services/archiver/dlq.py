@@ -13,7 +13,7 @@ offsets) that a crash between the two could leave out of step, so a redrive cut 
 run again never sends a dead letter twice and never skips one it did not send. The source
 topic keeps records for 7 days, the dead-letter topic 30: when the source topic no longer
 holds everything since the oldest selected dead letter, the scan cannot prove anything, and
-the redrive refuses unless forced (:class:`UncertainHistory`).
+the redrive refuses unless forced.
 """
 
 from __future__ import annotations
@@ -38,7 +38,6 @@ __all__ = [
     "REDRIVEN_FROM",
     "DeadLetterRecord",
     "DlqFilters",
-    "UncertainHistory",
     "already_redriven",
     "read_dead_letters",
     "redrive_one",
@@ -51,10 +50,6 @@ REDRIVEN_AT = "dlq.redriven_at"
 CLOCK_SKEW = timedelta(hours=1)
 
 _UNKNOWN_TOPIC = 3  # UNKNOWN_TOPIC_OR_PARTITION in a metadata answer
-
-
-class UncertainHistory(CommandError):
-    """The source topic lost records (retention) from the time a copy could have been sent."""
 
 
 @dataclass(frozen=True)
@@ -169,8 +164,9 @@ async def already_redriven(
     """The :data:`REDRIVEN_FROM` values on ``topic`` since the oldest of ``letters`` was
     dead-lettered (less :data:`CLOCK_SKEW`).
 
-    Raises :class:`UncertainHistory` when retention removed records of that time from
-    ``topic`` (unless ``force``), and :class:`CommandError` when ``topic`` does not exist.
+    Raises :class:`CommandError` when retention removed records of that time from
+    ``topic`` (unless ``force``: a copy could have gone with them), or when ``topic`` does
+    not exist.
     """
     partitions = await topic_partitions(settings, topic)
     if partitions is None:
@@ -181,7 +177,7 @@ async def already_redriven(
     async with _reader(settings, "dlq-redrive-check") as consumer:
         lost = await _lost_history(consumer, partitions, since_ms)
         if lost and not force:
-            raise UncertainHistory(
+            raise CommandError(
                 f"cannot tell which dead letters were redriven already: {topic} partition(s) "
                 f"{', '.join(map(str, lost))} no longer hold records from {oldest:%Y-%m-%d %H:%M} "
                 "UTC on (retention); select newer dead letters with --since, or --force"
