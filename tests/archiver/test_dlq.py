@@ -5,7 +5,14 @@ header, and redriven again without a second copy."""
 from __future__ import annotations
 
 import asyncio
+import fcntl
 import json
+import os
+import pty
+import struct
+import subprocess
+import sys
+import termios
 from typing import Any
 
 import pytest
@@ -206,3 +213,44 @@ async def test_a_source_topic_that_lost_its_history_is_not_guessed(
     assert len(err.strip().splitlines()) == 1 and "Traceback" not in err
     assert await cli(["dlq", "redrive", "--all", "--quiet", "--force"]) == 0
     assert "redriven 1 dead letter(s)" in capsys.readouterr().err
+
+
+async def test_a_terminal_gets_a_progress_bar(settings: Settings, publisher: Publisher) -> None:
+    """The program on a terminal draws a bar on stderr instead of a line per record."""
+    callbacks, dlq = settings.kafka.topics.callbacks, settings.kafka.topics.dlq
+    await publisher.publish(
+        dlq, key=KEY, value=GOOD, headers=[("dlq.source.topic", callbacks.encode())]
+    )
+    terminal, stderr = pty.openpty()
+    # A new pseudo-terminal is 0 columns wide: give it a real terminal's size.
+    fcntl.ioctl(stderr, termios.TIOCSWINSZ, struct.pack("HHHH", 24, 100, 0, 0))
+    try:
+        result = await asyncio.to_thread(
+            subprocess.run,
+            [sys.executable, "-m", "services.archiver", "dlq", "redrive", "--all"],
+            stdout=subprocess.PIPE,
+            stderr=stderr,
+            timeout=120,
+            check=False,
+            env={**os.environ, **service_environment(settings)},
+        )
+        os.close(stderr)
+        drawn = read_terminal(terminal)
+    finally:
+        os.close(terminal)
+    assert result.returncode == 0, drawn
+    assert "100%|" in drawn and "1/1" in drawn, drawn
+    assert f"-> {callbacks}" not in drawn and "redriven 1 dead letter(s)" in drawn
+
+
+def read_terminal(fd: int) -> str:
+    chunks = []
+    while True:
+        try:
+            chunk = os.read(fd, 65536)
+        except OSError:  # EIO: the other side is closed and drained
+            break
+        if not chunk:
+            break
+        chunks.append(chunk)
+    return b"".join(chunks).decode("utf-8", "replace")
