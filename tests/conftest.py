@@ -56,7 +56,12 @@ def fixture_topics() -> TopicNames:
 
 @pytest.fixture(name="settings")
 def fixture_settings(kafka_broker: Broker, topics: TopicNames, tmp_path: Path) -> Settings:
-    """Settings for one test: the session broker, unique topics and groups, a temp data dir."""
+    """Settings for one test: the session broker, unique topics and groups, a temp data dir.
+
+    Without webhook keys: the ingest takes the opt-in for unsigned callbacks, and the
+    processor handles the UNVERIFIED events they make (tests of the fail-closed rules
+    override both).
+    """
     base = Settings.from_env({})
     suffix = uuid.uuid4().hex[:8]
     return base.with_overrides(
@@ -67,8 +72,8 @@ def fixture_settings(kafka_broker: Broker, topics: TopicNames, tmp_path: Path) -
             partitions=3,
         ),
         storage={"data_dir": tmp_path / "data"},
-        ingest={"port": 0},
-        processor={"port": 0, "group_id": f"test-processor-{suffix}"},
+        ingest={"port": 0, "allow_unsigned": True},
+        processor={"port": 0, "group_id": f"test-processor-{suffix}", "require_verified": False},
         archiver={"port": 0, "group_id": f"test-archiver-{suffix}"},
     )
 

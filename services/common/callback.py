@@ -2,25 +2,35 @@
 
 The provider has documented the task id in four places (FACTS.md); all are accepted,
 first match wins in the order below. The rules for one value (what counts as a code, a
-text, a task id) are functions of their own, so a reader that does not hold the callback
-as a dict (the ingest's fields-only parser) applies the very same rules.
+text, a task id, which operation sent it) are functions of their own, so a reader that
+does not hold the callback as a dict (the ingest's fields-only parser) applies the very
+same rules.
+
+One account-wide HMAC key signs every operation's callbacks, and users point several
+operations at one callback URL, so a callback is classified by kind (:func:`kind_of`)
+before anything treats it as MIDI.
 """
 
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Mapping
-from typing import Any
+from collections.abc import Collection, Iterable, Mapping
+from typing import Any, Final, Literal, get_args
 
 __all__ = [
+    "CALLBACK_KINDS",
+    "KIND_MARKERS",
     "TASK_ID_PATHS",
+    "CallbackKind",
     "as_code",
     "as_text",
     "callback_code",
+    "callback_kind",
     "callback_msg",
     "callback_state",
     "find_task_id",
     "first_task_id",
+    "kind_of",
 ]
 
 #: ASCII digits only: str.isdigit() accepts "²", which int() refuses; ten digits at most,
@@ -33,6 +43,39 @@ TASK_ID_PATHS: tuple[tuple[str, ...], ...] = (
     ("data", "taskId"),
     ("data", "task_id"),
 )
+
+
+#: ``midi``: this project's operation; ``music_generation``: the generate family
+#: (``data.callbackType``, tracks in ``data.data``); ``separation``: vocal/stem separation
+#: (``data.vocal_removal_info``); ``unknown``: none of them, or markers of several.
+CallbackKind = Literal["midi", "music_generation", "separation", "unknown"]
+CALLBACK_KINDS: Final[tuple[CallbackKind, ...]] = get_args(CallbackKind)
+
+#: The members of ``data`` that tell the operations apart, by the kind each one marks.
+KIND_MARKERS: Final[Mapping[str, CallbackKind]] = {
+    "instruments": "midi",
+    "state": "midi",
+    "callbackType": "music_generation",
+    "data": "music_generation",
+    "vocal_removal_info": "separation",
+}
+
+
+def kind_of(data_members: Collection[str], code: int | None) -> CallbackKind:
+    """The operation that sent a callback, from the members its ``data`` has (any value,
+    ``null`` included) and its ``code``.
+
+    Each kind is recognised by its own markers (:data:`KIND_MARKERS`): a MIDI callback by
+    ``instruments`` or ``state``, or, having no kind's markers at all, by a failure code
+    (the provider's MIDI failures carry nothing else). Markers of two kinds, or none and a
+    success or missing code, make ``unknown``: no file is made from a guess.
+    """
+    kinds = {KIND_MARKERS[member] for member in data_members if member in KIND_MARKERS}
+    if len(kinds) == 1:
+        return kinds.pop()
+    if not kinds and code is not None and code != 200:
+        return "midi"
+    return "unknown"
 
 
 def first_task_id(candidates: Iterable[object]) -> str | None:
@@ -71,6 +114,13 @@ def callback_code(payload: Mapping[str, Any]) -> int | None:
 
 def callback_msg(payload: Mapping[str, Any]) -> str | None:
     return as_text(payload.get("msg"))
+
+
+def callback_kind(payload: Mapping[str, Any]) -> CallbackKind:
+    """The operation that sent ``payload`` (see :func:`kind_of`)."""
+    data = payload.get("data")
+    members = data.keys() & KIND_MARKERS.keys() if isinstance(data, Mapping) else set()
+    return kind_of(members, callback_code(payload))
 
 
 def callback_state(payload: Mapping[str, Any]) -> str | None:

@@ -8,8 +8,9 @@ handler raises (the tree in :mod:`services.common.errors`):
 
 - :class:`~services.common.errors.DeadLetter` (reason its own),
   :class:`~services.common.errors.CodecError` (``undecodable``), a task id that breaks
-  :data:`~services.common.keys.TASK_ID_RULE` (``invalid_task_id``): the record goes to the
-  dead-letter topic with headers saying why and where from; the loop moves on.
+  :data:`~services.common.keys.TASK_ID_RULE` (``invalid_task_id``), an event the ingest
+  accepted unsigned where the consumer requires verified ones (``unverified``): the record
+  goes to the dead-letter topic with headers saying why and where from; the loop moves on.
 - :class:`~services.common.errors.Transient`, :class:`~services.common.errors.StorageError`,
   :class:`~services.common.errors.PublishError` (storage full, Kafka briefly away):
   retried with exponential backoff for as long as it takes; the offset is not committed
@@ -27,6 +28,7 @@ import contextlib
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from datetime import UTC, datetime
+from typing import Final
 
 import structlog
 from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
@@ -68,9 +70,20 @@ _TRANSIENT = (Transient, StorageError, PublishError)
 _ERROR_HEADER_LIMIT = 1000
 
 
-def callback_handler(handle: EventHandler) -> RecordHandler:
+#: Why an unverified event is refused, in its dead-letter record.
+UNVERIFIED: Final = (
+    "the ingest accepted this callback unsigned (INGEST_ALLOW_UNSIGNED); this consumer "
+    "requires verified events (PROCESSOR_REQUIRE_VERIFIED)"
+)
+
+
+def callback_handler(handle: EventHandler, *, require_verified: bool = False) -> RecordHandler:
     """Run ``handle`` on each record's :class:`CallbackEvent`, so no handler decodes,
-    binds log context or checks the task id itself."""
+    binds log context or checks the task id or the signature status itself.
+
+    ``require_verified``: an event not marked ``VERIFIED`` is dead-lettered (``unverified``)
+    before ``handle`` sees it: anyone who knows a task id could have sent it.
+    """
 
     async def handle_record(record: ConsumerRecord[bytes, bytes]) -> None:
         event = CallbackEvent.decode(record.value or b"")  # CodecError: undecodable
@@ -82,6 +95,8 @@ def callback_handler(handle: EventHandler) -> RecordHandler:
             # The ingest refuses such ids; another producer's record must not stall the
             # partition on a file name the storage cannot hold.
             raise DeadLetter("invalid_task_id", TASK_ID_RULE)
+        if require_verified and event.signature != "VERIFIED":
+            raise DeadLetter("unverified", UNVERIFIED)
         await handle(event)
 
     return handle_record

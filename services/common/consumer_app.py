@@ -28,11 +28,13 @@ def create_consumer_app(
     metrics: ConsumerMetrics,
     build_handler: Callable[[web.Application], EventHandler],
     produces: tuple[str, ...] = (),
+    require_verified: bool = False,
 ) -> web.Application:
     """An app whose consumer runs ``build_handler(app)`` on each callback event.
 
     ``build_handler`` is called once the storage and the publisher are open; the handler it
-    returns sees decoded events with valid task ids only, and raises to retry or dead-letter.
+    returns sees decoded events with valid task ids only (and verified ones only, with
+    ``require_verified``), and raises to retry or dead-letter.
     """
     app = web.Application()
     app[SETTINGS] = settings
@@ -51,7 +53,7 @@ def create_consumer_app(
             role=role,
             group_id=group_id,
             topics=[topics.callbacks],
-            handler=callback_handler(build_handler(app)),
+            handler=callback_handler(build_handler(app), require_verified=require_verified),
             publisher=app[PUBLISHER],
             metrics=metrics,
         )

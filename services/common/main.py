@@ -60,8 +60,12 @@ def serve(
     """
     settings = load_settings(program)
     configure_logging(settings.log)
+    try:
+        app = factory(settings)
+    except ConfigError as exc:  # a rule the service adds to the settings' own
+        sys.exit(f"{program}: configuration error: {exc}")
     runner = web.AppRunner(
-        factory(settings),
+        app,
         access_log=None,
         shutdown_timeout=shutdown_timeout,
         keepalive_timeout=keepalive_timeout,

@@ -155,6 +155,13 @@ class IngestSettings:
     webhook_secrets: tuple[Secret, ...] = setting(
         "SUNO_WEBHOOK_SECRETS", (), "webhook HMAC keys, comma-separated"
     )
+    #: Without keys the ingest refuses to start unless this opt-in is set.
+    allow_unsigned: bool = setting(
+        "INGEST_ALLOW_UNSIGNED",
+        False,
+        "without SUNO_WEBHOOK_SECRETS, accept unsigned callbacks (marked UNVERIFIED) instead "
+        "of refusing to start; local use only",
+    )
     signature_tolerance_seconds: int = setting(
         "SIGNATURE_TOLERANCE_SECONDS",
         300,
@@ -213,6 +220,11 @@ class ProcessorSettings:
     host: str = setting("PROCESSOR_HOST", "0.0.0.0", "processor health/metrics listen address")
     port: int = setting("PROCESSOR_PORT", 8081, "processor health/metrics port", minimum=0)
     group_id: str = setting("PROCESSOR_GROUP_ID", "suno-midi-processor", "processor consumer group")
+    require_verified: bool = setting(
+        "PROCESSOR_REQUIRE_VERIFIED",
+        True,
+        "dead-letter (reason unverified) events the ingest accepted unsigned: they write no file",
+    )
 
 
 @dataclass(frozen=True)

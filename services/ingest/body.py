@@ -38,14 +38,18 @@ import orjson
 from aiohttp import web
 
 from services.common.callback import (
+    KIND_MARKERS,
     TASK_ID_PATHS,
+    CallbackKind,
     as_code,
     as_text,
     callback_code,
+    callback_kind,
     callback_msg,
     callback_state,
     find_task_id,
     first_task_id,
+    kind_of,
 )
 from services.common.keys import TASK_ID_RULE, is_valid_task_id
 
@@ -67,11 +71,19 @@ _TOO_MANY_DIGITS: Final = b"0" * (_MAX_INT_DIGITS + 1)
 
 
 class _DataFields(msgspec.Struct):
-    """The members of ``data`` the ingest reads; msgspec checks and skips the rest."""
+    """The members of ``data`` the ingest reads; msgspec checks and skips the rest.
+
+    The other kind markers are only looked at for presence: ``Raw`` keeps a view of their
+    bytes, so the notes under ``instruments`` are never built.
+    """
 
     taskId: Any = msgspec.UNSET
     task_id: Any = msgspec.UNSET
     state: Any = msgspec.UNSET
+    instruments: msgspec.Raw | msgspec.UnsetType = msgspec.UNSET
+    callbackType: msgspec.Raw | msgspec.UnsetType = msgspec.UNSET
+    data: msgspec.Raw | msgspec.UnsetType = msgspec.UNSET
+    vocal_removal_info: msgspec.Raw | msgspec.UnsetType = msgspec.UNSET
 
 
 class _ReadFields(msgspec.Struct):
@@ -99,6 +111,7 @@ class ParsedCallback:
     code: int | None
     msg: str | None
     state: str | None
+    kind: CallbackKind
 
 
 def require_json(request: web.Request) -> None:
@@ -252,11 +265,14 @@ def _read_fields(body: bytes) -> _ReadFields | None:
 
 def _from_struct(read: _ReadFields) -> ParsedCallback:
     data = read.data if isinstance(read.data, _DataFields) else None
+    code = as_code(read.code)
+    members = [m for m in KIND_MARKERS if getattr(data, m, msgspec.UNSET) is not msgspec.UNSET]
     return _accepted(
         first_task_id(_member(read, path) for path in TASK_ID_PATHS),
-        code=as_code(read.code),
+        code=code,
         msg=as_text(read.msg),
         state=None if data is None else as_text(data.state),
+        kind=kind_of(members, code),
     )
 
 
@@ -282,11 +298,17 @@ def _from_payload(payload: object) -> ParsedCallback:
         code=callback_code(payload),
         msg=callback_msg(payload),
         state=callback_state(payload),
+        kind=callback_kind(payload),
     )
 
 
 def _accepted(
-    task_id: str | None, *, code: int | None, msg: str | None, state: str | None
+    task_id: str | None,
+    *,
+    code: int | None,
+    msg: str | None,
+    state: str | None,
+    kind: CallbackKind,
 ) -> ParsedCallback:
     if task_id is None:
         raise Refusal(
@@ -302,7 +324,7 @@ def _accepted(
             TASK_ID_RULE,
             outcome="bad_request",
         )
-    return ParsedCallback(task_id, code, msg, state)
+    return ParsedCallback(task_id, code, msg, state, kind)
 
 
 def _parse_slowly(body: bytes, *, too_deep: bool, max_depth: int) -> Any:

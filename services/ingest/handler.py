@@ -18,6 +18,7 @@ from typing import Final
 import structlog
 from aiohttp import web
 
+from services.common.errors import ConfigError
 from services.common.events import CallbackEvent
 from services.common.settings import IngestSettings
 from services.common.web import SETTINGS
@@ -33,7 +34,15 @@ from .metrics import INGEST_METRICS, IngestMetrics, Outcome
 from .publish import CALLBACK_PUBLISHER, CallbackPublisher
 from .verify import SignatureRefused, Signed, verify_signature
 
-__all__ = ["CLOCK", "INGEST", "Ingest", "receive_callback", "setup_handler"]
+__all__ = [
+    "CLOCK",
+    "INGEST",
+    "NO_KEYS",
+    "Ingest",
+    "receive_callback",
+    "setup_handler",
+    "webhook_keys",
+]
 
 log = structlog.get_logger(__name__)
 
@@ -100,7 +109,14 @@ class Ingest:
             return _json(_DUPLICATE), "duplicate"
         await self._store(event, delivery, claimed.token if claimed is not None else None, deadline)
         self._metrics.last_accepted.set(time.time())
-        log.info("callback_accepted", code=event.code, size=len(body), signature=event.signature)
+        self._metrics.callbacks_by_kind.labels(callback.kind).inc()
+        log.info(
+            "callback_accepted",
+            code=event.code,
+            kind=callback.kind,
+            size=len(body),
+            signature=event.signature,
+        )
         return _json(_RECEIVED), "accepted"
 
     async def _read(self, request: web.Request) -> bytes:
@@ -168,32 +184,47 @@ async def receive_callback(request: web.Request) -> web.Response:
 
 
 def setup_handler(app: web.Application) -> None:
-    """Build the request path once the publisher and the dedupe store exist."""
-    app.cleanup_ctx.append(_handler)
+    """Build the request path once the publisher and the dedupe store exist.
+
+    The keys are checked at once: without any (and without the opt-in) the app is not
+    built, before it reaches for Kafka or Redis.
+    """
+    keys = webhook_keys(app[SETTINGS].ingest)
+
+    async def handler_ctx(app: web.Application) -> AsyncIterator[None]:
+        app[INGEST] = Ingest(
+            settings=app[SETTINGS].ingest,
+            keys=keys,
+            claims=app[CLAIMS],
+            publisher=app[CALLBACK_PUBLISHER],
+            metrics=app[INGEST_METRICS],
+            clock=app[CLOCK],
+        )
+        yield
+
+    app.cleanup_ctx.append(handler_ctx)
 
 
-async def _handler(app: web.Application) -> AsyncIterator[None]:
-    settings = app[SETTINGS]
-    app[INGEST] = Ingest(
-        settings=settings.ingest,
-        keys=_webhook_keys(settings.ingest),
-        claims=app[CLAIMS],
-        publisher=app[CALLBACK_PUBLISHER],
-        metrics=app[INGEST_METRICS],
-        clock=app[CLOCK],
-    )
-    yield
+#: What the ingest says when it has no key and no opt-in: what to set, either way.
+NO_KEYS: Final = (
+    "SUNO_WEBHOOK_SECRETS is empty (blank values count as none): set it to the provider's "
+    "webhook HMAC key(s), comma-separated; or, for local use only, set "
+    "INGEST_ALLOW_UNSIGNED=true to accept unsigned callbacks"
+)
 
 
-def _webhook_keys(settings: IngestSettings) -> tuple[bytes, ...]:
-    """The provider's keys; none configured is allowed, and said loudly."""
-    keys = tuple(secret.get().encode() for secret in settings.webhook_secrets)
-    if not keys:
+def webhook_keys(settings: IngestSettings) -> tuple[bytes, ...]:
+    """The provider's keys; with none, refuse (:class:`ConfigError`) unless the opt-in
+    ``INGEST_ALLOW_UNSIGNED`` says to accept unsigned callbacks, and say so loudly."""
+    keys = tuple(s.get().strip().encode() for s in settings.webhook_secrets if s.get().strip())
+    if keys:
+        log.info("webhook_signatures_enabled", keys=len(keys))
+    elif settings.allow_unsigned:
         log.warning(
             "webhook_signatures_disabled",
-            message="SUNO_WEBHOOK_SECRETS is empty: unsigned callbacks are ACCEPTED and "
-            "their events marked UNVERIFIED. Configure the provider's webhook key(s).",
+            message="SUNO_WEBHOOK_SECRETS is empty and INGEST_ALLOW_UNSIGNED=true: unsigned "
+            "callbacks are ACCEPTED and their events marked UNVERIFIED. Local use only.",
         )
     else:
-        log.info("webhook_signatures_enabled", keys=len(keys))
+        raise ConfigError(NO_KEYS)
     return keys

@@ -7,6 +7,7 @@ from typing import Final, Literal, get_args
 from aiohttp import web
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
+from services.common.callback import CALLBACK_KINDS
 from services.common.metrics import DURATION_BUCKETS
 
 __all__ = ["BODY_SIZE_BUCKETS", "INGEST_METRICS", "OUTCOMES", "IngestMetrics", "Outcome"]
@@ -87,6 +88,15 @@ class IngestMetrics:
             "Unix time of the last callback accepted (acknowledged by Kafka).",
             registry=registry,
         )
+        self.callbacks_by_kind = Counter(
+            "ingest_callbacks_by_kind_total",
+            "Callbacks accepted (acknowledged by Kafka), by the operation that sent them: "
+            "midi, music_generation, separation, unknown.",
+            ["kind"],
+            registry=registry,
+        )
+        for kind in CALLBACK_KINDS:
+            self.callbacks_by_kind.labels(kind)
         for outcome in OUTCOMES:
             # Export every outcome from the start so rate() sees a zero, not a gap.
             self.requests.labels(outcome)

@@ -44,7 +44,8 @@ class Signed:
 
 @dataclass(frozen=True, slots=True)
 class Unsigned:
-    """No key is configured: the request is accepted and its event marked UNVERIFIED."""
+    """No key is configured (only with the INGEST_ALLOW_UNSIGNED opt-in): the request is
+    accepted and its event marked UNVERIFIED."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -5,6 +5,8 @@ The order of effects is what makes at-least-once delivery safe: the MIDI file is
 (atomically, same bytes for the same body), then the notes event is published, and only
 when the handler returns does the :class:`~services.common.consumer.ConsumerLoop` commit
 the offset. A redelivered record rewrites the same file and republishes the same event.
+A callback another Suno operation sent to the same URL (:func:`callback_kind`) is skipped:
+no file, no notes event, one log line and a count (the archiver keeps its bytes).
 
 The CPU work runs in a worker thread (``asyncio.to_thread``): measured on a 100 000-note
 callback it keeps event-loop stalls under ~0.1 s (Kafka heartbeats every 3 s), while a
@@ -23,6 +25,7 @@ import structlog
 from aiohttp import web
 from prometheus_client import CollectorRegistry
 
+from services.common.callback import CallbackKind, callback_kind
 from services.common.consumer import EventHandler
 from services.common.consumer_app import STORAGE, create_consumer_app
 from services.common.errors import DeadLetter
@@ -38,7 +41,7 @@ from .normalize import NormalizedCallback, normalize
 from .notes_event import MidiLocation, encode_notes_event, notes_record
 from .render import RenderStats, render_midi_with_stats
 
-__all__ = ["Processed", "Processor", "create_app", "midi_key", "process_callback"]
+__all__ = ["Processed", "Processor", "Skipped", "create_app", "midi_key", "process_callback"]
 
 log = structlog.get_logger(__name__)
 
@@ -61,8 +64,16 @@ class Processed:
     render: RenderStats
 
 
-def process_callback(body: bytes) -> Processed:
-    """Parse, normalize and render one callback body (CPU work, run off the event loop).
+@dataclass(frozen=True, slots=True)
+class Skipped:
+    """A callback that is not a MIDI callback: it makes no file and no notes event."""
+
+    kind: CallbackKind
+
+
+def process_callback(body: bytes) -> Processed | Skipped:
+    """Parse, classify, normalize and render one callback body (CPU work, run off the
+    event loop).
 
     Raises :class:`DeadLetter` when the body is not a JSON object, or holds more than a MIDI
     file can (over 65 534 instruments): no retry can fix either.
@@ -76,6 +87,9 @@ def process_callback(body: bytes) -> Processed:
         raise DeadLetter(
             "invalid_callback", f"callback body is a JSON {type(payload).__name__}, not an object"
         )
+    kind = callback_kind(payload)
+    if kind != "midi":
+        return Skipped(kind)
     normalized = normalize(payload)
     if normalized.state != "complete":
         return Processed(normalized, None, RenderStats())
@@ -109,6 +123,10 @@ class Processor:
 
     async def handle(self, event: CallbackEvent) -> None:
         processed = await asyncio.to_thread(process_callback, event.body)
+        if isinstance(processed, Skipped):
+            self._metrics.skipped.labels(processed.kind).inc()
+            log.info("callback_skipped", kind=processed.kind, replay=event.replay)
+            return
         location, written_at = await self._write_midi(event.task_id, processed.midi)
         value = await asyncio.to_thread(_notes_event, event, processed.normalized, location)
         await self._publisher.publish(
@@ -175,4 +193,5 @@ def create_app(settings: Settings, *, registry: CollectorRegistry | None = None)
         metrics=metrics.consumer,
         build_handler=build_handler,
         produces=(settings.kafka.topics.notes,),
+        require_verified=settings.processor.require_verified,
     )

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from prometheus_client import CollectorRegistry, Counter, Histogram
 
+from services.common.callback import CALLBACK_KINDS
 from services.common.metrics import DURATION_BUCKETS, ConsumerMetrics
 
 from .normalize import DROP_REASONS, NormalizedCallback
@@ -54,6 +55,16 @@ class ProcessorMetrics:
             ["state"],
             registry=registry,
         )
+        self.skipped = Counter(
+            "processor_callbacks_skipped_total",
+            "Callbacks of other operations on the same URL (or of no recognisable kind), "
+            "skipped: no MIDI file, no notes event.",
+            ["kind"],
+            registry=registry,
+        )
+        for kind in CALLBACK_KINDS:
+            if kind != "midi":
+                self.skipped.labels(kind)
         for reason in DROP_REASONS:
             self.notes_dropped.labels(reason)
         for state in TASK_STATES:

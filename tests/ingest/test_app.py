@@ -15,7 +15,8 @@ from prometheus_client import CollectorRegistry
 
 from devenv.redis import LocalRedis
 from services.common.events import CallbackEvent
-from services.common.settings import Settings
+from services.common.errors import ConfigError
+from services.common.settings import Secret, Settings
 from services.ingest.app import create_app
 
 from ..helpers import eventually, read_topic
@@ -430,8 +431,25 @@ class TestOps:
 
 
 class TestStartup:
+    @pytest.mark.parametrize("secrets", [(), (Secret(""),), (Secret("  "), Secret(""))])
+    def test_no_keys_without_the_opt_in_is_refused(self, secrets: tuple[Secret, ...]) -> None:
+        """No key (blank ones count as none) and no opt-in: no app, and the error names
+        both ways out; nothing reaches for Kafka first."""
+        settings = Settings().with_overrides(ingest={"webhook_secrets": secrets})
+        assert settings.ingest.allow_unsigned is False  # the default
+        with pytest.raises(ConfigError) as refused:
+            create_app(settings, registry=CollectorRegistry())
+        assert "SUNO_WEBHOOK_SECRETS" in str(refused.value)
+        assert "INGEST_ALLOW_UNSIGNED=true" in str(refused.value)
+
+    def test_keys_need_no_opt_in(self) -> None:
+        """With a key the app is built, whatever the opt-in says."""
+        settings = Settings().with_overrides(ingest={"webhook_secrets": (Secret("k"),)})
+        assert isinstance(create_app(settings, registry=CollectorRegistry()), web.Application)
+
     async def test_no_keys_is_said_loudly(self, ingest_client: ClientFactory) -> None:
-        """Without keys the start-up log carries a warning; with keys it does not."""
+        """With the opt-in and without keys the start-up log carries a warning; with keys
+        it does not."""
         from structlog.testing import capture_logs
 
         with capture_logs() as logs:

@@ -8,7 +8,14 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from services.common.callback import callback_code, callback_msg, callback_state, find_task_id
+from services.common.callback import (
+    KIND_MARKERS,
+    callback_code,
+    callback_kind,
+    callback_msg,
+    callback_state,
+    find_task_id,
+)
 from services.common.keys import is_valid_task_id
 from services.ingest.body import json_depth_exceeds, parse_callback
 from services.ingest.errors import Refusal
@@ -18,7 +25,7 @@ def nested(depth: int, opener: str = "[", closer: str = "]") -> bytes:
     return (opener * depth + closer * depth).encode()
 
 
-READ_KEYS = ["task_id", "taskId", "code", "msg", "data", "state", "notes"]
+READ_KEYS = sorted({"task_id", "taskId", "code", "msg", "data", "state", "notes", *KIND_MARKERS})
 SCALARS = (
     st.none()
     | st.booleans()
@@ -78,12 +85,12 @@ def bodies(draw: st.DrawFn) -> bytes:
 
 
 def answer(body: bytes) -> object:
-    """What the ingest makes of ``body``: its refusal code, or the four fields it reads."""
+    """What the ingest makes of ``body``: its refusal code, or the fields it reads."""
     try:
         parsed = parse_callback(body, max_depth=64)
     except Refusal as refusal:
         return refusal.code
-    return parsed.task_id, parsed.code, parsed.msg, parsed.state
+    return parsed.task_id, parsed.code, parsed.msg, parsed.state, parsed.kind
 
 
 def reference_answer(body: bytes) -> object:
@@ -105,7 +112,13 @@ def reference_answer(body: bytes) -> object:
         return "missing_task_id"
     if not is_valid_task_id(task_id):
         return "invalid_task_id"
-    return task_id, callback_code(payload), callback_msg(payload), callback_state(payload)
+    return (
+        task_id,
+        callback_code(payload),
+        callback_msg(payload),
+        callback_state(payload),
+        callback_kind(payload),
+    )
 
 
 class TestJsonDepth:
@@ -210,7 +223,7 @@ class TestParseCallback:
     @settings(max_examples=1500, deadline=None)
     def test_every_parser_answers_as_the_standard_library(self, body: bytes) -> None:
         """msgspec's fields-only pass and orjson accept exactly what json.loads accepts,
-        with the same task id, code, msg and state (the ingest reads nothing else)."""
+        with the same task id, code, msg, state and kind (the ingest reads nothing else)."""
         assert answer(body) == reference_answer(body)
 
     @pytest.mark.parametrize(
@@ -226,6 +239,9 @@ class TestParseCallback:
             b'{"task\\u005fid": "escaped-key", "code": "200"}',
             b'{"task_id": "a", "code": 200, "code": "x"}',
             b'{"taskId": "b", "task_id": 5, "data": {"state": "done"}}',
+            b'{"task_id": "a", "code": 500, "data": {"vocal_removal_info": null}}',
+            b'{"task_id": "a", "data": {"instruments": [], "callbackType": "text"}}',
+            b'{"task_id": "a", "data": {"data": 1, "data": 2, "instruments": null}}',
         ],
     )
     def test_bodies_where_the_parsers_differ_get_the_standard_answer(self, body: bytes) -> None:

@@ -44,7 +44,13 @@ def outage_settings(broker: LocalKafka, **ingest: Any) -> Settings:
             topics=TopicNames(f"outage.{suffix}.cb", f"outage.{suffix}.n", f"outage.{suffix}.d"),
             partitions=1,
         ),
-        ingest={"port": 0, "publish_timeout_seconds": 2.0, "retry_after_seconds": 7, **ingest},
+        ingest={
+            "port": 0,
+            "allow_unsigned": True,
+            "publish_timeout_seconds": 2.0,
+            "retry_after_seconds": 7,
+            **ingest,
+        },
     )
 
 

@@ -46,6 +46,7 @@ async def test_sigterm_drains_then_exits_zero(kafka_broker: Broker, tmp_path: Pa
         "INGEST_HOST": "127.0.0.1",
         "INGEST_PORT": str(port),
         "INGEST_SHUTDOWN_GRACE_SECONDS": "10",
+        "INGEST_ALLOW_UNSIGNED": "true",
         "LOG_FORMAT": "json",
     }
     env.pop("REDIS_URL", None)

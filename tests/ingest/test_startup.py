@@ -28,6 +28,8 @@ def start_ingest(**variables: str) -> subprocess.CompletedProcess[str]:
         "INGEST_PORT": "0",
         # Readable output: a traceback would show as one, not as a JSON field.
         "LOG_FORMAT": "console",
+        # Without keys, the opt-in: the other start-up checks are the subject here.
+        "INGEST_ALLOW_UNSIGNED": "true",
         **variables,
     }
     for name in ("REDIS_URL", "SUNO_WEBHOOK_SECRETS"):
@@ -78,6 +80,21 @@ class TestStartupFailures:
         assert result.stderr.strip() == line
         assert line.startswith(f"{PROGRAM}: configuration error: INGEST_MAX_JSON_DEPTH "), line
         assert "'deep'" in line
+
+    @pytest.mark.parametrize("secrets", ["", " , "])
+    def test_no_webhook_key_is_one_line_saying_what_to_set(self, secrets: str) -> None:
+        """No key (blank values count as none) and no opt-in: the ingest does not start,
+        before reaching for Kafka, and says which variable to set."""
+        servers = f"127.0.0.1:{free_port()}"  # nothing listens there: never reached
+        result = start_ingest(
+            SUNO_WEBHOOK_SECRETS=secrets,
+            INGEST_ALLOW_UNSIGNED="false",
+            KAFKA_BOOTSTRAP_SERVERS=servers,
+        )
+        line = refusal_line(result)
+        assert result.stderr.strip() == line
+        assert line.startswith(f"{PROGRAM}: configuration error: SUNO_WEBHOOK_SECRETS "), line
+        assert "INGEST_ALLOW_UNSIGNED=true" in line
 
     @pytest.mark.kafka
     def test_port_in_use_is_one_line(self, kafka_broker: Broker, taken_port: int) -> None:
