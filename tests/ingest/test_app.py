@@ -14,8 +14,8 @@ from aiohttp.test_utils import TestClient
 from prometheus_client import CollectorRegistry
 
 from devenv.redis import LocalRedis
-from services.common.events import CallbackEvent
 from services.common.errors import ConfigError
+from services.common.events import CallbackEvent
 from services.common.settings import Secret, Settings
 from services.ingest.app import create_app
 

@@ -62,6 +62,7 @@ EXPECTED_ROWS = {
             "End-to-end latency",
             "Notes kept and dropped",
             "Tasks by state",
+            "Callbacks by kind",
             "MIDI bytes written",
         )
     ],

@@ -386,6 +386,21 @@ def processor_panels() -> list[Panel]:
             "ops",
         ),
         series(
+            "Callbacks by kind",
+            "Callbacks accepted per second by the operation that sent them (midi, "
+            "music_generation, separation, unknown: users point several operations at one "
+            "URL), and those the processor skipped (archived, but no MIDI file, no notes "
+            "event).",
+            [
+                (f"sum by (kind) (rate(ingest_callbacks_by_kind_total[{RATE}]))", "{{kind}}"),
+                (
+                    f"sum by (kind) (rate(processor_callbacks_skipped_total[{RATE}]))",
+                    "skipped {{kind}}",
+                ),
+            ],
+            "ops",
+        ),
+        series(
             "MIDI bytes written",
             "Bytes of MIDI files written per second.",
             [(f"sum(rate(processor_midi_written_bytes_total[{RATE}]))", "MIDI")],
