@@ -23,6 +23,7 @@ from pathlib import Path
 from services.common.main import load_settings
 
 from .kafka import BrokerStartError, LocalKafka
+from .local_key import KEY_FILE, ensure_local_key
 from .processes import free_port, stop
 
 SERVICES = (
@@ -75,12 +76,32 @@ def _interrupt(_signum: int, _frame: object) -> None:
     raise KeyboardInterrupt
 
 
+def _signing(env: dict[str, str], data_dir: Path, allow_unsigned: bool) -> str:
+    """Give the services a webhook key unless one is set or unsigned callbacks are opted
+    into; what to print about it."""
+    if env.get("SUNO_WEBHOOK_SECRETS", "").replace(",", "").strip():
+        return "  webhook key: the first of SUNO_WEBHOOK_SECRETS (make send-example signs with it)"
+    if allow_unsigned:
+        # Unsigned callbacks make UNVERIFIED events: the processor must take them too.
+        env.setdefault("PROCESSOR_REQUIRE_VERIFIED", "false")
+        return (
+            "  webhook key: none, unsigned callbacks accepted (INGEST_ALLOW_UNSIGNED=true, "
+            f"PROCESSOR_REQUIRE_VERIFIED={env['PROCESSOR_REQUIRE_VERIFIED']})"
+        )
+    env["SUNO_WEBHOOK_SECRETS"] = ensure_local_key(data_dir)
+    return (
+        f"  webhook key: {env['SUNO_WEBHOOK_SECRETS']} (generated for local use, kept in "
+        f"{data_dir / KEY_FILE}; make send-example signs with it)"
+    )
+
+
 def main() -> None:
     settings = load_settings("pipeline")
     env = dict(os.environ)
     env.setdefault("DATA_DIR", str(settings.storage.data_dir))
     data_dir = Path(env["DATA_DIR"]).resolve()
     data_dir.mkdir(parents=True, exist_ok=True)
+    signing = _signing(env, data_dir, settings.ingest.allow_unsigned)
 
     # Installed explicitly: a runner started in the background inherits SIGINT ignored.
     signal.signal(signal.SIGINT, _interrupt)
@@ -113,6 +134,7 @@ def main() -> None:
                     "The pipeline is running.",
                     f"  Kafka:      {env['KAFKA_BOOTSTRAP_SERVERS']}",
                     f"  POST callbacks to {ingest}/callbacks/suno/midi",
+                    signing,
                     f"  MIDI files:  {data_dir / 'midi'}/<task key>.mid",
                     f"  raw archive: {data_dir / 'raw'}/<task key>/<sha256>.json",
                     f"  metrics:     {ingest}/metrics, :{ports['processor']}/metrics, "

@@ -5,7 +5,8 @@
     python -m devenv.send_example --shape data          # task id inside data (older shape)
     python -m devenv.send_example --example failure-data-null  # one of examples/callbacks/
 
-It signs with the first key of ``SUNO_WEBHOOK_SECRETS`` the way the provider does:
+It signs with the first key of ``SUNO_WEBHOOK_SECRETS`` (else the key ``make run``
+generated under ``DATA_DIR``) the way the provider does:
 ``base64(HMAC-SHA256(key, taskId + "." + timestamp))``.
 """
 
@@ -27,8 +28,18 @@ from typing import Any
 from services.common.callback import callback_code, find_task_id
 from services.common.keys import task_key
 from services.common.main import load_settings
+from services.common.settings import Settings
 
-__all__ = ["EXAMPLES", "example_callback", "main", "provider_examples", "signature_headers"]
+from .local_key import read_local_key
+
+__all__ = [
+    "EXAMPLES",
+    "example_callback",
+    "main",
+    "provider_examples",
+    "signature_headers",
+    "signing_key",
+]
 
 #: The provider's documented callback bodies, kept in the repository (see its README).
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples" / "callbacks"
@@ -73,6 +84,14 @@ def signature_headers(key: str, task_id: str, timestamp: int | None = None) -> d
     return {"X-Webhook-Timestamp": ts, "X-Webhook-Signature": base64.b64encode(digest).decode()}
 
 
+def signing_key(settings: Settings) -> str | None:
+    """The first key of SUNO_WEBHOOK_SECRETS, else the one ``make run`` generated."""
+    for secret in settings.ingest.webhook_secrets:
+        if secret.get().strip():
+            return secret.get().strip()
+    return read_local_key(settings.storage.data_dir)
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(
         prog="python -m devenv.send_example",
@@ -114,8 +133,9 @@ def main(argv: list[str] | None = None) -> None:
         body = json.dumps(payload, indent=2).encode()
     task_id = find_task_id(payload) or ""
     headers = {"Content-Type": "application/json"}
-    if settings.ingest.webhook_secrets:
-        headers.update(signature_headers(settings.ingest.webhook_secrets[0].get(), task_id))
+    key = signing_key(settings)
+    if key is not None:
+        headers.update(signature_headers(key, task_id))
     request = urllib.request.Request(args.url, data=body, headers=headers, method="POST")
     try:
         with urllib.request.urlopen(request, timeout=15) as response:
