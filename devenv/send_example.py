@@ -25,7 +25,7 @@ import uuid
 from pathlib import Path
 from typing import Any
 
-from services.common.callback import callback_code, find_task_id
+from services.common.callback import callback_code, callback_kind, find_task_id
 from services.common.keys import task_key
 from services.common.main import load_settings
 from services.common.settings import Settings
@@ -148,7 +148,10 @@ def main(argv: list[str] | None = None) -> None:
     print(f"task {task_id}: HTTP {status} {answer}")
     if status != 200:
         sys.exit(1)
-    if isinstance(payload, dict) and callback_code(payload) == 200:
+    kind = callback_kind(payload) if isinstance(payload, dict) else "unknown"
+    if kind != "midi":
+        print(f"not a MIDI callback (kind {kind}): no MIDI file; its raw body is archived")
+    elif callback_code(payload) == 200:
         midi = settings.storage.data_dir / "midi" / f"{task_key(task_id)}.mid"
         print(f"MIDI file (in a few seconds): {midi}")
     else:
