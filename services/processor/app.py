@@ -103,9 +103,9 @@ def process_callback(body: bytes) -> Processed | Skipped:
 class Processor:
     """One callback event to its MIDI file and its notes event.
 
-    Decoding, the task-id check, the log context, retries and dead letters are the
-    consumer wrapper's (:mod:`services.common.consumer`): a storage or Kafka failure raised
-    here is retried there, a :class:`DeadLetter` is dead-lettered there.
+    Decoding, the task-id and signature checks, the log context, retries and dead letters
+    are the consumer wrapper's (:mod:`services.common.consumer`): a storage or Kafka failure
+    raised here is retried there, a :class:`DeadLetter` is dead-lettered there.
     """
 
     def __init__(
