@@ -16,7 +16,7 @@ from typing import Any
 import fastavro
 import fastavro.schema
 
-from .errors import CodecError, UnknownSchemaError
+from .errors import CodecError, EventEncodeError, UnknownSchemaError
 
 __all__ = [
     "CALLBACK_SCHEMA",
@@ -78,8 +78,8 @@ class AvroCodec:
         buffer.write(self.header)
         try:
             fastavro.schemaless_writer(buffer, self.parsed, dict(record))
-        except (ValueError, TypeError, KeyError) as exc:
-            raise CodecError(f"record does not match schema {self.name}: {exc}") from exc
+        except (ValueError, TypeError, KeyError, OverflowError) as exc:  # UnicodeEncodeError too
+            raise EventEncodeError(f"record does not match schema {self.name}: {exc}") from exc
         return buffer.getvalue()
 
     def decode(self, data: bytes) -> dict[str, Any]:

@@ -13,7 +13,9 @@
     │   └── ArchiveStorageError    one step of archiving a callback; ``operation`` says which
     ├── Transient            a record that cannot be handled *yet*               [retry]
     ├── DeadLetter           a record that can never be handled; ``reason``      [dead letter]
-    │   └── InvalidEventError      an event the archive cannot name (hash, task id)
+    │   ├── InvalidEventError      an event the archive cannot name (hash, task id)
+    │   └── EventEncodeError       a record our own code built does not fit its schema
+    │                              (``unencodable_event``: our bug, not the input's)
     ├── CorruptArchiveError  an archived body does not hash to its name
     ├── CommandError         a CLI problem the user can fix; ``status`` is the exit status
     ├── DedupeUnavailable    (services.ingest.dedupe) the dedupe store did not answer:
@@ -38,6 +40,7 @@ __all__ = [
     "ConfigError",
     "CorruptArchiveError",
     "DeadLetter",
+    "EventEncodeError",
     "InvalidEventError",
     "KafkaUnavailableError",
     "NotStartedError",
@@ -118,6 +121,18 @@ class DeadLetter(PipelineError):
 
 class InvalidEventError(DeadLetter):
     """An event that must not be archived as it is (its body does not match its hash...)."""
+
+
+class EventEncodeError(DeadLetter):
+    """A record this project built does not fit its own schema, so it cannot be written.
+
+    Not :class:`CodecError`: that one means the *input* record is undecodable, while here
+    the input was fine and our code is wrong. No retry helps; the input is dead-lettered
+    as ``unencodable_event`` to be re-sent once the code is fixed.
+    """
+
+    def __init__(self, message: str) -> None:
+        super().__init__("unencodable_event", message)
 
 
 class CorruptArchiveError(PipelineError):

@@ -27,6 +27,7 @@ __all__ = [
     "Note",
     "TaskState",
     "normalize",
+    "well_formed",
 ]
 
 TaskState = Literal["complete", "failed", "unknown"]
@@ -54,6 +55,10 @@ DROP_REASONS: Final = (
     "end_not_after_start",  # end <= start
     "invalid_velocity",  # present but unparsable, non-finite or outside 0..1
 )
+
+# JSON may escape a lone surrogate ("\\ud800"), which json.loads keeps in the str; no UTF-8
+# encoder (Avro's, the MIDI file's) takes one. A valid pair is already one code point.
+_LONE_SURROGATE = re.compile("[\ud800-\udfff]")
 
 # A decimal number as JSON writes one, with an optional sign and surrounding whitespace.
 # Python's float() alone would also take "inf", "nan", "1_000" and "١٢": not numbers here.
@@ -97,6 +102,19 @@ class NormalizedCallback:
     @property
     def dropped_count(self) -> int:
         return sum(self.dropped.values())
+
+
+def well_formed(text: str) -> str:
+    """``text`` with each lone surrogate replaced by U+FFFD (REPLACEMENT CHARACTER).
+
+    Lone surrogates are the only code points a Python str holds that UTF-8 cannot: after
+    this, every name and message the notes event and the MIDI file carry encodes.
+    """
+    return text if text.isascii() else _LONE_SURROGATE.sub("\ufffd", text)
+
+
+def _text(value: str | None) -> str | None:
+    return None if value is None else well_formed(value)
 
 
 def _number(value: Any) -> float | None:
@@ -190,7 +208,7 @@ def _instrument(raw: Any, dropped: dict[str, int]) -> Instrument | None:
             dropped[note] = dropped.get(note, 0) + 1
         else:
             append(note)
-    return Instrument(name if isinstance(name, str) else "", tuple(notes))
+    return Instrument(well_formed(name) if isinstance(name, str) else "", tuple(notes))
 
 
 def normalize(payload: Mapping[str, Any]) -> NormalizedCallback:
@@ -220,8 +238,8 @@ def normalize(payload: Mapping[str, Any]) -> NormalizedCallback:
     return NormalizedCallback(
         state=state,
         code=code,
-        msg=callback_msg(payload),
-        provider_state=callback_state(payload),
+        msg=_text(callback_msg(payload)),
+        provider_state=_text(callback_state(payload)),
         instruments=tuple(instruments),
         dropped={reason: dropped[reason] for reason in DROP_REASONS if reason in dropped},
     )

@@ -18,7 +18,7 @@ from services.common.avro import (
     crc64_avro,
     load_codec,
 )
-from services.common.errors import CodecError, UnknownSchemaError
+from services.common.errors import CodecError, EventEncodeError, UnknownSchemaError
 from services.common.events import CallbackEvent, sha256_hex
 
 
@@ -107,6 +107,14 @@ class TestSingleObjectEncoding:
             CallbackEvent.decode(data[: len(data) // 2])
 
     def test_encode_refuses_records_off_schema(self) -> None:
-        """A record that does not fit the schema fails loudly at the producer."""
-        with pytest.raises(CodecError):
+        """A record that does not fit the schema fails loudly at the producer, as our own
+        bug (``unencodable_event``), never as the input's ``undecodable``."""
+        with pytest.raises(EventEncodeError) as caught:
             load_codec(CALLBACK_SCHEMA).encode({"task_id": 5})
+        assert caught.value.reason == "unencodable_event"
+        assert not isinstance(caught.value, CodecError)
+
+    def test_encode_refuses_lone_surrogates_as_our_bug(self) -> None:
+        """Text UTF-8 cannot hold is an encoding failure of ours, not a corrupt input."""
+        with pytest.raises(EventEncodeError, match="surrogates"):
+            make_event(msg="\ud800").encode()
