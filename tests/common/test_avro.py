@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import io
 from datetime import UTC, datetime
-from pathlib import Path
 
 import fastavro
 import fastavro.schema
@@ -17,6 +16,7 @@ from services.common.avro import (
     SCHEMA_DIR,
     crc64_avro,
     load_codec,
+    version_path,
 )
 from services.common.errors import CodecError, EventEncodeError, UnknownSchemaError
 from services.common.events import CallbackEvent, sha256_hex
@@ -58,7 +58,7 @@ class TestCrc64Avro:
     def test_matches_fastavro_for_our_schemas(self, name: str) -> None:
         """The header carries the fingerprint fastavro computes for the canonical form."""
         codec = load_codec(name)
-        schema = fastavro.schema.load_schema(str(SCHEMA_DIR / f"{name}.avsc"))
+        schema = fastavro.schema.load_schema(str(version_path(SCHEMA_DIR, name, 1)))
         canonical = fastavro.schema.to_parsing_canonical_form(schema)
         assert codec.canonical_form == canonical
         assert codec.header[2:].hex() == fastavro.schema.fingerprint(canonical, "CRC-64-AVRO")
@@ -81,7 +81,7 @@ class TestSingleObjectEncoding:
         """A consumer with only schemas/ and fastavro reads our messages."""
         event = make_event()
         data = event.encode()
-        schema = fastavro.schema.load_schema(str(Path(SCHEMA_DIR) / "callback_received.avsc"))
+        schema = fastavro.schema.load_schema(str(version_path(SCHEMA_DIR, CALLBACK_SCHEMA, 1)))
         record = fastavro.schemaless_reader(io.BytesIO(data[10:]), schema, None)
         assert record["task_id"] == "abc"
         assert record["body"] == event.body
