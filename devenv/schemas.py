@@ -9,7 +9,8 @@ without, or change a field's type.
 
 Compatibility is Apache Avro's own checker (``avro.compatibility``, a port of Java's
 ``SchemaCompatibility``; a dev dependency): fastavro resolves schemas only while reading
-and has no checker. The checker looks at Avro types, not logical types.
+and has no checker. That checker looks at Avro types only, so a logical type that changes
+(``timestamp-millis`` to ``timestamp-micros``: same long, another meaning) is refused here.
 """
 
 from __future__ import annotations
@@ -38,12 +39,32 @@ def schema_fingerprint(path: Path) -> str:
 
 
 def _incompatibility(reader: avro.schema.Schema, writer: avro.schema.Schema) -> str | None:
-    result = ReaderWriterCompatibilityChecker().get_compatibility(reader, writer)
+    checker = ReaderWriterCompatibilityChecker()  # type: ignore[no-untyped-call]  # untyped __init__
+    result = checker.get_compatibility(reader, writer)
     if result.compatibility is SchemaCompatibilityType.compatible:
         return None
     kinds = ", ".join(sorted({kind.value for kind in result.incompatibilities}))
     where = ", ".join(sorted(result.locations))
     return f"{kinds} at {where}: {'; '.join(sorted(result.messages))}"
+
+
+def _logical_types(schema: object, path: str = "") -> dict[str, str]:
+    """Field path -> logical type, through records, arrays, maps and unions."""
+    found: dict[str, str] = {}
+    if isinstance(schema, list):
+        for branch in schema:
+            found.update(_logical_types(branch, path))
+    elif isinstance(schema, dict):
+        if "logicalType" in schema:
+            found[path or "/"] = str(schema["logicalType"])
+        for field in schema.get("fields", ()) if schema.get("type") == "record" else ():
+            found.update(_logical_types(field["type"], f"{path}/{field['name']}"))
+        for key in ("items", "values"):
+            if key in schema:
+                found.update(_logical_types(schema[key], f"{path}/{key}"))
+        if isinstance(schema.get("type"), dict | list):
+            found.update(_logical_types(schema["type"], path))
+    return found
 
 
 def _check_files(schema_dir: Path, name: str, published: dict[int, str]) -> list[str]:
@@ -86,6 +107,14 @@ def _check_compatibility(schema_dir: Path, name: str, versions: Sequence[int]) -
         why = _incompatibility(parsed[reader], parsed[writer])
         if why is not None:
             problems.append(f"{name} v{reader} cannot read what v{writer} wrote: {why}")
+    logical = {version: _logical_types(parsed[version].to_json()) for version in parsed}
+    for old, new in itertools.combinations(sorted(parsed), 2):
+        for where in sorted(logical[old].keys() & logical[new].keys()):
+            if logical[old][where] != logical[new][where]:
+                problems.append(
+                    f"{name} v{new} changes the logical type of {where} from "
+                    f"{logical[old][where]} to {logical[new][where]}"
+                )
     return problems
 
 

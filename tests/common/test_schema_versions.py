@@ -132,6 +132,12 @@ class TestCompatibilityCheck:
                 "v3 cannot read what v1 wrote: reader_field_missing_default_value",
                 id="field-added-without-default",
             ),
+            pytest.param(
+                lambda s: field(s, "received_at")["type"].update(logicalType="timestamp-micros"),
+                "v3 changes the logical type of /received_at from timestamp-millis to "
+                "timestamp-micros",
+                id="logical-type-changed",
+            ),
         ],
     )
     def test_an_incompatible_version_is_refused(
