@@ -63,6 +63,8 @@ def create_app(settings: Settings, *, registry: CollectorRegistry | None = None)
         group_id=settings.archiver.group_id,
         metrics=metrics.consumer,
         build_handler=build_handler,
+        # The archive is the copy of last resort: never commit past a callback unarchived.
+        unknown_schema="halt",
     )
     app[ARCHIVER_METRICS] = metrics
 

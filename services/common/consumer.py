@@ -16,9 +16,22 @@ handler raises (the tree in :mod:`services.common.errors`):
   retried with exponential backoff for as long as it takes; the offset is not committed
   meanwhile.
 - anything else: retried ``max_attempts`` times, then dead-lettered as ``processing_failed``.
+- :class:`~services.common.errors.UnknownSchemaError` (a schema fingerprint nobody here
+  knows): as each app says (``unknown_schema``): ``dead_letter`` (``unknown_schema``), or
+  ``halt``: the partition stops at that record, uncommitted and paused, the
+  ``<service>_halted_partitions`` gauge counts it, until the partition is revoked or the
+  service restarts with a schema that reads it.
 
 An offset is committed only after its record's effects are durable, one record at a time,
 so a committed offset always means done.
+
+A record that takes long (retries through an outage) must not cost the group membership:
+after ``KAFKA_MAX_POLL_INTERVAL_SECONDS`` without a poll aiokafka leaves the group and
+another member would handle the same record in parallel. So the record runs in a task of
+its own while the loop keeps polling with every partition paused (aiokafka counts a member
+idle only between ``getmany`` calls). A rebalance waits for the record in hand (bounded):
+its running attempt may finish and commit, no further attempt starts, and past the bound
+it is abandoned uncommitted, all before the partition moves.
 """
 
 from __future__ import annotations
@@ -27,8 +40,9 @@ import asyncio
 import contextlib
 import time
 from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Final
+from typing import Final, Literal
 
 import structlog
 from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
@@ -42,6 +56,7 @@ from .errors import (
     PublishError,
     StorageError,
     Transient,
+    UnknownSchemaError,
 )
 from .events import CallbackEvent
 from .kafka import Publisher, client_options, start_client
@@ -56,6 +71,7 @@ __all__ = [
     "EventHandler",
     "RecordHandler",
     "Transient",
+    "UnknownSchemaPolicy",
     "callback_handler",
 ]
 
@@ -68,6 +84,20 @@ EventHandler = Callable[[CallbackEvent], Awaitable[None]]
 _TRANSIENT = (Transient, StorageError, PublishError)
 
 _ERROR_HEADER_LIMIT = 1000
+
+#: What a consumer does with a record whose schema fingerprint it does not know.
+UnknownSchemaPolicy = Literal["halt", "dead_letter"]
+#: How one record's handling ended: committed, left uncommitted, or its partition stopped.
+_Outcome = Literal["done", "abandoned", "halted"]
+
+#: The longest a rebalance waits for the record in hand before abandoning it.
+_REVOKE_WAIT_MAX = 30.0
+
+
+@dataclass(frozen=True, slots=True)
+class _InHand:
+    tp: TopicPartition
+    task: asyncio.Task[None]
 
 
 #: Why an unverified event is refused, in its dead-letter record.
@@ -108,6 +138,8 @@ class _Listener(ConsumerRebalanceListener):  # type: ignore[misc]
 
     async def on_partitions_revoked(self, revoked: set[TopicPartition]) -> None:
         self._loop.metrics.rebalances.labels("revoked").inc()
+        # Before the partition moves: another member must never hold the same record.
+        await self._loop.release(revoked)
         for tp in revoked:
             self._loop.forget(tp)
         if revoked:
@@ -138,6 +170,7 @@ class ConsumerLoop:
         handler: RecordHandler,
         publisher: Publisher,
         metrics: ConsumerMetrics,
+        unknown_schema: UnknownSchemaPolicy = "dead_letter",
         max_attempts: int = 3,
         backoff_initial: float = 0.2,
         backoff_max: float = 30.0,
@@ -150,19 +183,29 @@ class ConsumerLoop:
         self._handler = handler
         self._publisher = publisher
         self.metrics = metrics
+        self._unknown_schema = unknown_schema
         self._max_attempts = max_attempts
         self._backoff_initial = backoff_initial
         self._backoff_max = backoff_max
         self._max_poll_records = max_poll_records
+        self._max_poll_interval = settings.max_poll_interval_seconds
         self._consumer: AIOKafkaConsumer | None = None
         self._stopping = asyncio.Event()
+        #: Set by stop() and by a revocation: the record in hand starts no new attempt.
+        self._interrupt = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._next_offset: dict[TopicPartition, int] = {}
-        self._topics_seen_at = 0.0
+        self._in_hand: _InHand | None = None
+        self._halted: set[TopicPartition] = set()
+        #: Bumped by every revocation: records fetched before it are not handled after it.
+        self._generation = 0
+        if unknown_schema == "dead_letter":
+            metrics.dead_letters.labels("unknown_schema")
 
     # lifecycle -----------------------------------------------------------------------
 
     async def start(self) -> None:
+        poll_ms = int(self._max_poll_interval * 1000)
         consumer = AIOKafkaConsumer(
             **client_options(self._settings, self._role),
             group_id=self._group_id,
@@ -171,6 +214,12 @@ class ConsumerLoop:
             max_partition_fetch_bytes=self._settings.max_message_bytes,
             fetch_max_bytes=max(52_428_800, self._settings.max_message_bytes),
             max_poll_records=self._max_poll_records,
+            max_poll_interval_ms=poll_ms,
+            # As the Java client: the group waits this long for members to rejoin, which
+            # covers the bounded wait for the record in hand at revocation.
+            rebalance_timeout_ms=poll_ms,
+            # A short poll interval (tests) still gets a few heartbeats within it.
+            heartbeat_interval_ms=min(3000, poll_ms // 3),
         )
         consumer.subscribe(self._topics, listener=_Listener(self))
         await start_client(consumer, self._settings)
@@ -180,6 +229,7 @@ class ConsumerLoop:
     async def stop(self, timeout: float = 30.0) -> None:  # noqa: ASYNC109 - bounds the drain
         """Finish the record in hand, commit it, leave the group."""
         self._stopping.set()
+        self._interrupt.set()
         task, self._task = self._task, None
         if task is not None:
             try:
@@ -216,8 +266,29 @@ class ConsumerLoop:
 
     def forget(self, tp: TopicPartition) -> None:
         self._next_offset.pop(tp, None)
+        self._halted.discard(tp)
+        self.metrics.halted.set(len(self._halted))
         with contextlib.suppress(KeyError):
             self.metrics.lag.remove(tp.topic, str(tp.partition))
+
+    async def release(self, revoked: set[TopicPartition]) -> None:
+        """Let the record in hand finish or abandon it, before ``revoked`` move on.
+
+        Its running attempt may finish (and commit: the member still owns the partition);
+        no further attempt or backoff starts. Past the bound it is cancelled, uncommitted:
+        the next owner handles it again, which is safe because every effect is idempotent.
+        """
+        self._generation += 1
+        in_hand = self._in_hand
+        if in_hand is None or in_hand.tp not in revoked:
+            return
+        self._interrupt.set()
+        bound = min(_REVOKE_WAIT_MAX, self._max_poll_interval / 2)
+        done, _ = await asyncio.wait({in_hand.task}, timeout=bound)
+        if not done:
+            log.warning("record_abandoned", partition=f"{in_hand.tp.topic}:{in_hand.tp.partition}")
+            in_hand.task.cancel()
+            await asyncio.wait({in_hand.task})
 
     # the loop ------------------------------------------------------------------------
 
@@ -227,24 +298,74 @@ class ConsumerLoop:
         while not self._stopping.is_set():
             try:
                 batch = await consumer.getmany(timeout_ms=500)
+                generation = self._generation
                 for tp, records in batch.items():
                     for record in records:
-                        if self._stopping.is_set() or tp not in consumer.assignment():
+                        if (
+                            self._stopping.is_set()
+                            or generation != self._generation
+                            or tp in self._halted
+                            or tp not in consumer.assignment()
+                        ):
                             break
-                        await self._process(tp, record)
+                        await self._hold(tp, record)
                 await self._update_lag()
                 backoff = self._backoff_initial
             except Exception as exc:  # the loop must outlive any one failure
                 log.error("consumer_loop_error", error=repr(exc))
                 await self._rewind()
-                await self._sleep(backoff)
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._stopping.wait(), backoff)
                 backoff = min(backoff * 2, self._backoff_max)
+
+    async def _hold(self, tp: TopicPartition, record: ConsumerRecord[bytes, bytes]) -> None:
+        """Handle one record in a task of its own while the loop keeps polling."""
+        if not self._stopping.is_set():
+            self._interrupt.clear()
+        task = asyncio.create_task(self._process(tp, record))
+        self._in_hand = _InHand(tp, task)
+        try:
+            await self._poll_until(task)
+        except asyncio.CancelledError:
+            task.cancel()  # stop() gave up: the record must not outlive the loop
+            raise
+        finally:
+            self._in_hand = None
+        if not task.cancelled():
+            task.result()  # a failure of the loop itself (not the handler's) propagates
+
+    async def _poll_until(self, task: asyncio.Task[None]) -> None:
+        """Poll, every partition paused, until ``task`` is done: aiokafka counts a member
+        idle only between polls, so a long record (an outage's retries) keeps the member
+        in its group instead of handing the same record to another member."""
+        consumer = self.consumer
+        paused = False
+        while True:
+            done, _ = await asyncio.wait({task}, timeout=self._max_poll_interval / 4)
+            if done:
+                break
+            paused = True
+            consumer.pause(*consumer.assignment())
+            try:
+                stray = await consumer.getmany(timeout_ms=0)
+            except KafkaError as exc:
+                log.warning("keepalive_poll_failed", error=repr(exc))
+                continue
+            # Partitions assigned by a rebalance meanwhile are not paused yet: put their
+            # records back, to come again once the record in hand is done.
+            for stray_tp, records in stray.items():
+                consumer.seek(stray_tp, records[0].offset)
+                consumer.pause(stray_tp)
+        if paused:
+            consumer.resume(*(consumer.assignment() - self._halted))
 
     async def _rewind(self) -> None:
         """Go back to the committed offsets: records fetched but not done must come again,
         so no later commit can pass over them."""
         consumer = self.consumer
         for tp in consumer.assignment():
+            if tp in self._halted:
+                continue  # already at its stopped record
             with contextlib.suppress(KafkaError):
                 committed = await consumer.committed(tp)
                 if committed is None:
@@ -265,16 +386,28 @@ class ConsumerLoop:
             topic=record.topic, partition=record.partition, offset=record.offset
         )
         try:
-            done = await self._handle_with_policy(record)
-            if not done:
-                return  # stopping: leave the offset uncommitted
+            outcome = await self._handle_with_policy(record)
+            if outcome == "halted":
+                self._halt(tp, record.offset)
+            if outcome != "done":
+                return  # stopping, revoked or halted: leave the offset uncommitted
             self.metrics.processing.labels(record.topic).observe(time.perf_counter() - started)
             await self._commit(tp, record.offset + 1)
         finally:
             structlog.contextvars.clear_contextvars()
 
-    async def _handle_with_policy(self, record: ConsumerRecord[bytes, bytes]) -> bool:
-        """Handle, retry or dead-letter one record; ``False`` when stopped before done."""
+    def _halt(self, tp: TopicPartition, offset: int) -> None:
+        """Stop ``tp`` at ``offset``: paused, positioned on the record, never committed past."""
+        consumer = self.consumer
+        if tp not in consumer.assignment():
+            return  # revoked meanwhile: the next owner meets the record again
+        self._halted.add(tp)
+        consumer.pause(tp)
+        consumer.seek(tp, offset)
+        self.metrics.halted.set(len(self._halted))
+
+    async def _handle_with_policy(self, record: ConsumerRecord[bytes, bytes]) -> _Outcome:
+        """Handle, retry, dead-letter or halt on one record."""
         attempt = 0
         backoff = self._backoff_initial
         while True:
@@ -283,6 +416,11 @@ class ConsumerLoop:
                 await self._handler(record)
             except DeadLetter as exc:
                 return await self._dead_letter(record, exc.reason, str(exc))
+            except UnknownSchemaError as exc:
+                if self._unknown_schema == "dead_letter":
+                    return await self._dead_letter(record, "unknown_schema", str(exc))
+                log.error("partition_halted", reason="unknown_schema", error=str(exc))
+                return "halted"
             except CodecError as exc:
                 return await self._dead_letter(record, "undecodable", str(exc))
             except _TRANSIENT as exc:
@@ -294,18 +432,18 @@ class ConsumerLoop:
                 log.warning("record_retry", error=repr(exc), attempt=attempt, transient=False)
             else:
                 self.metrics.records.labels(record.topic, "ok").inc()
-                return True
+                return "done"
             self.metrics.records.labels(record.topic, "retried").inc()
             # A record held by retries must show as growing lag, not a frozen gauge.
             with contextlib.suppress(KafkaError):
                 await self._update_lag()
             if not await self._sleep(backoff):
-                return False
+                return "abandoned"
             backoff = min(backoff * 2, self._backoff_max)
 
     async def _dead_letter(
         self, record: ConsumerRecord[bytes, bytes], reason: str, error: str
-    ) -> bool:
+    ) -> _Outcome:
         headers = [
             *((k, v) for k, v in (record.headers or ()) if not k.startswith("dlq.")),
             ("dlq.reason", reason.encode()),
@@ -331,12 +469,12 @@ class ConsumerLoop:
             except PublishError as exc:
                 log.error("dead_letter_publish_failed", error=str(exc))
                 if not await self._sleep(backoff):
-                    return False
+                    return "abandoned"
                 backoff = min(backoff * 2, self._backoff_max)
         self.metrics.records.labels(record.topic, "dead_lettered").inc()
         self.metrics.dead_letters.labels(reason).inc()
         log.warning("record_dead_lettered", reason=reason, error=error[:200])
-        return True
+        return "done"
 
     async def _commit(self, tp: TopicPartition, offset: int) -> None:
         try:
@@ -364,9 +502,9 @@ class ConsumerLoop:
             self.metrics.lag.labels(tp.topic, str(tp.partition)).set(max(0, highwater - position))
 
     async def _sleep(self, seconds: float) -> bool:
-        """Sleep unless stopping; ``False`` when asked to stop meanwhile."""
+        """A backoff of the record in hand; ``False`` when stopping or revoked meanwhile."""
         try:
-            await asyncio.wait_for(self._stopping.wait(), seconds)
+            await asyncio.wait_for(self._interrupt.wait(), seconds)
         except TimeoutError:
             return True
         return False

@@ -8,7 +8,7 @@ from collections.abc import AsyncIterator, Callable
 
 from aiohttp import web
 
-from .consumer import ConsumerLoop, EventHandler, callback_handler
+from .consumer import ConsumerLoop, EventHandler, UnknownSchemaPolicy, callback_handler
 from .metrics import ConsumerMetrics
 from .settings import Settings
 from .storage import Storage, open_storage
@@ -27,6 +27,7 @@ def create_consumer_app(
     group_id: str,
     metrics: ConsumerMetrics,
     build_handler: Callable[[web.Application], EventHandler],
+    unknown_schema: UnknownSchemaPolicy,
     produces: tuple[str, ...] = (),
     require_verified: bool = False,
 ) -> web.Application:
@@ -34,7 +35,9 @@ def create_consumer_app(
 
     ``build_handler`` is called once the storage and the publisher are open; the handler it
     returns sees decoded events with valid task ids only (and verified ones only, with
-    ``require_verified``), and raises to retry or dead-letter.
+    ``require_verified``), and raises to retry or dead-letter. ``unknown_schema`` says what
+    the consumer does with an event of a schema it does not know (see :mod:`.consumer`):
+    each app states it, the loop applies it.
     """
     app = web.Application()
     app[SETTINGS] = settings
@@ -56,6 +59,7 @@ def create_consumer_app(
             handler=callback_handler(build_handler(app), require_verified=require_verified),
             publisher=app[PUBLISHER],
             metrics=metrics,
+            unknown_schema=unknown_schema,
         )
         await loop.start()
         app[CONSUMER] = loop

@@ -39,7 +39,8 @@ CONSUMER_DEAD_LETTER_REASONS = ("undecodable", "processing_failed")
 
 
 class ConsumerMetrics:
-    """What every consumer reports: records by result, duration, commits, rebalances, lag."""
+    """What every consumer reports: records by result, duration, commits, rebalances, lag,
+    halted partitions."""
 
     def __init__(self, service: str, registry: CollectorRegistry) -> None:
         self.registry = registry
@@ -83,6 +84,12 @@ class ConsumerMetrics:
             f"{service}_ready",
             "1 when the consumer is connected and its topics exist, else 0 "
             "(refreshed at every scrape and every /readyz).",
+            registry=registry,
+        )
+        self.halted = Gauge(
+            f"{service}_halted_partitions",
+            "Partitions stopped at a record no known schema decodes: paused, not committed "
+            "past, until revoked or restarted (docs/observability.md#partition-halted).",
             registry=registry,
         )
         for event in REBALANCE_EVENTS:

@@ -146,6 +146,14 @@ class KafkaSettings:
     sasl_mechanism: str | None = setting("KAFKA_SASL_MECHANISM", None, "e.g. SCRAM-SHA-512")
     sasl_username: str | None = setting("KAFKA_SASL_USERNAME", None, "SASL user")
     sasl_password: Secret | None = setting("KAFKA_SASL_PASSWORD", None, "SASL password")
+    #: A consumer holding one record longer still polls (partitions paused), so it stays in
+    #: its group; it is also the rebalance timeout the group waits for the member to rejoin.
+    max_poll_interval_seconds: float = setting(
+        "KAFKA_MAX_POLL_INTERVAL_SECONDS",
+        300.0,
+        "consumers: longest gap between polls before the member is dropped from its group",
+        minimum=1,
+    )
 
 
 @dataclass(frozen=True)

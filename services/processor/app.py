@@ -192,6 +192,8 @@ def create_app(settings: Settings, *, registry: CollectorRegistry | None = None)
         group_id=settings.processor.group_id,
         metrics=metrics.consumer,
         build_handler=build_handler,
+        # Nothing is lost: the archiver keeps the raw body, and a replay brings it back.
+        unknown_schema="dead_letter",
         produces=(settings.kafka.topics.notes,),
         require_verified=settings.processor.require_verified,
     )
