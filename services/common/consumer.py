@@ -419,7 +419,14 @@ class ConsumerLoop:
             except UnknownSchemaError as exc:
                 if self._unknown_schema == "dead_letter":
                     return await self._dead_letter(record, "unknown_schema", str(exc))
-                log.error("partition_halted", reason="unknown_schema", error=str(exc))
+                log.error(
+                    "partition_halted",
+                    reason="unknown_schema",
+                    error=str(exc),
+                    topic=record.topic,
+                    partition=record.partition,
+                    offset=record.offset,
+                )
                 return "halted"
             except CodecError as exc:
                 return await self._dead_letter(record, "undecodable", str(exc))
