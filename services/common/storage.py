@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import builtins
 import contextlib
+import fcntl
 import functools
 import os
 import tempfile
@@ -28,6 +29,7 @@ from .settings import StorageSettings
 
 __all__ = [
     "TEMPORARY_PREFIX",
+    "VERSIONS_FOLDER",
     "LocalStorage",
     "S3Storage",
     "Storage",
@@ -37,6 +39,15 @@ __all__ = [
 
 #: Name prefix of LocalStorage's temporary files; never listed, safe to remove when stale.
 TEMPORARY_PREFIX = ".tmp-"
+
+#: LocalStorage's folder (below the root) of the versions :meth:`Storage.put_versioned`
+#: compares; never listed.
+VERSIONS_FOLDER = ".versions"
+#: The S3 user metadata (``x-amz-meta-version``) holding an object's version.
+_VERSION_METADATA = "version"
+
+#: A conditional put refused because another writer changed the object first.
+_LOST_RACE = ("PreconditionFailed", "412", "ConditionalRequestConflict", "409", "NoSuchKey")
 
 #: What the S3 client can raise besides our own errors (converted to StorageError).
 _S3_ERRORS = (ClientError, BotoCoreError, aiohttp.ClientError, OSError, TimeoutError)
@@ -65,6 +76,14 @@ class Storage(Protocol):
         """Store ``data`` under ``key`` atomically and durably; return the object's URI.
 
         Readers see the old object or the new one, never a part.
+        """
+
+    async def put_versioned(self, key: str, data: bytes, version: str) -> str | None:
+        """Like :meth:`put`, unless the object was stored with a greater ``version``.
+
+        Versions compare as strings; an object without one (written by :meth:`put`) is the
+        oldest. The comparison and the write are one step against concurrent writers.
+        Returns the object's URI, or ``None`` when a newer version is kept.
         """
 
     async def get(self, key: str) -> bytes:
@@ -100,6 +119,17 @@ class LocalStorage:
         except OSError as exc:
             raise StorageError(f"cannot write {path}: {exc.strerror or exc}") from exc
         return path.as_uri()
+
+    async def put_versioned(self, key: str, data: bytes, version: str) -> str | None:
+        """The version lives in ``.versions/<key>``; a lock file beside it makes the
+        compare and the write one step for every process sharing the folder."""
+        path = self.path(key)
+        version_path = self.root.joinpath(VERSIONS_FOLDER, *check_key(key).split("/"))
+        try:
+            written = await asyncio.to_thread(_put_versioned, path, version_path, data, version)
+        except OSError as exc:
+            raise StorageError(f"cannot write {path}: {exc.strerror or exc}") from exc
+        return path.as_uri() if written else None
 
     async def get(self, key: str) -> bytes:
         path = self.path(key)
@@ -149,6 +179,8 @@ class LocalStorage:
             return []
         found = []
         for dirpath, dirnames, filenames in os.walk(self.root):
+            if dirpath == str(self.root) and VERSIONS_FOLDER in dirnames:
+                dirnames.remove(VERSIONS_FOLDER)
             dirnames.sort()
             rel = Path(dirpath).relative_to(self.root).as_posix()
             base = "" if rel == "." else rel + "/"
@@ -173,6 +205,30 @@ def _remove_temporaries(top: Path) -> list[str]:
                     path.unlink()
                     removed.append(str(path))
     return removed
+
+
+def _put_versioned(path: Path, version_path: Path, data: bytes, version: str) -> bool:
+    """Under the key's lock: compare, then write the version, then the object.
+
+    Version first: a crash between the two leaves the newer version over the older file,
+    which only the same record (redelivered, since it was not committed) can match and
+    rewrite; the other order would let an older body in meanwhile.
+    """
+    _makedirs(version_path.parent)
+    lock = os.open(version_path.with_name(version_path.name + ".lock"), os.O_RDWR | os.O_CREAT)
+    try:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # released with the descriptor
+        try:
+            current = version_path.read_text("utf-8")
+        except FileNotFoundError:
+            current = ""
+        if version < current:
+            return False
+        _write_durably(version_path, version.encode("utf-8"))
+        _write_durably(path, data)
+        return True
+    finally:
+        os.close(lock)
 
 
 def _write_durably(path: Path, data: bytes) -> None:
@@ -244,6 +300,49 @@ class S3Storage:
         except _S3_ERRORS as exc:
             raise StorageError(f"cannot write {self.uri(key)}: {_describe(exc)}") from exc
         return self.uri(key)
+
+    async def put_versioned(self, key: str, data: bytes, version: str) -> str | None:
+        """The version travels as the object's metadata; the write is conditional on the
+        object compared (``If-Match`` its ETag, ``If-None-Match: *`` when absent), and a
+        writer that lost the race compares again."""
+        name = self.object_key(key)
+        while True:
+            current = await self._head(key)
+            stored = (
+                "" if current is None else current.get("Metadata", {}).get(_VERSION_METADATA, "")
+            )
+            if version < stored:
+                return None
+            condition = {"IfNoneMatch": "*"} if current is None else {"IfMatch": current["ETag"]}
+            try:
+                await self._client.put_object(
+                    Bucket=self.bucket,
+                    Key=name,
+                    Body=data,
+                    Metadata={_VERSION_METADATA: version},
+                    **condition,
+                )
+            except ClientError as exc:
+                if _error_code(exc) in _LOST_RACE:
+                    continue
+                raise StorageError(f"cannot write {self.uri(key)}: {_describe(exc)}") from exc
+            except _S3_ERRORS as exc:
+                raise StorageError(f"cannot write {self.uri(key)}: {_describe(exc)}") from exc
+            return self.uri(key)
+
+    async def _head(self, key: str) -> dict[str, Any] | None:
+        """The object's ``HeadObject`` answer; ``None`` when absent."""
+        try:
+            head: dict[str, Any] = await self._client.head_object(
+                Bucket=self.bucket, Key=self.object_key(key)
+            )
+        except ClientError as exc:
+            if _error_code(exc) in ("404", "NoSuchKey", "NotFound"):
+                return None
+            raise StorageError(f"cannot look up {self.uri(key)}: {_describe(exc)}") from exc
+        except _S3_ERRORS as exc:
+            raise StorageError(f"cannot look up {self.uri(key)}: {_describe(exc)}") from exc
+        return head
 
     async def get(self, key: str) -> bytes:
         name = self.object_key(key)

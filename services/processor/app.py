@@ -41,7 +41,15 @@ from .normalize import NormalizedCallback, normalize
 from .notes_event import MidiLocation, encode_notes_event, notes_record
 from .render import RenderStats, render_midi_with_stats
 
-__all__ = ["Processed", "Processor", "Skipped", "create_app", "midi_key", "process_callback"]
+__all__ = [
+    "Processed",
+    "Processor",
+    "Skipped",
+    "create_app",
+    "midi_key",
+    "midi_version",
+    "process_callback",
+]
 
 log = structlog.get_logger(__name__)
 
@@ -52,6 +60,14 @@ PUBLISH_TIMEOUT_SECONDS = 30.0
 def midi_key(task_id: str) -> str:
     """Storage key of a task's MIDI file: ``midi/<percent-encoded task id>.mid``."""
     return f"midi/{task_key(task_id)}.mid"
+
+
+def midi_version(event: CallbackEvent) -> str:
+    """Orders the bodies of one task: the later ``received_at`` (the ingest's clock, kept by
+    replays) is newer; at the same instant the greater body SHA-256 wins, arbitrary but the
+    same everywhere. Fixed-width text, so string order is this order."""
+    received = event.received_at.astimezone(UTC).isoformat(timespec="microseconds")
+    return f"{received} {event.body_sha256}"
 
 
 @dataclass(frozen=True, slots=True)
@@ -127,7 +143,7 @@ class Processor:
             self._metrics.skipped.labels(processed.kind).inc()
             log.info("callback_skipped", kind=processed.kind, replay=event.replay)
             return
-        location, written_at = await self._write_midi(event.task_id, processed.midi)
+        location, written_at = await self._write_midi(event, processed.midi)
         value = await asyncio.to_thread(_notes_event, event, processed.normalized, location)
         await self._publisher.publish(
             self._notes_topic,
@@ -144,12 +160,18 @@ class Processor:
         _log_processed(event, processed)
 
     async def _write_midi(
-        self, task_id: str, midi: bytes | None
+        self, event: CallbackEvent, midi: bytes | None
     ) -> tuple[MidiLocation | None, datetime | None]:
-        """Where the file went and when, or nothing when the task has no file."""
+        """Where the file went and when, or nothing when the task has no file, or when the
+        task's file is already a newer callback's (:func:`midi_version`)."""
         if midi is None:
             return None, None
-        uri = await self._storage.put(midi_key(task_id), midi)
+        uri = await self._storage.put_versioned(midi_key(event.task_id), midi, midi_version(event))
+        if uri is None:
+            # Two bodies of one task can reach the processor out of order (a replay, a
+            # record taken over after a rebalance): the older one never replaces the file.
+            log.info("midi_superseded", received_at=event.received_at.isoformat())
+            return None, None
         written_at = datetime.now(UTC)
         self._metrics.midi_written_bytes.inc(len(midi))
         return MidiLocation(uri=uri, sha256=sha256_hex(midi), size_bytes=len(midi)), written_at
