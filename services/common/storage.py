@@ -112,6 +112,9 @@ class LocalStorage:
     def uri(self, key: str) -> str:
         return self.path(key).as_uri()
 
+    def _version_path(self, key: str) -> Path:
+        return self.root.joinpath(VERSIONS_FOLDER, *check_key(key).split("/"))
+
     async def put(self, key: str, data: bytes) -> str:
         path = self.path(key)
         try:
@@ -124,7 +127,7 @@ class LocalStorage:
         """The version lives in ``.versions/<key>``; a lock file beside it makes the
         compare and the write one step for every process sharing the folder."""
         path = self.path(key)
-        version_path = self.root.joinpath(VERSIONS_FOLDER, *check_key(key).split("/"))
+        version_path = self._version_path(key)
         try:
             written = await asyncio.to_thread(_put_versioned, path, version_path, data, version)
         except OSError as exc:
@@ -149,8 +152,11 @@ class LocalStorage:
 
     async def delete(self, key: str) -> None:
         path = self.path(key)
+        version_path = self._version_path(key)
         try:
             await asyncio.to_thread(path.unlink, missing_ok=True)
+            # The version goes with the object (S3 drops metadata with it too).
+            await asyncio.to_thread(version_path.unlink, missing_ok=True)
         except OSError as exc:
             raise StorageError(f"cannot delete {path}: {exc.strerror or exc}") from exc
 

@@ -45,6 +45,13 @@ class TestPutVersioned:
         assert await storage.put_versioned("midi/old.mid", b"versioned", "0") is not None
         assert await storage.get("midi/old.mid") == b"versioned"
 
+    async def test_a_deleted_object_forgets_its_version(self, storage: Storage) -> None:
+        """After delete, any version may create the object again."""
+        await storage.put_versioned("midi/d.mid", b"newer", "2")
+        await storage.delete("midi/d.mid")
+        assert await storage.put_versioned("midi/d.mid", b"older", "1") is not None
+        assert await storage.get("midi/d.mid") == b"older"
+
     async def test_versions_are_not_listed(self, storage: Storage) -> None:
         """What keeps the versions is no object of the storage's."""
         await storage.put_versioned("midi/a.mid", b"a", "1")
