@@ -37,6 +37,8 @@ MiB = 1024 * 1024
 
 Backend = Literal["local", "s3"]
 LogFormat = Literal["auto", "json", "console"]
+RedisMode = Literal["standalone", "cluster", "sentinel"]
+DedupeUnavailablePolicy = Literal["accept", "refuse"]
 
 _T = TypeVar("_T")
 
@@ -198,6 +200,19 @@ class IngestSettings:
     )
     redis_url: Secret | None = setting(
         "REDIS_URL", None, "Redis for dedupe across replicas (empty: in-process store)"
+    )
+    redis_mode: RedisMode = setting(
+        "REDIS_MODE",
+        "standalone",
+        "how REDIS_URL is read: one server, Cluster seed nodes, or the Sentinels",
+    )
+    redis_sentinel_master: str = setting(
+        "REDIS_SENTINEL_MASTER", "mymaster", "the primary the Sentinels watch (REDIS_MODE=sentinel)"
+    )
+    dedupe_unavailable: DedupeUnavailablePolicy = setting(
+        "INGEST_DEDUPE_UNAVAILABLE",
+        "accept",
+        "when Redis does not answer a claim: publish without dedupe, or answer 503",
     )
     dedupe_window_seconds: int = setting(
         "DEDUPE_WINDOW_SECONDS", 14 * 24 * 3600, "how long a delivery is remembered", minimum=1

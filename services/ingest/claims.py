@@ -2,8 +2,10 @@
 
 The store itself (``dedupe.py``) only answers; here its answers become the request's: a
 duplicate, a wait for a concurrent twin, a 409 for a reused signature, a 503 when the twin
-takes too long. A store that fails is counted and logged and the callback is accepted
-without dedupe (downstream effects are idempotent), never refused for it.
+takes too long. A store that does not answer is counted and logged, and then
+``INGEST_DEDUPE_UNAVAILABLE`` decides: ``accept`` publishes without dedupe or the
+one-signature-one-body check (at least once: repeats reach Kafka again; downstream effects
+are idempotent), ``refuse`` answers 503 with Retry-After so the provider sends it again later.
 """
 
 from __future__ import annotations
@@ -50,9 +52,11 @@ class DeliveryClaims:
         self._metrics = metrics
         self._lease = settings.publish_timeout_seconds + LEASE_MARGIN_SECONDS
         self._retry_after = {"Retry-After": str(settings.retry_after_seconds)}
+        self._refuse = settings.dedupe_unavailable == "refuse"
 
     async def claim(self, delivery: Delivery, deadline: float) -> ClaimResult | None:
-        """CLAIMED (with this request's lease token) or DUPLICATE; ``None`` without a store.
+        """CLAIMED (with this request's lease token) or DUPLICATE; ``None`` when the store
+        did not answer and the policy is to accept without it (else a 503 Refusal).
 
         A concurrent identical delivery finds the claim pending: it waits (polling, up to
         the publish timeout) for the owner's outcome rather than answering at once, so the
@@ -63,7 +67,7 @@ class DeliveryClaims:
             try:
                 result = await self._store.claim(delivery, lease_seconds=self._lease)
             except DedupeUnavailable as exc:
-                self._failed("claim", exc)
+                self._unavailable("claim", exc)
                 return None
             self._metrics.dedupe_backend_up.set(1)
             if result.claim in (Claim.CLAIMED, Claim.DUPLICATE):
@@ -88,7 +92,7 @@ class DeliveryClaims:
             try:
                 await self._store.wait(delivery, within=remaining)
             except DedupeUnavailable as exc:
-                self._failed("wait", exc)
+                self._unavailable("wait", exc)
                 return None
 
     async def finish(self, delivery: Delivery, token: str, *, published: bool) -> None:
@@ -102,6 +106,21 @@ class DeliveryClaims:
         except DedupeUnavailable as exc:
             self._failed(operation, exc)
 
+    def _unavailable(self, operation: str, exc: Exception) -> None:
+        """No answer before the publish: accept without dedupe, or refuse with 503."""
+        self._failed(operation, exc)
+        action = "refused" if self._refuse else "accepted"
+        self._metrics.dedupe_unavailable.labels(action).inc()
+        if self._refuse:
+            raise Refusal(
+                503,
+                "dedupe_unavailable",
+                "the dedupe store did not answer; retry later",
+                outcome="unavailable",
+                headers=self._retry_after,
+            )
+        log.warning("published_without_dedupe", operation=operation)
+
     def _failed(self, operation: str, exc: Exception) -> None:
         self._metrics.dedupe_errors.labels(operation).inc()
         self._metrics.dedupe_backend_up.set(0)
@@ -112,7 +131,8 @@ CLAIMS = web.AppKey("claims", DeliveryClaims)
 
 
 def setup_dedupe(app: web.Application) -> None:
-    """Open the dedupe store with the app: Redis when ``REDIS_URL`` is set, else in process."""
+    """Open the dedupe store with the app: Redis (of ``REDIS_MODE``'s topology) when
+    ``REDIS_URL`` is set, else in process."""
     app.cleanup_ctx.append(_dedupe_store)
 
 
@@ -140,16 +160,25 @@ async def _open_store(settings: IngestSettings, metrics: IngestMetrics) -> Dedup
             settings.redis_url.get(),
             window_seconds=settings.dedupe_window_seconds,
             binding_seconds=bind_seconds,
+            mode=settings.redis_mode,
+            master=settings.redis_sentinel_master,
         )
-    except ValueError as exc:  # redis-py cannot use the URL (its messages carry no password)
+    except ValueError as exc:  # the URL does not suit the mode (no message carries a password)
         raise ConfigError(f"REDIS_URL is not a usable Redis URL: {exc}") from exc
     try:
         await store.ping()
         metrics.dedupe_backend_up.set(1)
-        log.info("dedupe_store", backend="redis")
+        log.info("dedupe_store", backend="redis", mode=settings.redis_mode)
     except DedupeUnavailable as exc:
-        # Keep accepting: downstream effects are idempotent. Say so loudly.
+        # Start anyway, and say so loudly: each claim tries again, and while Redis stays
+        # away INGEST_DEDUPE_UNAVAILABLE decides what a callback gets.
         metrics.dedupe_backend_up.set(0)
         metrics.dedupe_errors.labels("ping").inc()
-        log.error("dedupe_store_unavailable", backend="redis", error=str(exc))
+        log.error(
+            "dedupe_store_unavailable",
+            backend="redis",
+            mode=settings.redis_mode,
+            policy=settings.dedupe_unavailable,
+            error=str(exc),
+        )
     return store

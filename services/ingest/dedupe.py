@@ -34,11 +34,13 @@ from dataclasses import dataclass
 from typing import Any, Final, Protocol
 
 import structlog
-from redis import asyncio as aioredis
 from redis.exceptions import NoScriptError, RedisError
 
 from services.common.errors import PipelineError
 from services.common.keys import task_key
+from services.common.settings import RedisMode
+
+from .topology import REDIS_ERRORS, RedisClient, RedisConnection, connect
 
 __all__ = [
     "Claim",
@@ -213,10 +215,12 @@ class MemoryDedupeStore:
 
 # --------------------------------------------------------------------------- Redis
 
-#: KEYS[1] binding key ("" when unsigned), KEYS[2] delivery key.
+#: KEYS: [binding key,] delivery key (an unsigned request has no binding: one key, so that
+#: every key the script names shares the task's cluster slot).
 #: ARGV: body sha256, binding ttl (s), lease token, lease ttl (ms).
 _CLAIM_SCRIPT: Final = """
-if KEYS[1] ~= '' then
+local delivery = KEYS[#KEYS]
+if #KEYS == 2 then
   local bound = redis.call('GET', KEYS[1])
   if not bound then
     redis.call('SET', KEYS[1], ARGV[1], 'EX', ARGV[2])
@@ -224,9 +228,9 @@ if KEYS[1] ~= '' then
     return 'reused'
   end
 end
-local state = redis.call('GET', KEYS[2])
+local state = redis.call('GET', delivery)
 if not state then
-  redis.call('SET', KEYS[2], 'pending:' .. ARGV[3], 'PX', ARGV[4])
+  redis.call('SET', delivery, 'pending:' .. ARGV[3], 'PX', ARGV[4])
   return 'claimed'
 end
 if state == 'done' then
@@ -257,7 +261,7 @@ class _Pipeliner:
     raised for it, or the connection error that failed the whole pipeline.
     """
 
-    def __init__(self, client: aioredis.Redis) -> None:
+    def __init__(self, client: RedisClient) -> None:
         self._redis = client
         self._queued: list[tuple[tuple[Any, ...], asyncio.Future[Any]]] = []
         self._flushes: set[asyncio.Task[None]] = set()
@@ -308,16 +312,22 @@ class _Pipeliner:
 
 class RedisDedupeStore:
     """The store shared by replicas: every operation is bounded in time; claims and
-    completions of concurrent requests share a pipeline (one round trip per loop step)."""
+    completions of concurrent requests share a pipeline (one round trip per loop step).
+
+    Any topology (``topology.py``): every key of one task carries the task's hash tag, so
+    on a Cluster the claim script and the commands around it touch one slot.
+    """
 
     def __init__(
         self,
-        client: aioredis.Redis,
+        connection: RedisConnection,
         *,
         window_seconds: int,
         binding_seconds: int,
         prefix: str = "suno:ingest:",
     ) -> None:
+        self._connection = connection
+        client = connection.client
         self._redis = client
         self._window = window_seconds
         self._binding_seconds = binding_seconds
@@ -327,31 +337,32 @@ class RedisDedupeStore:
 
     @classmethod
     def from_url(
-        cls, url: str, *, window_seconds: int, binding_seconds: int, timeout: float = 1.0
+        cls,
+        url: str,
+        *,
+        window_seconds: int,
+        binding_seconds: int,
+        timeout: float = 1.0,
+        mode: RedisMode = "standalone",
+        master: str = "mymaster",
     ) -> RedisDedupeStore:
-        client = aioredis.Redis.from_url(
-            url,
-            socket_timeout=timeout,
-            socket_connect_timeout=timeout,
-            health_check_interval=30,
-            decode_responses=True,
-        )
-        return cls(client, window_seconds=window_seconds, binding_seconds=binding_seconds)
+        """Raises ValueError when the URL does not suit the mode (the message omits it)."""
+        connection = connect(url, mode=mode, master=master, timeout=timeout)
+        return cls(connection, window_seconds=window_seconds, binding_seconds=binding_seconds)
 
-    def _keys(self, delivery: Delivery) -> tuple[str, str]:
-        # The hash tag keeps both keys of a task in one cluster slot (the script needs it).
-        binding = (
-            f"{self._prefix}sig:{_binding_key(delivery)}" if delivery.signature is not None else ""
-        )
-        return binding, f"{self._prefix}dlv:{_delivery_key(delivery)}"
+    def _keys(self, delivery: Delivery) -> tuple[str, ...]:
+        """``[binding,] delivery``: both carry the task's hash tag (one cluster slot)."""
+        key = f"{self._prefix}dlv:{_delivery_key(delivery)}"
+        if delivery.signature is None:
+            return (key,)
+        return f"{self._prefix}sig:{_binding_key(delivery)}", key
 
     async def claim(self, delivery: Delivery, *, lease_seconds: float) -> ClaimResult:
         token = uuid.uuid4().hex
-        binding, key = self._keys(delivery)
+        keys = self._keys(delivery)
         arguments = (
-            2,
-            binding,
-            key,
+            len(keys),
+            *keys,
             delivery.body_sha256,
             self._binding_seconds,
             token,
@@ -365,27 +376,27 @@ class RedisDedupeStore:
                 # A restarted (or failed-over) Redis has an empty script cache: EVAL
                 # runs the script and caches it again.
                 answer = await self._pipeline.call("EVAL", _CLAIM_SCRIPT, *arguments)
-        except (RedisError, OSError) as exc:
+        except REDIS_ERRORS as exc:
             raise DedupeUnavailable(f"Redis did not answer the claim: {exc!r}") from exc
         claim = Claim(answer)
         return ClaimResult(claim, token if claim is Claim.CLAIMED else "")
 
     async def complete(self, delivery: Delivery, token: str) -> None:
-        _, key = self._keys(delivery)
+        key = self._keys(delivery)[-1]
         try:
             await self._pipeline.call("SET", key, "done", "EX", self._window)
-        except (RedisError, OSError) as exc:
+        except REDIS_ERRORS as exc:
             raise DedupeUnavailable(f"Redis did not record the delivery: {exc!r}") from exc
 
     async def release(self, delivery: Delivery, token: str) -> None:
-        _, key = self._keys(delivery)
+        key = self._keys(delivery)[-1]
         try:
             await self._release(keys=[key], args=[token])
-        except (RedisError, OSError) as exc:
+        except REDIS_ERRORS as exc:
             raise DedupeUnavailable(f"Redis did not release the claim: {exc!r}") from exc
 
     async def wait(self, delivery: Delivery, within: float) -> None:
-        _, key = self._keys(delivery)
+        key = self._keys(delivery)[-1]
         deadline = time.monotonic() + within
         try:
             while time.monotonic() < deadline:
@@ -393,18 +404,18 @@ class RedisDedupeStore:
                 if state is None or not str(state).startswith("pending:"):
                     return
                 await asyncio.sleep(_WAIT_POLL_SECONDS)
-        except (RedisError, OSError) as exc:
+        except REDIS_ERRORS as exc:
             raise DedupeUnavailable(f"Redis did not answer while waiting: {exc!r}") from exc
 
     async def ping(self) -> None:
         try:
             await self._redis.ping()
-        except (RedisError, OSError) as exc:
+        except REDIS_ERRORS as exc:
             raise DedupeUnavailable(f"Redis did not answer PING: {exc!r}") from exc
 
     async def close(self) -> None:
         await self._pipeline.close()
-        await self._redis.aclose()
+        await self._connection.aclose()
 
 
 @functools.lru_cache(maxsize=4096)

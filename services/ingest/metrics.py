@@ -64,8 +64,15 @@ class IngestMetrics:
         )
         self.dedupe_errors = Counter(
             "ingest_dedupe_errors_total",
-            "Dedupe store operations that failed (the callback was accepted without dedupe).",
+            "Dedupe store operations that failed (see ingest_dedupe_unavailable_total).",
             ["operation"],
+            registry=registry,
+        )
+        self.dedupe_unavailable = Counter(
+            "ingest_dedupe_unavailable_total",
+            "Callbacks the dedupe store did not answer for, by what INGEST_DEDUPE_UNAVAILABLE "
+            "made of them: accepted (published without dedupe) or refused (503).",
+            ["action"],
             registry=registry,
         )
         self.dedupe_backend_up = Gauge(
@@ -103,6 +110,8 @@ class IngestMetrics:
             self.request_duration.labels(outcome)
         for operation in ("claim", "complete", "release", "wait", "ping"):
             self.dedupe_errors.labels(operation)
+        for action in ("accepted", "refused"):
+            self.dedupe_unavailable.labels(action)
 
     def answered(self, outcome: Outcome, seconds: float) -> None:
         self.requests.labels(outcome).inc()

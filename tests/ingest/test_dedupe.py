@@ -8,7 +8,7 @@ from collections.abc import AsyncIterator
 
 import pytest
 
-from devenv.redis import LocalRedis
+from devenv.redis import LocalRedis, LocalRedisCluster, LocalRedisSentinel
 from services.ingest.dedupe import (
     _CLAIM_SHA1,
     Claim,
@@ -20,17 +20,20 @@ from services.ingest.dedupe import (
     binding_ttl,
 )
 
+from ..fixtures.redis import TOPOLOGIES, topology
 
-@pytest.fixture(name="store", params=["memory", "redis"])
+
+@pytest.fixture(name="store", params=["memory", *TOPOLOGIES])
 async def fixture_store(request: pytest.FixtureRequest) -> AsyncIterator[DedupeStore]:
-    """Each test runs against both backends."""
+    """Each test runs in process and on each Redis topology."""
     store: DedupeStore
     if request.param == "memory":
         store = MemoryDedupeStore(window_seconds=60, binding_seconds=660)
     else:
-        request.applymarker(pytest.mark.redis)
-        url = request.getfixturevalue("redis_url")
-        store = RedisDedupeStore.from_url(url, window_seconds=60, binding_seconds=660)
+        redis = topology(request, request.param)
+        store = RedisDedupeStore.from_url(
+            redis.url, window_seconds=60, binding_seconds=660, mode=redis.mode, master=redis.master
+        )
     try:
         yield store
     finally:
@@ -211,3 +214,92 @@ class TestRedisStore:
         finally:
             await store.close()
             server.stop()
+
+
+@pytest.mark.redis
+class TestCluster:
+    async def test_claims_on_every_primary_all_succeed(
+        self, redis_cluster: LocalRedisCluster
+    ) -> None:
+        """24 tasks land on all three primaries; each claim, dedupe and binding holds."""
+        store = RedisDedupeStore.from_url(
+            redis_cluster.url, window_seconds=60, binding_seconds=660, mode="cluster"
+        )
+        try:
+            tasks = [unique() for _ in range(24)]
+            signed = [delivery(t, "a" * 64, (1_700_000_000, f"s-{t}")) for t in tasks]
+            unsigned = [delivery(t, "c" * 64) for t in tasks]
+            first = await asyncio.gather(*(store.claim(d, lease_seconds=5) for d in signed))
+            assert [r.claim for r in first] == [Claim.CLAIMED] * 24
+            await asyncio.gather(
+                *(store.complete(d, r.token) for d, r in zip(signed, first, strict=True))
+            )
+            again = await asyncio.gather(*(store.claim(d, lease_seconds=5) for d in signed))
+            assert [r.claim for r in again] == [Claim.DUPLICATE] * 24
+            swapped = [delivery(d.task_id, "b" * 64, d.signature) for d in signed]
+            forged = await asyncio.gather(*(store.claim(d, lease_seconds=5) for d in swapped))
+            assert [r.claim for r in forged] == [Claim.SIGNATURE_REUSED] * 24
+            plain = await asyncio.gather(*(store.claim(d, lease_seconds=5) for d in unsigned))
+            assert [r.claim for r in plain] == [Claim.CLAIMED] * 24
+            # Meaningful only if the tasks really spread: every primary holds some.
+            for node in redis_cluster.nodes:
+                assert int(node.info("keyspace").get("db0", "keys=0").split(",")[0][5:]) > 0
+        finally:
+            await store.close()
+
+    async def test_a_plain_client_on_a_cluster_is_not_enough(
+        self, redis_cluster: LocalRedisCluster
+    ) -> None:
+        """REDIS_MODE=standalone on one cluster node: claims for other nodes' slots fail
+        (MOVED) and say so as DedupeUnavailable: why REDIS_MODE=cluster exists."""
+        one_node = f"redis://127.0.0.1:{redis_cluster.nodes[0].port}/0"
+        store = RedisDedupeStore.from_url(one_node, window_seconds=60, binding_seconds=660)
+        failed = 0
+        try:
+            for _ in range(24):
+                try:
+                    await store.claim(delivery(unique()), lease_seconds=5)
+                except DedupeUnavailable as exc:
+                    assert "moved" in str(exc).lower()
+                    failed += 1
+        finally:
+            await store.close()
+        assert failed > 0
+
+
+@pytest.mark.redis
+@pytest.mark.slow
+class TestSentinelFailover:
+    async def test_claims_work_again_through_the_new_primary(self) -> None:
+        """The primary is killed; once the Sentinels promote the replica, claims go to it,
+        and what was recorded before (and replicated) is still a duplicate."""
+        with LocalRedisSentinel() as sentinel:
+            store = RedisDedupeStore.from_url(
+                sentinel.url, window_seconds=60, binding_seconds=660, mode="sentinel"
+            )
+            try:
+                old = sentinel.primary()
+                before = delivery(unique(), signature=(1_700_000_000, "c2ln"))
+                claimed = await store.claim(before, lease_seconds=5)
+                await store.complete(before, claimed.token)
+                await store._redis.execute_command("WAIT", 1, 5000)  # on the replica too
+                new = sentinel.fail_over()
+                assert new is not old
+                after = delivery(unique())
+                for _ in range(50):  # the client learns of the new primary on its next try
+                    try:
+                        result = await store.claim(after, lease_seconds=5)
+                        break
+                    except DedupeUnavailable:
+                        await asyncio.sleep(0.2)
+                else:
+                    pytest.fail("no claim succeeded after the failover")
+                assert result.claim is Claim.CLAIMED
+                assert (await store.claim(before, lease_seconds=5)).claim is Claim.DUPLICATE
+                swapped = delivery(before.task_id, "b" * 64, before.signature)
+                assert (await store.claim(swapped, lease_seconds=5)).claim is (
+                    Claim.SIGNATURE_REUSED
+                )
+                assert new.info("keyspace")  # the keys live on the new primary
+            finally:
+                await store.close()
