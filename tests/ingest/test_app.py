@@ -19,6 +19,7 @@ from services.common.events import CallbackEvent
 from services.common.settings import Secret, Settings
 from services.ingest.app import create_app
 
+from ..fixtures.redis import RedisTopology
 from ..helpers import eventually, read_topic
 from .conftest import (
     CALLBACK_PATH,
@@ -186,12 +187,13 @@ class TestSigned:
         )
         assert sample(client.app, "ingest_requests_total", outcome="bad_signature") == 1
 
-    @pytest.mark.redis
     async def test_one_signature_one_body(
-        self, ingest_client: ClientFactory, settings: Settings, redis_url: str
+        self, ingest_client: ClientFactory, settings: Settings, redis_topology: RedisTopology
     ) -> None:
         """Another body under a used signature is 409; the first body again is a duplicate."""
-        client = await ingest_client(keys=(KEY,), redis_url=redis_url)
+        client = await ingest_client(
+            keys=(KEY,), redis_url=redis_topology.url, **redis_topology.ingest
+        )
         tid = task()
         headers = signed_headers(tid)
         first = await client.post(CALLBACK_PATH, data=callback_body(tid), headers=headers)
@@ -206,13 +208,16 @@ class TestSigned:
         assert sample(client.app, "ingest_requests_total", outcome="signature_reused") == 1
         assert len(await events(settings, 2, wait=4)) == 1
 
-    @pytest.mark.redis
     async def test_binding_is_shared_across_replicas(
-        self, ingest_client: ClientFactory, redis_url: str
+        self, ingest_client: ClientFactory, redis_topology: RedisTopology
     ) -> None:
         """A signature used on one replica cannot carry another body on a second one."""
-        one = await ingest_client(keys=(KEY,), redis_url=redis_url)
-        two = await ingest_client(keys=(KEY,), redis_url=redis_url)
+        one = await ingest_client(
+            keys=(KEY,), redis_url=redis_topology.url, **redis_topology.ingest
+        )
+        two = await ingest_client(
+            keys=(KEY,), redis_url=redis_topology.url, **redis_topology.ingest
+        )
         tid = task()
         headers = signed_headers(tid)
         first = await one.post(CALLBACK_PATH, data=callback_body(tid), headers=headers)
@@ -224,11 +229,15 @@ class TestSigned:
 @pytest.mark.redis
 class TestReplicas:
     async def test_concurrent_duplicates_across_two_replicas(
-        self, ingest_client: ClientFactory, settings: Settings, redis_url: str
+        self, ingest_client: ClientFactory, settings: Settings, redis_topology: RedisTopology
     ) -> None:
         """30 identical deliveries at once, split over two apps sharing Redis: one event."""
-        one = await ingest_client(keys=(KEY,), redis_url=redis_url)
-        two = await ingest_client(keys=(KEY,), redis_url=redis_url)
+        one = await ingest_client(
+            keys=(KEY,), redis_url=redis_topology.url, **redis_topology.ingest
+        )
+        two = await ingest_client(
+            keys=(KEY,), redis_url=redis_topology.url, **redis_topology.ingest
+        )
         tid = task()
         body, headers = callback_body(tid), signed_headers(tid)
         clients: list[TestClient[web.Request, web.Application]] = [one, two] * 15
@@ -242,25 +251,90 @@ class TestReplicas:
         found = await events(settings, 2, wait=4)
         assert [e.task_id for e in found] == [tid]
 
+    async def test_many_signed_callbacks_all_stored_once(
+        self, ingest_client: ClientFactory, settings: Settings, redis_topology: RedisTopology
+    ) -> None:
+        """24 signed callbacks (on a Cluster: spread over every primary) are each stored
+        once; each again is a duplicate; each under a swapped body is 409."""
+        client = await ingest_client(
+            keys=(KEY,), redis_url=redis_topology.url, **redis_topology.ingest
+        )
+        tids = [task() for _ in range(24)]
+
+        async def post_all(**extra: str) -> list[int]:
+            responses = await asyncio.gather(
+                *(
+                    client.post(
+                        CALLBACK_PATH, data=callback_body(t, **extra), headers=signed_headers(t)
+                    )
+                    for t in tids
+                )
+            )
+            return [r.status for r in responses]
+
+        assert await post_all() == [200] * 24
+        assert sample(client.app, "ingest_requests_total", outcome="accepted") == 24
+        assert await post_all() == [200] * 24
+        assert sample(client.app, "ingest_requests_total", outcome="duplicate") == 24
+        assert await post_all(msg="forged") == [409] * 24
+        assert sample(client.app, "ingest_dedupe_backend_up") == 1
+        found = await events(settings, 48, wait=4)
+        assert sorted(e.task_id for e in found) == sorted(tids)
+
     async def test_redis_down_keeps_accepting(
         self, ingest_client: ClientFactory, settings: Settings
     ) -> None:
-        """With Redis gone, callbacks are still accepted, and metrics and logs say so."""
+        """INGEST_DEDUPE_UNAVAILABLE=accept (the default): with Redis gone, callbacks are
+        published without dedupe, and metrics and logs say so."""
         server = LocalRedis().start()
         try:
             client = await ingest_client(redis_url=server.url)
             assert sample(client.app, "ingest_dedupe_backend_up") == 1
             server.kill()
             tid = task()
-            response = await client.post(CALLBACK_PATH, data=callback_body(tid), headers=JSON)
+            with structlog.testing.capture_logs() as logs:
+                response = await client.post(CALLBACK_PATH, data=callback_body(tid), headers=JSON)
             assert response.status == 200
             assert sample(client.app, "ingest_dedupe_backend_up") == 0
             assert sample(client.app, "ingest_dedupe_errors_total", operation="claim") >= 1
+            accepted = sample(client.app, "ingest_dedupe_unavailable_total", action="accepted")
+            assert accepted == 1
+            assert sample(client.app, "ingest_dedupe_unavailable_total", action="refused") == 0
+            assert "published_without_dedupe" in [entry["event"] for entry in logs]
             assert [e.task_id for e in await events(settings, 1)] == [tid]
             server.restart()
             response = await client.post(CALLBACK_PATH, data=callback_body(task()), headers=JSON)
             assert response.status == 200
             assert sample(client.app, "ingest_dedupe_backend_up") == 1
+        finally:
+            server.stop()
+
+    async def test_redis_down_refuses_when_told_to(
+        self, ingest_client: ClientFactory, settings: Settings
+    ) -> None:
+        """INGEST_DEDUPE_UNAVAILABLE=refuse: with Redis gone, 503 + Retry-After and nothing
+        published, so the provider's retry is deduplicated once Redis is back."""
+        server = LocalRedis().start()
+        try:
+            client = await ingest_client(
+                redis_url=server.url, dedupe_unavailable="refuse", retry_after_seconds=9
+            )
+            server.kill()
+            tid = task()
+            refused = await client.post(CALLBACK_PATH, data=callback_body(tid), headers=JSON)
+            assert refused.status == 503
+            assert refused.headers["Retry-After"] == "9"
+            assert (await error_of(refused))["code"] == "dedupe_unavailable"
+            assert sample(client.app, "ingest_requests_total", outcome="unavailable") == 1
+            assert sample(client.app, "ingest_dedupe_unavailable_total", action="refused") == 1
+            assert sample(client.app, "ingest_dedupe_unavailable_total", action="accepted") == 0
+            assert sample(client.app, "ingest_dedupe_backend_up") == 0
+            server.restart()
+            stored = await client.post(CALLBACK_PATH, data=callback_body(tid), headers=JSON)
+            assert stored.status == 200
+            again = await client.post(CALLBACK_PATH, data=callback_body(tid), headers=JSON)
+            assert await again.json() == {"status": "duplicate"}
+            assert [e.task_id for e in await events(settings, 2, wait=4)] == [tid]
         finally:
             server.stop()
 
