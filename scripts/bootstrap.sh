@@ -2,7 +2,8 @@
 # Installs everything the project needs on a fresh machine, idempotently:
 #   scripts/bootstrap.sh          Python deps (uv, locked), Kafka jars (Maven)
 #   scripts/bootstrap.sh --test   the above, plus the servers the tests start
-#                                 (Debian's redis-server and prometheus) and kustomize
+#                                 (Debian's redis-server, redis-sentinel and prometheus)
+#                                 and kustomize
 #   scripts/bootstrap.sh --bench  the above, plus wrk, vegeta and redis-server for the benchmarks
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -53,9 +54,9 @@ say "resolving the Apache Kafka jars with Maven (cached outside the repo)"
 .venv/bin/python -m devenv.kafka --resolve >/dev/null
 
 if $want_test; then
-  apt_install redis-server prometheus
+  apt_install redis-server redis-sentinel prometheus
   # The Debian packages enable system services; the tests start their own servers.
-  for service in redis-server prometheus; do
+  for service in redis-server redis-sentinel prometheus; do
     if command -v systemctl >/dev/null && systemctl is-active --quiet "$service" 2>/dev/null; then
       systemctl stop "$service" || true
     fi

@@ -204,7 +204,7 @@ class IngestSettings:
     redis_mode: RedisMode = setting(
         "REDIS_MODE",
         "standalone",
-        "how REDIS_URL is read: one server, Cluster seed nodes, or the Sentinels",
+        "what REDIS_URL names: one server; Cluster seed nodes; the Sentinels (docs/ingest.md)",
     )
     redis_sentinel_master: str = setting(
         "REDIS_SENTINEL_MASTER", "mymaster", "the primary the Sentinels watch (REDIS_MODE=sentinel)"
@@ -212,7 +212,7 @@ class IngestSettings:
     dedupe_unavailable: DedupeUnavailablePolicy = setting(
         "INGEST_DEDUPE_UNAVAILABLE",
         "accept",
-        "when Redis does not answer a claim: publish without dedupe, or answer 503",
+        "what a callback gets while Redis does not answer: published without dedupe; 503",
     )
     dedupe_window_seconds: int = setting(
         "DEDUPE_WINDOW_SECONDS", 14 * 24 * 3600, "how long a delivery is remembered", minimum=1

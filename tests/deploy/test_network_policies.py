@@ -9,7 +9,7 @@ from .manifests import Build, Peer, flatten, network_rules, pod_template
 
 DNS = {("UDP", 53), ("TCP", 53)}
 KAFKA = {("TCP", 9092), ("TCP", 9093)}
-REDIS = {("TCP", 6379)}
+REDIS = {("TCP", 6379), ("TCP", 26379)}  # servers and Cluster nodes; Sentinels
 OBJECT_STORAGE = {("TCP", 443), ("TCP", 9000)}
 
 EXPECTED_EGRESS = {

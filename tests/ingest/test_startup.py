@@ -121,3 +121,18 @@ class TestStartupFailures:
         line = refusal_line(result)
         assert line.startswith(f"{PROGRAM}: cannot start: REDIS_URL "), line
         assert "hunter2" not in result.stderr
+
+    @pytest.mark.kafka
+    def test_url_unfit_for_the_mode_is_one_line_without_the_url(self, kafka_broker: Broker) -> None:
+        """REDIS_MODE=cluster with a database other than 0: one line, no password."""
+        result = start_ingest(
+            KAFKA_BOOTSTRAP_SERVERS=kafka_broker.bootstrap_servers,
+            KAFKA_TOPIC_CALLBACKS=f"test.{uuid.uuid4().hex[:10]}.callbacks",
+            KAFKA_TOPIC_PARTITIONS="1",
+            REDIS_MODE="cluster",
+            REDIS_URL="redis://user:hunter2@127.0.0.1:7000/3",
+        )
+        line = refusal_line(result)
+        assert line.startswith(f"{PROGRAM}: cannot start: REDIS_URL "), line
+        assert "database 0 only" in line
+        assert "hunter2" not in result.stderr
