@@ -301,12 +301,16 @@ class LocalRedisSentinel:
                 return False
         return True
 
-    def fail_over(self, timeout: float = 60.0) -> LocalRedis:
-        """Kill the primary; return the replica once the Sentinels made it primary."""
+    def fail_over(self, *, kill: bool = True, timeout: float = 60.0) -> LocalRedis:
+        """Kill the primary (``kill``) or ask for ``SENTINEL FAILOVER`` (the old primary
+        stays up, demoted); return the replica once the Sentinels made it primary."""
         old = self.primary()
         if old is None:
             raise RedisStartError(f"the Sentinels name no primary\n{self.log_tail()}")
-        old.kill()
+        if kill:
+            old.kill()
+        elif "OK" not in self.sentinels[0].ask("sentinel", "failover", self.master):
+            raise RedisStartError(f"SENTINEL FAILOVER was refused\n{self.log_tail()}")
         new = next(server for server in self.servers if server is not old)
         _until(
             lambda: self.primary() is new and new.info("replication").get("role") == "master",
@@ -314,6 +318,13 @@ class LocalRedisSentinel:
             "the failover",
             self.log_tail(),
         )
+        if not kill:  # only once demoted does the old primary refuse writes (READONLY)
+            _until(
+                lambda: old.info("replication").get("role") == "slave",
+                timeout,
+                "the old primary's demotion",
+                self.log_tail(),
+            )
         return new
 
     def log_tail(self) -> str:

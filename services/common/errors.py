@@ -19,7 +19,7 @@
     ├── CorruptArchiveError  an archived body does not hash to its name
     ├── CommandError         a CLI problem the user can fix; ``status`` is the exit status
     ├── DedupeUnavailable    (services.ingest.dedupe) the dedupe store did not answer:
-    │                        the ingest accepts without dedupe and says so
+    │                        the ingest accepts without dedupe or refuses (a setting)
     └── Refusal              (services.ingest.errors) a callback refused with an HTTP
                              status and a JSON error body; raised by the pure parts
 

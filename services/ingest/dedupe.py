@@ -57,7 +57,8 @@ log = structlog.get_logger(__name__)
 
 
 class DedupeUnavailable(PipelineError):
-    """The dedupe store did not answer; the caller accepts without dedupe and says so."""
+    """The dedupe store did not answer; the caller accepts without dedupe or refuses, as
+    ``INGEST_DEDUPE_UNAVAILABLE`` says, and says so."""
 
 
 class Claim(enum.Enum):
