@@ -20,7 +20,9 @@ from urllib.parse import unquote, urlsplit
 
 from redis import asyncio as aioredis
 from redis.asyncio.cluster import ClusterNode, RedisCluster
+from redis.asyncio.retry import Retry
 from redis.asyncio.sentinel import Sentinel
+from redis.backoff import ExponentialWithJitterBackoff
 from redis.exceptions import RedisClusterException, RedisError
 
 from services.common.settings import RedisMode
@@ -34,6 +36,16 @@ RedisClient: TypeAlias = aioredis.Redis | RedisCluster
 REDIS_ERRORS: Final = (RedisError, RedisClusterException, OSError)
 
 _DEFAULT_PORTS: Final = {"cluster": 6379, "sentinel": 26379}
+
+#: Tries after the first: one, soon, is enough to reach a failed-over primary through a
+#: fresh connection; redis-py's default (10, backing off to 1 s) would hold a request for
+#: 10 s or more while Redis is down, when the sender gives up after 15.
+_RETRIES: Final = 1
+
+
+def _retry() -> Retry:
+    """A fresh policy per client (redis-py's Retry objects are mutable)."""
+    return Retry(ExponentialWithJitterBackoff(base=0.01, cap=0.1), retries=_RETRIES)
 
 
 @dataclass(frozen=True, slots=True)
@@ -110,6 +122,7 @@ def connect(url: str, *, mode: RedisMode, master: str, timeout: float) -> RedisC
                 socket_connect_timeout=timeout,
                 health_check_interval=30,
                 decode_responses=True,
+                retry=_retry(),
             )
         )
     address = RedisAddress.parse(url, mode)
@@ -123,6 +136,7 @@ def connect(url: str, *, mode: RedisMode, master: str, timeout: float) -> RedisC
                 socket_timeout=timeout,
                 socket_connect_timeout=timeout,
                 decode_responses=True,
+                retry=_retry(),
             )
         )
     # redis-py leaves Sentinel.__init__ unannotated.
@@ -132,6 +146,7 @@ def connect(url: str, *, mode: RedisMode, master: str, timeout: float) -> RedisC
             "ssl": address.tls,
             "socket_timeout": timeout,
             "socket_connect_timeout": timeout,
+            "retry": _retry(),
         },
     )
     client = sentinel.master_for(
@@ -145,5 +160,6 @@ def connect(url: str, *, mode: RedisMode, master: str, timeout: float) -> RedisC
         socket_connect_timeout=timeout,
         health_check_interval=30,
         decode_responses=True,
+        retry=_retry(),
     )
     return RedisConnection(client, sentinel)
