@@ -6,6 +6,7 @@ temp dirs, stopped with their process groups. Used by the tests and the benchmar
 runnable for the dev runner:
 
     python -m devenv.redis            # run until Ctrl-C, print the REDIS_URL
+    python -m devenv.redis cluster    # the same for a Cluster (or: sentinel)
 """
 
 from __future__ import annotations
@@ -351,20 +352,30 @@ def running_redis(port: int | None = None) -> Iterator[LocalRedis]:
 
 
 def main() -> None:
-    port = int(sys.argv[1]) if len(sys.argv) > 1 else 6379
+    """``[port]``: one server; ``cluster`` or ``sentinel``: that topology on free ports."""
+    what = sys.argv[1] if len(sys.argv) > 1 else "6379"
+    topology: LocalRedis | LocalRedisCluster | LocalRedisSentinel
+    if what == "cluster":
+        topology, settings = LocalRedisCluster(), "REDIS_MODE=cluster "
+    elif what == "sentinel":
+        topology, settings = LocalRedisSentinel(), "REDIS_MODE=sentinel "
+    elif what.isdigit():
+        topology, settings = LocalRedis(port=int(what)), ""
+    else:
+        sys.exit("usage: python -m devenv.redis [port | cluster | sentinel]")
     try:
-        server = LocalRedis(port=port).start()
+        topology.start()
     except RedisStartError as exc:
         sys.exit(f"local Redis: {exc}")
-    print(f"REDIS_URL={server.url} (Ctrl-C stops it)", flush=True)
+    print(f"{settings}REDIS_URL={topology.url} (Ctrl-C stops it)", flush=True)
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
     try:
-        while server.process is not None and server.process.poll() is None:
+        while True:
             time.sleep(0.5)
     except KeyboardInterrupt:
         pass
     finally:
-        server.stop()
+        topology.stop()
 
 
 if __name__ == "__main__":
