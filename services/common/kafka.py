@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -181,6 +181,19 @@ async def _force_close(producer: AIOKafkaProducer) -> None:
         await producer.client.close()
 
 
+def _settled(released: Callable[[], None] | None) -> Callable[[asyncio.Future[Any]], None]:
+    """A record's done-callback: reads the outcome (a late failure is not logged as never
+    retrieved: its caller got its timeout already), then calls ``released``."""
+
+    def done(future: asyncio.Future[Any]) -> None:
+        if not future.cancelled():
+            future.exception()
+        if released is not None:
+            released()
+
+    return done
+
+
 class Publisher:
     """An idempotent, ``acks=all`` producer: a record is published once Kafka says so."""
 
@@ -250,23 +263,34 @@ class Publisher:
         value: bytes,
         headers: Sequence[tuple[str, bytes]] = (),
         timeout: float | None = None,  # noqa: ASYNC109 - callers pass their own deadline
+        released: Callable[[], None] | None = None,
     ) -> RecordMetadata:
         """Send one record and wait for the broker's acknowledgement.
 
         Raises :class:`PublishTimeoutError` after ``timeout`` seconds, :class:`PublishError`
-        when Kafka refuses or fails.
+        when Kafka refuses or fails. ``released`` is called once the producer no longer
+        holds the record (acknowledged, failed, or never queued), which may be after this
+        call timed out: a queued record outlives its caller's deadline.
         """
-        producer = self.producer
+        queued = False
         try:
+            producer = self.producer
             async with asyncio.timeout(timeout):
                 future = await producer.send(topic, value=value, key=key, headers=list(headers))
-                return await future
+                future.add_done_callback(_settled(released))
+                queued = True
+                # Shielded: a timeout must not cancel the record's future before the
+                # producer is done with the record, or ``released`` would come too early.
+                return await asyncio.shield(future)
         except TimeoutError as exc:
             raise PublishTimeoutError(
                 f"Kafka did not acknowledge the record on {topic} within {timeout} s"
             ) from exc
         except KafkaError as exc:
             raise PublishError(f"Kafka refused the record on {topic}: {exc}") from exc
+        finally:
+            if released is not None and not queued:
+                released()
 
     async def missing_topics(
         self,

@@ -19,7 +19,9 @@ from typing import Any, Literal, TypeVar, get_args, get_origin, get_type_hints
 from .errors import ConfigError
 
 __all__ = [
+    "COPIES_WHILE_PUBLISHED",
     "ENVIRONMENT",
+    "EVENT_ENVELOPE_BYTES",
     "VARIABLES",
     "ArchiverSettings",
     "IngestSettings",
@@ -34,6 +36,14 @@ __all__ = [
 ]
 
 MiB = 1024 * 1024
+
+#: The most a callback event adds to its body (task id, delivery key, the capped msg, state
+#: and headers, Avro and Kafka framing): the ingest's ``build_event`` caps what it copies so
+#: that the event stays within it, and a test encodes the worst case.
+EVENT_ENVELOPE_BYTES = 256 * 1024
+#: How many times a body is held while it is published: the body, the encoded record,
+#: the producer's batch and its compressed copy.
+COPIES_WHILE_PUBLISHED = 4
 
 Backend = Literal["local", "s3"]
 LogFormat = Literal["auto", "json", "console"]
@@ -181,6 +191,13 @@ class IngestSettings:
     max_body_bytes: int = setting(
         "INGEST_MAX_BODY_BYTES", 8 * MiB, "largest callback body accepted", minimum=1024
     )
+    max_buffered_bytes: int = setting(
+        "INGEST_MAX_BUFFERED_BYTES",
+        192 * MiB,
+        "bytes of callbacks held at once (bodies being read, events waiting for Kafka); "
+        "past it, 503 + Retry-After before reading. Size it from the pod's memory limit",
+        minimum=MiB,
+    )
     max_json_depth: int = setting(
         "INGEST_MAX_JSON_DEPTH", 64, "deepest JSON nesting accepted", minimum=2
     )
@@ -292,12 +309,19 @@ class Settings:
 
     def validate(self) -> None:
         """Check the rules that tie settings together."""
-        envelope = 256 * 1024
+        envelope = EVENT_ENVELOPE_BYTES
         if self.kafka.max_message_bytes < self.ingest.max_body_bytes + envelope:
             raise ConfigError(
                 f"KAFKA_MAX_MESSAGE_BYTES ({self.kafka.max_message_bytes}) must be at least "
                 f"INGEST_MAX_BODY_BYTES ({self.ingest.max_body_bytes}) + {envelope} so that "
                 "every accepted callback fits in one Kafka record"
+            )
+        held = COPIES_WHILE_PUBLISHED * self.ingest.max_body_bytes
+        if self.ingest.max_buffered_bytes < held:
+            raise ConfigError(
+                f"INGEST_MAX_BUFFERED_BYTES ({self.ingest.max_buffered_bytes}) must be at least "
+                f"{COPIES_WHILE_PUBLISHED} x INGEST_MAX_BODY_BYTES ({held}): a body at the limit "
+                f"is held {COPIES_WHILE_PUBLISHED} times while it is published"
             )
         if self.storage.backend == "s3" and not self.storage.s3_bucket:
             raise ConfigError("STORAGE_BACKEND=s3 needs S3_BUCKET (and S3_ENDPOINT_URL off AWS)")

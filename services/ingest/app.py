@@ -17,6 +17,7 @@ from prometheus_client import CollectorRegistry
 from services.common.settings import Settings
 from services.common.web import READINESS, REGISTRY, SETTINGS, add_ops_routes
 
+from .budget import BUFFER_BUDGET, BufferBudget
 from .claims import setup_dedupe
 from .handler import CLOCK, receive_callback, setup_handler
 from .lifecycle import LIFECYCLE, Lifecycle
@@ -46,6 +47,11 @@ def create_app(
     app[INGEST_METRICS] = IngestMetrics(app[REGISTRY])
     app[LIFECYCLE] = Lifecycle()
     app[CLOCK] = clock
+    app[BUFFER_BUDGET] = BufferBudget(
+        settings.ingest.max_buffered_bytes,
+        app[INGEST_METRICS],
+        settings.ingest.retry_after_seconds,
+    )
     # In this order: the handler needs the publisher and the dedupe store.
     setup_publishing(app)
     setup_dedupe(app)

@@ -53,6 +53,7 @@ from services.common.callback import (
 )
 from services.common.keys import TASK_ID_RULE, is_valid_task_id
 
+from .budget import Hold
 from .errors import Refusal
 
 __all__ = ["ParsedCallback", "json_depth_exceeds", "parse_callback", "read_body", "require_json"]
@@ -133,31 +134,38 @@ def require_json(request: web.Request) -> None:
         )
 
 
-async def read_body(request: web.Request, limit: int, within: float) -> bytes:
-    """The whole body, or 413 as soon as it is known to exceed ``limit`` bytes.
+async def read_body(request: web.Request, limit: int, within: float, hold: Hold) -> bytearray:
+    """The whole body in one buffer, counted in ``hold`` before it is read; 413 as soon as
+    it is known to exceed ``limit`` bytes, 503 when the ingest's buffer budget is spent.
 
-    A declared ``Content-Length`` over the limit is refused before reading anything; a
-    chunked body is read only until it crosses the limit. A body that has not fully
-    arrived after ``within`` seconds gets 408 (a stalled or trickling upload would
-    otherwise hold its connection and handler for as long as the sender likes).
+    A declared ``Content-Length`` is counted (or refused) before anything is read, and the
+    body is read into one buffer of that size: no list of chunks, no joined copy. A chunked
+    body is counted chunk by chunk and read only until it crosses the limit. A body that
+    has not fully arrived after ``within`` seconds gets 408 (a stalled or trickling upload
+    would otherwise hold its connection and handler for as long as the sender likes).
     """
     declared = request.content_length
     if declared is not None and declared > limit:
         raise _too_large(limit)
-    if declared is not None and declared == 0:
-        return b""
-    chunks: list[bytes] = []
+    if declared is not None:
+        hold.add(declared)
+    buffer = bytearray(declared or 0)
     size = 0
     try:
         async with asyncio.timeout(within):
-            while True:
+            while declared != 0:
                 chunk = await request.content.readany()
                 if not chunk:
                     break
-                size += len(chunk)
-                if size > limit:
+                end = size + len(chunk)
+                if end > limit:
                     raise _too_large(limit)
-                chunks.append(chunk)
+                if declared is None:
+                    hold.add(len(chunk))
+                    buffer += chunk
+                else:
+                    buffer[size:end] = chunk
+                size = end
     except TimeoutError:
         raise Refusal(
             408,
@@ -175,7 +183,9 @@ async def read_body(request: web.Request, limit: int, within: float) -> bytes:
             "the connection closed before the whole body arrived",
             outcome="incomplete_body",
         ) from None
-    return chunks[0] if len(chunks) == 1 else b"".join(chunks)
+    if size < len(buffer):
+        del buffer[size:]  # not reached with aiohttp, which enforces Content-Length
+    return buffer
 
 
 def _too_large(limit: int) -> Refusal:
@@ -188,7 +198,7 @@ def _too_large(limit: int) -> Refusal:
     )
 
 
-def json_depth_exceeds(body: bytes, max_depth: int) -> bool:
+def json_depth_exceeds(body: bytes | bytearray, max_depth: int) -> bool:
     """Whether the brackets of ``body`` (outside strings) nest deeper than ``max_depth``.
 
     All at C speed, no regular expression: escaped backslashes and quotes are dropped, every
@@ -228,7 +238,7 @@ def _refuse_constant(name: str) -> Any:
     raise ValueError(f"{name} is not valid JSON")
 
 
-def parse_callback(body: bytes, *, max_depth: int) -> ParsedCallback:
+def parse_callback(body: bytes | bytearray, *, max_depth: int) -> ParsedCallback:
     """The fields the ingest reads, or a 400 saying what is wrong."""
     too_deep = json_depth_exceeds(body, max_depth)
     if not too_deep:
@@ -244,7 +254,7 @@ def parse_callback(body: bytes, *, max_depth: int) -> ParsedCallback:
     return _from_payload(_parse_slowly(body, too_deep=too_deep, max_depth=max_depth))
 
 
-def _read_fields(body: bytes) -> _ReadFields | None:
+def _read_fields(body: bytes | bytearray) -> _ReadFields | None:
     """The read fields, or ``None`` when the next parser must decide."""
     if not body.isascii():
         try:
@@ -327,7 +337,7 @@ def _accepted(
     return ParsedCallback(task_id, code, msg, state, kind)
 
 
-def _parse_slowly(body: bytes, *, too_deep: bool, max_depth: int) -> Any:
+def _parse_slowly(body: bytes | bytearray, *, too_deep: bool, max_depth: int) -> Any:
     """``json.loads`` with every refusal worded: the path of whatever orjson refused."""
     try:
         text = body.decode("utf-8")

@@ -1,6 +1,7 @@
 """One callback from request to answer, each step a method; refusals answered in one place.
 
-``body`` (type, size, UTF-8, depth, JSON, task id) -> ``verify`` (signature, clock) ->
+``body`` (type, signature headers and budget before reading, size, UTF-8, depth, JSON, task
+id) -> ``verify`` (signature, clock) ->
 ``claims`` (claim the delivery, bind the signature to the body) -> ``publish`` (bounded,
 Kafka ``acks=all``) -> 200. Every refusal is a :class:`Refusal` turned into a JSON answer
 and counted here.
@@ -25,6 +26,7 @@ from services.common.web import SETTINGS
 
 from . import body as bodies
 from .body import ParsedCallback
+from .budget import BUFFER_BUDGET, BufferBudget, Hold
 from .claims import CLAIMS, DeliveryClaims
 from .dedupe import Claim, Delivery
 from .errors import Refusal, http_error
@@ -32,7 +34,7 @@ from .event import build_event
 from .lifecycle import LIFECYCLE
 from .metrics import INGEST_METRICS, IngestMetrics, Outcome
 from .publish import CALLBACK_PUBLISHER, CallbackPublisher
-from .verify import SignatureRefused, Signed, verify_signature
+from .verify import SignatureRefused, Signed, check_headers, verify_signature
 
 __all__ = [
     "CLOCK",
@@ -65,8 +67,10 @@ class Ingest:
         publisher: CallbackPublisher,
         metrics: IngestMetrics,
         clock: Callable[[], float],
+        budget: BufferBudget,
     ) -> None:
         self._settings = settings
+        self._budget = budget
         self._keys = keys
         self._claims = claims
         self._publisher = publisher
@@ -76,17 +80,20 @@ class Ingest:
     async def handle(self, request: web.Request) -> web.Response:
         started = time.perf_counter()
         outcome: Outcome
+        hold = Hold(self._budget)
         try:
-            response, outcome = await self._process(request)
+            response, outcome = await self._process(request, hold)
         except Refusal as refusal:
             response, outcome = refusal.response(), refusal.outcome
             log.info("callback_refused", outcome=outcome, code=refusal.code)
+        finally:
+            hold.release()
         self._metrics.answered(outcome, time.perf_counter() - started)
         return response
 
-    async def _process(self, request: web.Request) -> tuple[web.Response, Outcome]:
+    async def _process(self, request: web.Request, hold: Hold) -> tuple[web.Response, Outcome]:
         received_at = datetime.now(UTC)
-        body = await self._read(request)
+        body = await self._read(request, hold)
         callback = bodies.parse_callback(body, max_depth=self._settings.max_json_depth)
         structlog.contextvars.bind_contextvars(task_id=callback.task_id)
         signed = self._verify(request.headers, callback)
@@ -107,7 +114,8 @@ class Ingest:
         if claimed is not None and claimed.claim is Claim.DUPLICATE:
             log.info("callback_duplicate")
             return _json(_DUPLICATE), "duplicate"
-        await self._store(event, delivery, claimed.token if claimed is not None else None, deadline)
+        token = claimed.token if claimed is not None else None
+        await self._store(event, delivery, token, deadline, hold)
         self._metrics.last_accepted.set(time.time())
         self._metrics.callbacks_by_kind.labels(callback.kind).inc()
         log.info(
@@ -119,11 +127,23 @@ class Ingest:
         )
         return _json(_RECEIVED), "accepted"
 
-    async def _read(self, request: web.Request) -> bytes:
-        """The whole body of a JSON request, within the size and time limits."""
+    async def _read(self, request: web.Request, hold: Hold) -> bytearray:
+        """The whole body of a JSON request, within the size, time and buffer limits.
+
+        Signature headers that are missing, malformed or stale are refused before a byte of
+        the body is read: a forged request costs no buffer.
+        """
         bodies.require_json(request)
+        refused = check_headers(
+            request.headers,
+            keys=self._keys,
+            now=int(self._clock()),
+            tolerance=self._settings.signature_tolerance_seconds,
+        )
+        if refused is not None:
+            raise _refusal(refused)
         body = await bodies.read_body(
-            request, self._settings.max_body_bytes, self._settings.body_timeout_seconds
+            request, self._settings.max_body_bytes, self._settings.body_timeout_seconds, hold
         )
         self._metrics.body_size.observe(len(body))
         return body
@@ -138,21 +158,21 @@ class Ingest:
             tolerance=self._settings.signature_tolerance_seconds,
         )
         if isinstance(verdict, SignatureRefused):
-            raise Refusal(
-                401,
-                verdict.code,
-                verdict.message,
-                outcome="stale_timestamp" if verdict.stale else "bad_signature",
-            )
+            raise _refusal(verdict)
         return verdict if isinstance(verdict, Signed) else None
 
     async def _store(
-        self, event: CallbackEvent, delivery: Delivery, token: str | None, deadline: float
+        self,
+        event: CallbackEvent,
+        delivery: Delivery,
+        token: str | None,
+        deadline: float,
+        hold: Hold,
     ) -> None:
         """Publish the event, then complete the claim, or release it when Kafka failed."""
         published = False
         try:
-            await self._publisher.publish_in_slot(event, deadline=deadline)
+            await self._publisher.publish_in_slot(event, deadline=deadline, hold=hold)
             published = True
         except Refusal as refusal:
             log.error("callback_not_stored", outcome=refusal.outcome, error=str(refusal.__cause__))
@@ -165,6 +185,15 @@ class Ingest:
 
 
 INGEST = web.AppKey("ingest", Ingest)
+
+
+def _refusal(verdict: SignatureRefused) -> Refusal:
+    return Refusal(
+        401,
+        verdict.code,
+        verdict.message,
+        outcome="stale_timestamp" if verdict.stale else "bad_signature",
+    )
 
 
 def _json(body: bytes) -> web.Response:
@@ -199,6 +228,7 @@ def setup_handler(app: web.Application) -> None:
             publisher=app[CALLBACK_PUBLISHER],
             metrics=app[INGEST_METRICS],
             clock=app[CLOCK],
+            budget=app[BUFFER_BUDGET],
         )
         yield
 

@@ -85,6 +85,12 @@ class IngestMetrics:
             "Callback events sent to Kafka and not yet acknowledged.",
             registry=registry,
         )
+        self.buffered_bytes = Gauge(
+            "ingest_buffered_bytes",
+            "Bytes of callbacks held against INGEST_MAX_BUFFERED_BYTES: bodies being read or "
+            "handled, events the producer has not finished with.",
+            registry=registry,
+        )
         self.kafka_ready = Gauge(
             "ingest_kafka_ready",
             "1 when the producer is connected and the callbacks topic exists, else 0.",

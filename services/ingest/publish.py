@@ -3,7 +3,8 @@
 At most ``max_in_flight`` events wait for Kafka's acknowledgement at once; past that the
 request is refused at once (``overloaded``) instead of queueing in memory. A publish that
 Kafka has not acknowledged within ``publish_timeout_seconds`` is answered with 503 well
-before the sender's own 15 s timeout.
+before the sender's own 15 s timeout. The encoded record and the producer's copies of it
+count against the ingest's buffer budget (``budget.py``) for as long as they live.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from services.common.kafka import Publisher
 from services.common.settings import IngestSettings
 from services.common.web import PUBLISHER, SETTINGS, publisher_ctx
 
+from .budget import BUFFER_BUDGET, PRODUCER_COPIES, BufferBudget, Hold
 from .errors import Refusal
 from .metrics import INGEST_METRICS, IngestMetrics
 
@@ -35,8 +37,10 @@ class CallbackPublisher:
         topic: str,
         settings: IngestSettings,
         metrics: IngestMetrics,
+        budget: BufferBudget,
     ) -> None:
         self._publisher = publisher
+        self._budget = budget
         self._topic = topic
         self._timeout = settings.publish_timeout_seconds
         self._max_in_flight = settings.max_in_flight
@@ -65,32 +69,44 @@ class CallbackPublisher:
         self._in_flight -= 1
         self._metrics.publishes_in_flight.set(self._in_flight)
 
-    async def publish_in_slot(self, event: CallbackEvent, *, deadline: float) -> RecordMetadata:
+    async def publish_in_slot(
+        self, event: CallbackEvent, *, deadline: float, hold: Hold | None = None
+    ) -> RecordMetadata:
         """:meth:`publish` holding one in-flight slot: 503 ``overloaded`` when none is free."""
         self._reserve()
         try:
-            return await self.publish(event, deadline=deadline)
+            return await self.publish(event, deadline=deadline, hold=hold)
         finally:
             self._free()
 
     async def publish(
-        self, event: CallbackEvent, *, deadline: float | None = None
+        self, event: CallbackEvent, *, deadline: float | None = None, hold: Hold | None = None
     ) -> RecordMetadata:
         """Return once Kafka acknowledged the event; 503 ``unavailable`` otherwise.
 
         ``deadline`` (a ``time.monotonic()`` value) is when the request's whole budget ends;
-        without one the publish gets ``publish_timeout_seconds`` of its own.
+        without one the publish gets ``publish_timeout_seconds`` of its own. The encoded
+        record counts in ``hold`` (the request's, given back when it ends); the producer's
+        copies count until the producer is done with them. Past the budget: 503
+        ``overloaded``.
         """
+        value = event.encode()
+        if hold is not None:
+            hold.add(len(value))
+        queued = PRODUCER_COPIES * len(value)
+        self._budget.take(queued)
         started = time.perf_counter()
         timeout = self._timeout if deadline is None else deadline - time.monotonic()
         try:
             if timeout <= 0:
+                self._budget.give_back(queued)
                 raise PublishTimeoutError("no time left in the request's budget to publish")
             return await self._publisher.publish(
                 self._topic,
                 key=event.task_id.encode("ascii"),
-                value=event.encode(),
+                value=value,
                 timeout=timeout,
+                released=lambda: self._budget.give_back(queued),
             )
         except (PublishError, NotStartedError) as exc:
             raise Refusal(
@@ -125,6 +141,10 @@ def setup_publishing(app: web.Application) -> None:
 async def _callback_publisher(app: web.Application) -> AsyncIterator[None]:
     settings = app[SETTINGS]
     app[CALLBACK_PUBLISHER] = CallbackPublisher(
-        app[PUBLISHER], settings.kafka.topics.callbacks, settings.ingest, app[INGEST_METRICS]
+        app[PUBLISHER],
+        settings.kafka.topics.callbacks,
+        settings.ingest,
+        app[INGEST_METRICS],
+        app[BUFFER_BUDGET],
     )
     yield

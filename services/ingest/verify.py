@@ -22,6 +22,7 @@ __all__ = [
     "Signed",
     "Unsigned",
     "Verdict",
+    "check_headers",
     "sign",
     "verify_signature",
 ]
@@ -69,6 +70,21 @@ def sign(key: bytes, task_id: str, timestamp: int | str) -> str:
     return base64.b64encode(hmac.new(key, message, hashlib.sha256).digest()).decode("ascii")
 
 
+def check_headers(
+    headers: Mapping[str, str], *, keys: Sequence[bytes], now: int, tolerance: int
+) -> SignatureRefused | None:
+    """What can be refused before the body is read: headers missing, malformed or stale.
+
+    The HMAC covers the task id, which is in the body, so only :func:`verify_signature`
+    decides a signature is right; this spares reading a body that is refused anyway.
+    ``None`` when no key is configured (nothing to check) or the headers may be right.
+    """
+    if not keys:
+        return None
+    parsed = _signature_headers(headers, now=now, tolerance=tolerance)
+    return parsed if isinstance(parsed, SignatureRefused) else None
+
+
 def verify_signature(
     headers: Mapping[str, str],
     task_id: str,
@@ -86,6 +102,28 @@ def verify_signature(
     """
     if not keys:
         return Unsigned()
+    parsed = _signature_headers(headers, now=now, tolerance=tolerance)
+    if isinstance(parsed, SignatureRefused):
+        return parsed
+    raw_timestamp, timestamp, presented = parsed
+    message = f"{task_id}.{raw_timestamp}".encode()
+    matched = False
+    for key in keys:
+        expected = hmac.new(key, message, hashlib.sha256).digest()
+        matched |= hmac.compare_digest(expected, presented)
+    if not matched:
+        return SignatureRefused(
+            "bad_signature", "the signature does not match the task id and timestamp"
+        )
+    # Canonical form: base64 admits several spellings of one digest, and the binding of a
+    # signature to one body must not be dodged by re-spelling it.
+    return Signed(timestamp=timestamp, signature=base64.b64encode(presented).decode("ascii"))
+
+
+def _signature_headers(
+    headers: Mapping[str, str], *, now: int, tolerance: int
+) -> SignatureRefused | tuple[str, int, bytes]:
+    """The timestamp (as sent, and parsed) and the decoded digest, or why they are refused."""
     raw_timestamp = headers.get(TIMESTAMP_HEADER)
     raw_signature = headers.get(SIGNATURE_HEADER)
     if raw_timestamp is None or raw_signature is None:
@@ -106,18 +144,7 @@ def verify_signature(
     presented = _decode_signature(raw_signature)
     if presented is None:
         return SignatureRefused("bad_signature", f"{SIGNATURE_HEADER} is not valid base64")
-    message = f"{task_id}.{raw_timestamp.strip()}".encode()
-    matched = False
-    for key in keys:
-        expected = hmac.new(key, message, hashlib.sha256).digest()
-        matched |= hmac.compare_digest(expected, presented)
-    if not matched:
-        return SignatureRefused(
-            "bad_signature", "the signature does not match the task id and timestamp"
-        )
-    # Canonical form: base64 admits several spellings of one digest, and the binding of a
-    # signature to one body must not be dodged by re-spelling it.
-    return Signed(timestamp=timestamp, signature=base64.b64encode(presented).decode("ascii"))
+    return raw_timestamp.strip(), timestamp, presented
 
 
 def _parse_timestamp(raw: str) -> int | None:
