@@ -63,6 +63,10 @@ class TestFromEnv:
                 {"INGEST_MAX_BODY_BYTES": str(32 * 1024 * 1024)},
                 "every accepted callback fits in one Kafka record",
             ),
+            (
+                {"INGEST_MAX_BUFFERED_BYTES": str(16 * 1024 * 1024)},
+                "INGEST_MAX_BUFFERED_BYTES .* must be at least 4 x INGEST_MAX_BODY_BYTES",
+            ),
         ],
     )
     def test_bad_values_name_the_variable(self, env: dict[str, str], message: str) -> None:
