@@ -52,6 +52,7 @@ from services.common.callback import (
     kind_of,
 )
 from services.common.keys import TASK_ID_RULE, is_valid_task_id
+from services.common.settings import COPIES_WHILE_PUBLISHED
 
 from .budget import Hold
 from .errors import Refusal
@@ -138,8 +139,9 @@ async def read_body(request: web.Request, limit: int, within: float, hold: Hold)
     """The whole body in one buffer, counted in ``hold`` before it is read; 413 as soon as
     it is known to exceed ``limit`` bytes, 503 when the ingest's buffer budget is spent.
 
-    A declared ``Content-Length`` is counted (or refused) before anything is read, and the
-    body is read into one buffer of that size: no list of chunks, no joined copy. A chunked
+    A declared ``Content-Length`` is counted (or refused) before anything is read, for
+    every copy publishing will make, and the body is read into one buffer of that size:
+    no list of chunks, no joined copy. A chunked
     body is counted chunk by chunk and read only until it crosses the limit. A body that
     has not fully arrived after ``within`` seconds gets 408 (a stalled or trickling upload
     would otherwise hold its connection and handler for as long as the sender likes).
@@ -148,7 +150,7 @@ async def read_body(request: web.Request, limit: int, within: float, hold: Hold)
     if declared is not None and declared > limit:
         raise _too_large(limit)
     if declared is not None:
-        hold.add(declared)
+        hold.add(COPIES_WHILE_PUBLISHED * declared)
     buffer = bytearray(declared or 0)
     size = 0
     try:

@@ -1,15 +1,18 @@
 """One bound on the bytes of callbacks the ingest holds at once, so no burst outgrows the pod.
 
 Bodies being read, bodies being handled and events waiting for Kafka are counted against
-``INGEST_MAX_BUFFERED_BYTES``. A request is counted before its body is read (by its
-``Content-Length``, or chunk by chunk when it has none); past the budget it is answered
-503 with ``Retry-After`` instead of being read. The producer's copies of an event are
-counted until Kafka is done with it, which can be after its request was answered (a
-publish that timed out stays queued in the producer).
+``INGEST_MAX_BUFFERED_BYTES``. A request is counted before its body is read, for every
+copy it will make (``COPIES_WHILE_PUBLISHED`` times its ``Content-Length``: a request
+admitted can always be published, and readers cannot starve publishers; a body without
+``Content-Length`` is counted chunk by chunk, the rest when it is published); past the
+budget it is answered 503 with ``Retry-After`` instead of being read. The producer's copies
+of an event are counted until Kafka is done with them, which can be after the request was
+answered (a publish that timed out stays queued in the producer).
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Final
 
 from aiohttp import web
@@ -63,6 +66,17 @@ class Hold:
     def add(self, size: int) -> None:
         self._budget.take(size)
         self.size += size
+
+    def cover(self, size: int) -> None:
+        """Hold at least ``size`` bytes in all (503 when the rest does not fit)."""
+        if size > self.size:
+            self.add(size - self.size)
+
+    def hand_over(self, size: int) -> Callable[[], None]:
+        """Stop counting ``size`` held bytes as this request's: they are counted until the
+        returned function is called (once the producer is done with its copies)."""
+        self.size -= size
+        return lambda: self._budget.give_back(size)
 
     def release(self) -> None:
         self._budget.give_back(self.size)

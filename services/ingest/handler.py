@@ -106,7 +106,9 @@ class Ingest:
         )
         structlog.contextvars.bind_contextvars(delivery_key=event.delivery_key)
         binding = (signed.timestamp, signed.signature) if signed is not None else None
-        delivery = Delivery(callback.task_id, event.body_sha256, binding)
+        delivery = Delivery(event.task_id, event.body_sha256, binding)
+        # Its msg or state may be as large as the body: not kept across the waits below.
+        del callback
         # One budget for waiting on a concurrent twin and for Kafka's acknowledgement
         # together, so the answer comes within publish_timeout_seconds, whatever happened.
         deadline = time.monotonic() + self._settings.publish_timeout_seconds

@@ -21,7 +21,7 @@ from services.common.kafka import Publisher
 from services.common.settings import IngestSettings
 from services.common.web import PUBLISHER, SETTINGS, publisher_ctx
 
-from .budget import BUFFER_BUDGET, PRODUCER_COPIES, BufferBudget, Hold
+from .budget import PRODUCER_COPIES, Hold
 from .errors import Refusal
 from .metrics import INGEST_METRICS, IngestMetrics
 
@@ -37,10 +37,8 @@ class CallbackPublisher:
         topic: str,
         settings: IngestSettings,
         metrics: IngestMetrics,
-        budget: BufferBudget,
     ) -> None:
         self._publisher = publisher
-        self._budget = budget
         self._topic = topic
         self._timeout = settings.publish_timeout_seconds
         self._max_in_flight = settings.max_in_flight
@@ -70,7 +68,7 @@ class CallbackPublisher:
         self._metrics.publishes_in_flight.set(self._in_flight)
 
     async def publish_in_slot(
-        self, event: CallbackEvent, *, deadline: float, hold: Hold | None = None
+        self, event: CallbackEvent, *, deadline: float, hold: Hold
     ) -> RecordMetadata:
         """:meth:`publish` holding one in-flight slot: 503 ``overloaded`` when none is free."""
         self._reserve()
@@ -80,33 +78,32 @@ class CallbackPublisher:
             self._free()
 
     async def publish(
-        self, event: CallbackEvent, *, deadline: float | None = None, hold: Hold | None = None
+        self, event: CallbackEvent, *, hold: Hold, deadline: float | None = None
     ) -> RecordMetadata:
         """Return once Kafka acknowledged the event; 503 ``unavailable`` otherwise.
 
         ``deadline`` (a ``time.monotonic()`` value) is when the request's whole budget ends;
-        without one the publish gets ``publish_timeout_seconds`` of its own. The encoded
-        record counts in ``hold`` (the request's, given back when it ends); the producer's
-        copies count until the producer is done with them. Past the budget: 503
+        without one the publish gets ``publish_timeout_seconds`` of its own. The body and
+        the encoded record count in ``hold`` (the request's, given back when it ends); the
+        producer's copies count until the producer is done with them. Past the budget: 503
         ``overloaded``.
         """
         value = event.encode()
-        if hold is not None:
-            hold.add(len(value))
         queued = PRODUCER_COPIES * len(value)
-        self._budget.take(queued)
+        hold.cover(len(event.body) + len(value) + queued)
+        released = hold.hand_over(queued)
         started = time.perf_counter()
         timeout = self._timeout if deadline is None else deadline - time.monotonic()
         try:
             if timeout <= 0:
-                self._budget.give_back(queued)
+                released()
                 raise PublishTimeoutError("no time left in the request's budget to publish")
             return await self._publisher.publish(
                 self._topic,
                 key=event.task_id.encode("ascii"),
                 value=value,
                 timeout=timeout,
-                released=lambda: self._budget.give_back(queued),
+                released=released,
             )
         except (PublishError, NotStartedError) as exc:
             raise Refusal(
@@ -145,6 +142,5 @@ async def _callback_publisher(app: web.Application) -> AsyncIterator[None]:
         settings.kafka.topics.callbacks,
         settings.ingest,
         app[INGEST_METRICS],
-        app[BUFFER_BUDGET],
     )
     yield

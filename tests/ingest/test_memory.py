@@ -14,7 +14,12 @@ from aiohttp.test_utils import TestClient
 
 from services.common.events import CallbackEvent
 from services.common.keys import MAX_TASK_ID_LENGTH
-from services.common.settings import EVENT_ENVELOPE_BYTES, MiB, Settings
+from services.common.settings import (
+    COPIES_WHILE_PUBLISHED,
+    EVENT_ENVELOPE_BYTES,
+    MiB,
+    Settings,
+)
 from services.ingest.body import ParsedCallback
 from services.ingest.event import MAX_COPIED_CHARS, build_event
 
@@ -87,9 +92,9 @@ class TestBeforeTheBody:
 
 class TestBudget:
     async def test_bodies_being_read_count_against_it(self, ingest_client: ClientFactory) -> None:
-        """One body half sent holds its Content-Length; the next that does not fit gets 503,
-        with Retry-After; once the first is done the budget is whole again."""
-        # Published, a body is held four times (body, record, the producer's two copies).
+        """One body half sent holds every copy it will make (four times its Content-Length:
+        body, record, the producer's two); the next that does not fit gets 503 with
+        Retry-After; once the first is stored the budget is whole again."""
         client = await ingest_client(max_buffered_bytes=4 * MiB, retry_after_seconds=7)
         body = callback_body(task(), msg="x" * (900 * 1024))
         assert client.server.host is not None and client.server.port is not None
@@ -101,11 +106,13 @@ class TestBudget:
         )
         await writer.drain()
         await eventually(
-            lambda: sample(client.app, "ingest_buffered_bytes") == len(body),
+            lambda: (
+                sample(client.app, "ingest_buffered_bytes") == COPIES_WHILE_PUBLISHED * len(body)
+            ),
             what="the first body to be counted",
         )
         second = await client.post(
-            CALLBACK_PATH, data=callback_body(task(), msg="y" * (3300 * 1024)), headers=JSON
+            CALLBACK_PATH, data=callback_body(task(), msg="y" * (200 * 1024)), headers=JSON
         )
         assert second.status == 503
         assert second.headers["Retry-After"] == "7"
