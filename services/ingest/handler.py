@@ -1,10 +1,9 @@
 """One callback from request to answer, each step a method; refusals answered in one place.
 
-``body`` (type, signature headers and budget before reading, size, UTF-8, depth, JSON, task
-id) -> ``verify`` (signature, clock) ->
-``claims`` (claim the delivery, bind the signature to the body) -> ``publish`` (bounded,
-Kafka ``acks=all``) -> 200. Every refusal is a :class:`Refusal` turned into a JSON answer
-and counted here.
+``verify`` (signature headers, before reading) -> ``body`` (type, size, buffer budget, UTF-8,
+depth, JSON, task id) -> ``verify`` (signature, clock) -> ``claims`` (claim the delivery,
+bind the signature to the body) -> ``publish`` (bounded, Kafka ``acks=all``) -> 200. Every
+refusal is a :class:`Refusal` turned into a JSON answer and counted here.
 """
 
 from __future__ import annotations
