@@ -178,10 +178,10 @@ class TestRecordSize:
         assert copied.endswith(f"[{len(filler) - MAX_COPIED_CHARS} more characters, see body]")
 
     def test_worst_case_event_stays_within_the_envelope(self) -> None:
-        """Longest task id, every copied field at its cap in 3-byte characters (plus a
+        """Longest task id, every copied field at its cap in 4-byte characters (plus a
         surplus), headers as long as aiohttp lets them be: the event is body + envelope."""
         body = b"{}" * 1000
-        long_text = "\u20ac" * (MAX_COPIED_CHARS * 4)
+        long_text = "\U0001f600" * (MAX_COPIED_CHARS * 4)  # 4 bytes each in UTF-8
         event = build_event(
             ParsedCallback("t" * MAX_TASK_ID_LENGTH, 200, long_text, long_text),
             body,
