@@ -211,8 +211,11 @@ async def send_traffic(
     big = json.dumps({"task_id": big_id, "padding": marker * (MAX_BODY_BYTES // len(marker))})
     await post(big.encode(), signed_headers(big_id, now))
     await post(body, {**headers, "Content-Type": "text/plain"})
-    await post(f"{{not json {marker}".encode(), {"Content-Type": "application/json"})
-    await post(json.dumps({"msg": marker}).encode(), {"Content-Type": "application/json"})
+    # With fresh, well-formed signature headers: missing ones are refused (401) before the
+    # body is read, and only the body's task id can disprove these.
+    unparsed = signed_headers(f"obs-{run}-unparsed", now)
+    await post(f"{{not json {marker}".encode(), unparsed)
+    await post(json.dumps({"msg": marker}).encode(), unparsed)
 
     # A record no schema can read, straight onto the callbacks topic: both consumers
     # dead-letter it as undecodable.
