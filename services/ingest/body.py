@@ -141,10 +141,10 @@ async def read_body(request: web.Request, limit: int, within: float, hold: Hold)
 
     A declared ``Content-Length`` is counted (or refused) before anything is read, for
     every copy publishing will make, and the body is read into one buffer of that size:
-    no list of chunks, no joined copy. A chunked
-    body is counted chunk by chunk and read only until it crosses the limit. A body that
-    has not fully arrived after ``within`` seconds gets 408 (a stalled or trickling upload
-    would otherwise hold its connection and handler for as long as the sender likes).
+    no list of chunks, no joined copy. A chunked body is counted chunk by chunk and read
+    only until it crosses the limit. A body that has not fully arrived after ``within``
+    seconds gets 408 (a stalled or trickling upload would otherwise hold its connection and
+    handler for as long as the sender likes).
     """
     declared = request.content_length
     if declared is not None and declared > limit:
