@@ -106,6 +106,7 @@ class Ingest:
         structlog.contextvars.bind_contextvars(delivery_key=event.delivery_key)
         binding = (signed.timestamp, signed.signature) if signed is not None else None
         delivery = Delivery(event.task_id, event.body_sha256, binding)
+        kind = callback.kind
         # Its msg or state may be as large as the body: not kept across the waits below.
         del callback
         # One budget for waiting on a concurrent twin and for Kafka's acknowledgement
@@ -118,11 +119,11 @@ class Ingest:
         token = claimed.token if claimed is not None else None
         await self._store(event, delivery, token, deadline, hold)
         self._metrics.last_accepted.set(time.time())
-        self._metrics.callbacks_by_kind.labels(callback.kind).inc()
+        self._metrics.callbacks_by_kind.labels(kind).inc()
         log.info(
             "callback_accepted",
             code=event.code,
-            kind=callback.kind,
+            kind=kind,
             size=len(body),
             signature=event.signature,
         )
