@@ -183,7 +183,7 @@ class TestRecordSize:
         body = b"{}" * 1000
         long_text = "\U0001f600" * (MAX_COPIED_CHARS * 4)  # 4 bytes each in UTF-8
         event = build_event(
-            ParsedCallback("t" * MAX_TASK_ID_LENGTH, 200, long_text, long_text),
+            ParsedCallback("t" * MAX_TASK_ID_LENGTH, 200, long_text, long_text, "midi"),
             body,
             datetime.now(UTC),
             {
