@@ -22,6 +22,7 @@ __all__ = [
     "COPIES_WHILE_PUBLISHED",
     "ENVIRONMENT",
     "EVENT_ENVELOPE_BYTES",
+    "PRODUCER_COPIES",
     "VARIABLES",
     "ArchiverSettings",
     "IngestSettings",
@@ -41,9 +42,11 @@ MiB = 1024 * 1024
 #: and headers, Avro and Kafka framing): the ingest's ``build_event`` caps what it copies so
 #: that the event stays within it, and a test encodes the worst case.
 EVENT_ENVELOPE_BYTES = 256 * 1024
+#: The producer's copies of a queued record: its batch and the batch compressed.
+PRODUCER_COPIES = 2
 #: How many times a body is held while it is published: the body, the encoded record,
-#: the producer's batch and its compressed copy.
-COPIES_WHILE_PUBLISHED = 4
+#: and the producer's copies.
+COPIES_WHILE_PUBLISHED = 2 + PRODUCER_COPIES
 
 Backend = Literal["local", "s3"]
 LogFormat = Literal["auto", "json", "console"]

@@ -13,7 +13,6 @@ answered (a publish that timed out stays queued in the producer).
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Final
 
 from aiohttp import web
 
@@ -21,9 +20,6 @@ from .errors import Refusal
 from .metrics import IngestMetrics
 
 __all__ = ["BUFFER_BUDGET", "BufferBudget", "Hold"]
-
-#: The producer's copies of a queued record: its batch and the batch compressed.
-PRODUCER_COPIES: Final = 2
 
 
 class BufferBudget:

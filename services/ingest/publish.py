@@ -18,10 +18,10 @@ from aiokafka.structs import RecordMetadata
 from services.common.errors import NotStartedError, PublishError, PublishTimeoutError
 from services.common.events import CallbackEvent
 from services.common.kafka import Publisher
-from services.common.settings import IngestSettings
+from services.common.settings import PRODUCER_COPIES, IngestSettings
 from services.common.web import PUBLISHER, SETTINGS, publisher_ctx
 
-from .budget import PRODUCER_COPIES, Hold
+from .budget import Hold
 from .errors import Refusal
 from .metrics import INGEST_METRICS, IngestMetrics
 
