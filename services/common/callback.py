@@ -31,6 +31,7 @@ __all__ = [
     "find_task_id",
     "first_task_id",
     "kind_of",
+    "well_formed",
 ]
 
 #: ASCII digits only: str.isdigit() accepts "²", which int() refuses; ten digits at most,
@@ -132,3 +133,17 @@ def _at(payload: Mapping[str, Any], path: tuple[str, ...]) -> object:
     for part in path:
         node = node.get(part) if isinstance(node, Mapping) else None
     return node
+
+
+#: The code points a Python str can hold that no UTF-8 encoder takes (JSON "\\ud800").
+_LONE_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def well_formed(text: str) -> str:
+    """``text`` with each lone surrogate replaced by U+FFFD (REPLACEMENT CHARACTER).
+
+    Lone surrogates are the only code points a Python str holds that UTF-8 cannot: after
+    this, every name and message an event or a MIDI file carries encodes. A valid pair
+    (``"\\ud83d\\ude00"``) is one character in a str and is kept.
+    """
+    return text if text.isascii() else _LONE_SURROGATE.sub("\ufffd", text)

@@ -12,6 +12,7 @@ from collections.abc import Mapping
 from datetime import datetime
 from typing import Final, cast
 
+from services.common.callback import well_formed
 from services.common.events import KEPT_HEADERS, CallbackEvent, SignatureStatus, sha256_hex
 
 from .body import ParsedCallback
@@ -55,7 +56,6 @@ def _copied(value: str | None) -> str | None:
 
 
 def _text(value: str | None) -> str | None:
-    """``value`` as valid Unicode: lone surrogates (JSON ``\\ud800``, odd header bytes) -> '?'."""
-    if value is None or value.isascii():
-        return value
-    return value.encode("utf-8", "replace").decode("utf-8")
+    """``value`` as valid Unicode: each lone surrogate (JSON ``\\ud800``, header bytes that
+    are not UTF-8) becomes U+FFFD, as in the notes event and the MIDI file."""
+    return None if value is None else well_formed(value)

@@ -16,7 +16,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Final, Literal
 
-from services.common.callback import callback_code, callback_msg, callback_state
+from services.common.callback import callback_code, callback_msg, callback_state, well_formed
 
 __all__ = [
     "DEFAULT_VELOCITY",
@@ -58,7 +58,6 @@ DROP_REASONS: Final = (
 
 # JSON may escape a lone surrogate ("\\ud800"), which json.loads keeps in the str; no UTF-8
 # encoder (Avro's, the MIDI file's) takes one. A valid pair is already one code point.
-_LONE_SURROGATE = re.compile("[\ud800-\udfff]")
 
 # A decimal number as JSON writes one, with an optional sign and surrounding whitespace.
 # Python's float() alone would also take "inf", "nan", "1_000" and "١٢": not numbers here.
@@ -102,15 +101,6 @@ class NormalizedCallback:
     @property
     def dropped_count(self) -> int:
         return sum(self.dropped.values())
-
-
-def well_formed(text: str) -> str:
-    """``text`` with each lone surrogate replaced by U+FFFD (REPLACEMENT CHARACTER).
-
-    Lone surrogates are the only code points a Python str holds that UTF-8 cannot: after
-    this, every name and message the notes event and the MIDI file carry encodes.
-    """
-    return text if text.isascii() else _LONE_SURROGATE.sub("\ufffd", text)
 
 
 def _text(value: str | None) -> str | None:

@@ -115,7 +115,7 @@ class TestUnsigned:
         )
         assert response.status == 200
         (event,) = await events(settings, 1)
-        assert event.body == body and event.msg == "?"
+        assert event.body == body and event.msg == "\ufffd" and event.state == "\ufffd"
 
 
 class TestSigned:
