@@ -365,16 +365,7 @@ class S3Storage:
         return data
 
     async def exists(self, key: str) -> bool:
-        name = self.object_key(key)
-        try:
-            await self._client.head_object(Bucket=self.bucket, Key=name)
-        except ClientError as exc:
-            if _error_code(exc) in ("404", "NoSuchKey", "NotFound"):
-                return False
-            raise StorageError(f"cannot look up {self.uri(key)}: {_describe(exc)}") from exc
-        except _S3_ERRORS as exc:
-            raise StorageError(f"cannot look up {self.uri(key)}: {_describe(exc)}") from exc
-        return True
+        return await self._head(key) is not None
 
     async def delete(self, key: str) -> None:
         name = self.object_key(key)

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
-from collections.abc import AsyncIterator
 from dataclasses import replace
 from pathlib import Path
 
@@ -15,20 +14,6 @@ from services.common.settings import StorageSettings
 from services.common.storage import LocalStorage, S3Storage, Storage, open_storage
 
 from ..fixtures.s3 import S3Server
-
-
-@pytest.fixture(
-    name="storage",
-    params=["local", pytest.param("s3", marks=pytest.mark.s3)],
-)
-async def fixture_storage(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Storage]:
-    """One storage per backend, opened through ``open_storage`` as the services do."""
-    if request.param == "local":
-        settings = StorageSettings(backend="local", data_dir=tmp_path / "data")
-    else:
-        settings = request.getfixturevalue("s3_storage_settings")
-    async with open_storage(settings) as storage:
-        yield storage
 
 
 async def keys(storage: Storage, prefix: str = "") -> list[str]:
