@@ -144,7 +144,7 @@ class Processor:
             log.info("callback_skipped", kind=processed.kind, replay=event.replay)
             return
         location, written_at = await self._write_midi(event, processed.midi)
-        value = await asyncio.to_thread(_notes_event, event, processed.normalized, location)
+        value = await asyncio.to_thread(_notes_event, event, processed, location)
         await self._publisher.publish(
             self._notes_topic,
             key=event.task_id.encode(),
@@ -178,9 +178,12 @@ class Processor:
 
 
 def _notes_event(
-    event: CallbackEvent, normalized: NormalizedCallback, location: MidiLocation | None
+    event: CallbackEvent, processed: Processed, location: MidiLocation | None
 ) -> bytes:
-    return encode_notes_event(notes_record(event, normalized, location, datetime.now(UTC)))
+    record = notes_record(
+        event, processed.normalized, location, datetime.now(UTC), rendered=processed.midi
+    )
+    return encode_notes_event(record)
 
 
 def _log_processed(event: CallbackEvent, processed: Processed) -> None:

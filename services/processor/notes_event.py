@@ -7,17 +7,24 @@ uses, and the drop counts by reason.
 
 from __future__ import annotations
 
+import hashlib
+import json
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
 from services.common.avro import NOTES_SCHEMA, load_codec
-from services.common.events import CallbackEvent
+from services.common.events import CallbackEvent, sha256_hex
 
+from . import render
 from .normalize import NormalizedCallback
 from .render import TEMPO_BPM, TICKS_PER_QUARTER, layout_tracks
 
-__all__ = ["MidiLocation", "encode_notes_event", "notes_record"]
+__all__ = ["MidiLocation", "encode_notes_event", "notes_record", "rendering_key"]
+
+#: The notes event's fields that come from normalizing the body (the rest say where, when
+#: and how it was delivered): what ``rendering_key`` digests when there is no file.
+_NORMALIZED_FIELDS = ("state", "provider_state", "code", "msg", "instruments", "dropped_notes")
 
 
 @dataclass(frozen=True, slots=True)
@@ -32,7 +39,11 @@ def notes_record(
     normalized: NormalizedCallback,
     midi: MidiLocation | None,
     processed_at: datetime,
+    *,
+    rendered: bytes | None,
 ) -> dict[str, Any]:
+    """The event's fields; ``rendered`` is the MIDI file this body rendered to, even when
+    ``midi`` is ``None`` because the task's file is a newer body's."""
     instruments = [
         {
             "name": instrument.name,
@@ -54,7 +65,7 @@ def notes_record(
             normalized.instruments, layout_tracks(normalized.instruments), strict=True
         )
     ]
-    return {
+    record: dict[str, Any] = {
         "task_id": event.task_id,
         "delivery_key": event.delivery_key,
         "body_sha256": event.body_sha256,
@@ -79,6 +90,25 @@ def notes_record(
         "processed_at": processed_at,
         "replay": event.replay,
     }
+    record["rendering_key"] = rendering_key(
+        event.delivery_key,
+        sha256_hex(rendered) if rendered is not None else _normalized_sha256(record),
+    )
+    return record
+
+
+def rendering_key(delivery_key: str, result_sha256: str) -> str:
+    """One rendering of one delivery, for downstream to deduplicate on: a redelivery of a
+    record renders the same result and repeats the key; a replay repeats it unless the
+    result or :data:`~.render.RENDERER_VERSION` changed. ``result_sha256`` is the MIDI
+    file's SHA-256, or the normalized result's when there is no file."""
+    material = f"{delivery_key}\n{render.RENDERER_VERSION}\n{result_sha256}"
+    return hashlib.sha256(material.encode()).hexdigest()
+
+
+def _normalized_sha256(record: dict[str, Any]) -> str:
+    normalized = {name: record[name] for name in _NORMALIZED_FIELDS}
+    return sha256_hex(json.dumps(normalized, sort_keys=True, separators=(",", ":")).encode())
 
 
 def encode_notes_event(record: dict[str, Any]) -> bytes:

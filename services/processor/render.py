@@ -26,6 +26,7 @@ __all__ = [
     "DRUM_CHANNEL",
     "MAX_INSTRUMENTS",
     "MELODIC_CHANNELS",
+    "RENDERER_VERSION",
     "TEMPO_BPM",
     "TICKS_PER_QUARTER",
     "TICKS_PER_SECOND",
@@ -37,6 +38,10 @@ __all__ = [
     "seconds_to_ticks",
 ]
 
+#: Raise it whenever normalization or rendering would turn the same body into a different
+#: result: it is part of the notes event's ``rendering_key``, so replays after the change
+#: read as new renderings downstream.
+RENDERER_VERSION: Final = 1
 TICKS_PER_QUARTER: Final = 960
 TEMPO_BPM: Final = 120.0
 #: 1920: every multiple of 1/192 s is a whole number of ticks (ten of them).

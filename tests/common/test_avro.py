@@ -16,6 +16,7 @@ from services.common.avro import (
     SCHEMA_DIR,
     crc64_avro,
     load_codec,
+    read_versions,
     version_path,
 )
 from services.common.errors import CodecError, EventEncodeError, UnknownSchemaError
@@ -56,9 +57,11 @@ class TestCrc64Avro:
 
     @pytest.mark.parametrize("name", [CALLBACK_SCHEMA, NOTES_SCHEMA])
     def test_matches_fastavro_for_our_schemas(self, name: str) -> None:
-        """The header carries the fingerprint fastavro computes for the canonical form."""
+        """The header carries the fingerprint fastavro computes for the current version's
+        canonical form."""
         codec = load_codec(name)
-        schema = fastavro.schema.load_schema(str(version_path(SCHEMA_DIR, name, 1)))
+        current = read_versions(SCHEMA_DIR)[name].current
+        schema = fastavro.schema.load_schema(str(version_path(SCHEMA_DIR, name, current)))
         canonical = fastavro.schema.to_parsing_canonical_form(schema)
         assert codec.canonical_form == canonical
         assert codec.header[2:].hex() == fastavro.schema.fingerprint(canonical, "CRC-64-AVRO")

@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from datetime import UTC, datetime
+
+import pytest
 
 from services.common.avro import NOTES_SCHEMA, load_codec
 from services.common.events import CallbackEvent, sha256_hex
-from services.processor.app import process_callback
+from services.processor import render
+from services.processor.app import Processed, process_callback
 from services.processor.notes_event import MidiLocation, encode_notes_event, notes_record
 
 RECEIVED = datetime(2026, 1, 2, 3, 4, 5, 678000, tzinfo=UTC)
@@ -23,7 +27,9 @@ def event_for(body: bytes) -> CallbackEvent:
 def round_trip(body: bytes, location: MidiLocation | None = None) -> dict:
     processed = process_callback(body)
     value = encode_notes_event(
-        notes_record(event_for(body), processed.normalized, location, PROCESSED)
+        notes_record(
+            event_for(body), processed.normalized, location, PROCESSED, rendered=processed.midi
+        )
     )
     return load_codec(NOTES_SCHEMA).decode(value)
 
@@ -106,3 +112,50 @@ class TestFailedTask:
         )
         assert decoded["instruments"] == [] and decoded["midi"] is None
         assert decoded["provider_state"] is None
+
+
+class TestRenderingKey:
+    """One rendering of one delivery: repeated by a redelivery, new when the result changes."""
+
+    def key(self, body: bytes, **changes: object) -> str:
+        processed = process_callback(body)
+        assert isinstance(processed, Processed)
+        event = replace(event_for(body), **changes)  # type: ignore[arg-type]
+        record = notes_record(event, processed.normalized, None, PROCESSED, rendered=processed.midi)
+        return str(record["rendering_key"])
+
+    def test_same_body_same_key_even_replayed(self, reference_examples: dict[str, bytes]) -> None:
+        body = reference_examples["success-task-id-in-data"]
+        first = self.key(body)
+        assert len(first) == 64 and first == self.key(body)
+        assert self.key(body, replay=True) == first
+
+    @pytest.mark.parametrize("example", ["success-task-id-in-data", "failure-task-id-in-data"])
+    def test_a_new_renderer_version_is_a_new_key(
+        self, reference_examples: dict[str, bytes], example: str, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """With a file (its bytes) and without one (the normalized result)."""
+        body = reference_examples[example]
+        before = self.key(body, replay=True)
+        monkeypatch.setattr(render, "RENDERER_VERSION", render.RENDERER_VERSION + 1)
+        assert self.key(body, replay=True) != before
+
+    def test_different_bodies_different_keys(self, reference_examples: dict[str, bytes]) -> None:
+        keys = {self.key(body) for body in reference_examples.values()}
+        assert len(keys) == len(reference_examples)
+
+    def test_written_as_the_current_version_and_read_from_v1(
+        self, reference_examples: dict[str, bytes]
+    ) -> None:
+        """A v1 event (written before the field) reads with the default, empty key."""
+        body = reference_examples["success-task-id-in-data"]
+        decoded = round_trip(body)
+        assert decoded["rendering_key"] == self.key(body)
+        codec = load_codec(NOTES_SCHEMA)
+        processed = process_callback(body)
+        assert isinstance(processed, Processed)
+        record = notes_record(
+            event_for(body), processed.normalized, None, PROCESSED, rendered=processed.midi
+        )
+        old = codec.versions[1].encode(record)
+        assert codec.decode(old)["rendering_key"] == ""

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -15,6 +16,7 @@ from services.common.avro import NOTES_SCHEMA, load_codec
 from services.common.kafka import Publisher
 from services.common.keys import task_key
 from services.common.settings import Settings, StorageSettings
+from services.processor import render
 from services.processor.app import create_app, process_callback
 
 from ..fixtures.s3 import S3Server
@@ -181,6 +183,30 @@ class TestIdempotence:
         for event in events:
             del event["processed_at"]
         assert events[0] == events[1]
+        assert len(events[0]["rendering_key"]) == 64  # the same rendering: dedupe on it
+
+    async def test_a_replay_repeats_the_key_unless_the_renderer_changed(
+        self,
+        settings: Settings,
+        publisher: Publisher,
+        processor: TestServer,
+        reference_examples: dict[str, bytes],
+        monkeypatch: pytest.MonkeyPatch,
+    ) -> None:
+        """Downstream deduplicating on ``rendering_key`` drops a replay that renders the same
+        and keeps one a newer renderer made (``delivery_key`` is the same in all three)."""
+        original = callback_event(reference_examples["success-task-id-in-data"], "again")
+        replayed = replace(original, replay=True).encode()
+        for value in (original.encode(), replayed):
+            await publisher.publish(settings.kafka.topics.callbacks, key=KEY, value=value)
+        await eventually(lambda: all_committed(settings, 2), what="the replay's commit")
+        monkeypatch.setattr(render, "RENDERER_VERSION", render.RENDERER_VERSION + 1)
+        await publisher.publish(settings.kafka.topics.callbacks, key=KEY, value=replayed)
+        events = [event for _, event in await notes_events(settings, 3)]
+        assert [event["replay"] for event in events] == [False, True, True]
+        assert len({event["delivery_key"] for event in events}) == 1
+        keys = [event["rendering_key"] for event in events]
+        assert keys[0] == keys[1] != keys[2]
 
 
 class TestDeadLetters:
