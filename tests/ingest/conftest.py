@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import uuid
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -19,6 +20,11 @@ NOW = 1_760_335_255
 KEY = b"test-webhook-key"
 
 ClientFactory = Callable[..., Awaitable[TestClient[web.Request, web.Application]]]
+
+
+def task() -> str:
+    """A task id no other test uses."""
+    return f"task-{uuid.uuid4().hex[:12]}"
 
 
 def callback_body(task_id: str, **extra: Any) -> bytes:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import uuid
 
 import pytest
 import structlog
@@ -30,13 +29,10 @@ from .conftest import (
     callback_body,
     sample,
     signed_headers,
+    task,
 )
 
 pytestmark = pytest.mark.kafka
-
-
-def task() -> str:
-    return f"task-{uuid.uuid4().hex[:12]}"
 
 
 async def events(settings: Settings, count: int, wait: float = 10.0) -> list[CallbackEvent]:

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import uuid
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 
@@ -24,13 +23,9 @@ from services.ingest.body import ParsedCallback
 from services.ingest.event import MAX_COPIED_CHARS, build_event
 
 from ..helpers import eventually, read_topic
-from .conftest import CALLBACK_PATH, JSON, KEY, NOW, ClientFactory, callback_body, sample
+from .conftest import CALLBACK_PATH, JSON, KEY, NOW, ClientFactory, callback_body, sample, task
 
 pytestmark = pytest.mark.kafka
-
-
-def task() -> str:
-    return f"task-{uuid.uuid4().hex[:12]}"
 
 
 async def answer_to_headers(client: TestClient, headers: str) -> tuple[int, dict[str, object]]:  # type: ignore[type-arg]
