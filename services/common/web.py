@@ -29,8 +29,11 @@ __all__ = [
 
 log = structlog.get_logger(__name__)
 
-#: How long a scrape waits for the readiness check (Prometheus' default timeout is 10 s).
+#: How long one readiness check may run before its gauge is left as it was.
 _READINESS_TIMEOUT = 3.0
+#: How long a scrape waits for that check: a slow dependency must never make the scrape
+#: itself time out (tests scrape with a 1 s timeout), or every series of the target vanishes.
+_SCRAPE_WAIT = 0.25
 
 SETTINGS = web.AppKey("settings", Settings)
 REGISTRY = web.AppKey("registry", CollectorRegistry)
@@ -58,13 +61,19 @@ def add_ops_routes(app: web.Application) -> None:
 def metrics_handler(registry: CollectorRegistry) -> Handler:
     """Serve ``registry`` in the text exposition format.
 
-    The app's readiness check runs first, so the readiness gauges (``{service}_ready``,
-    ``ingest_kafka_ready``) are as fresh as the scrape even where no probe calls /readyz.
-    A check that fails or hangs never fails the scrape: the gauge then says 0.
+    Each scrape starts a readiness check (unless one is still running) and waits for it a
+    short while, so the readiness gauges (``{service}_ready``, ``ingest_kafka_ready``) are
+    as fresh as the scrape even where no probe calls /readyz. A check that is slow, fails
+    or hangs never delays or fails the scrape: it goes on in the background and sets its
+    gauge when it ends, and the scrape reports the last value.
     """
+    in_flight: asyncio.Task[None] | None = None
 
     async def handle(request: web.Request) -> web.Response:
-        await _refresh_readiness(request.app)
+        nonlocal in_flight
+        if in_flight is None or in_flight.done():
+            in_flight = asyncio.create_task(_refresh_readiness(request.app))
+        await asyncio.wait({in_flight}, timeout=_SCRAPE_WAIT)
         body = generate_latest(registry)
         response = web.Response(body=body)
         response.content_type = CONTENT_TYPE_LATEST.split(";")[0]
