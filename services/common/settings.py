@@ -33,6 +33,7 @@ __all__ = [
     "Settings",
     "StorageSettings",
     "TopicNames",
+    "TrackerSettings",
     "Variable",
 ]
 
@@ -116,6 +117,9 @@ class TopicNames:
     )
     notes: str = setting("KAFKA_TOPIC_NOTES", "suno.midi.notes.v1", "processor -> downstream")
     dlq: str = setting("KAFKA_TOPIC_DLQ", "suno.midi.dlq.v1", "dead letters")
+    requests: str = setting(
+        "KAFKA_TOPIC_REQUESTS", "suno.midi.requests.v1", "MIDI task requests -> tracker"
+    )
 
 
 @dataclass(frozen=True)
@@ -278,6 +282,79 @@ class ArchiverSettings:
 
 
 @dataclass(frozen=True)
+class TrackerSettings:
+    host: str = setting("TRACKER_HOST", "0.0.0.0", "tracker HTTP listen address")
+    port: int = setting("TRACKER_PORT", 8083, "tracker HTTP port (submit API, health)", minimum=0)
+    group_id: str = setting("TRACKER_GROUP_ID", "suno-midi-tracker", "tracker consumer group")
+    database_url: Secret | None = setting(
+        "DATABASE_URL", None, "PostgreSQL URL of the task registry (postgresql://...)"
+    )
+    api_base_url: str = setting(
+        "SUNO_API_BASE_URL", "https://api.sunoapi.org", "the provider's API base URL"
+    )
+    api_key: Secret | None = setting("SUNO_API_KEY", None, "the provider's API key (Bearer)")
+    callback_url: str | None = setting(
+        "TRACKER_CALLBACK_URL",
+        None,
+        "our ingest's public callback URL, given to the provider with each task",
+    )
+    api_tokens: tuple[Secret, ...] = setting(
+        "TRACKER_API_TOKENS", (), "bearer tokens accepted by the submit endpoint, comma-separated"
+    )
+    api_timeout_seconds: float = setting(
+        "SUNO_API_TIMEOUT_SECONDS", 30.0, "timeout of one provider request", minimum=1
+    )
+    api_max_attempts: int = setting(
+        "SUNO_API_MAX_ATTEMPTS", 5, "attempts of one provider call on retryable errors", minimum=1
+    )
+    api_backoff_seconds: float = setting(
+        "SUNO_API_BACKOFF_SECONDS", 1.0, "first retry delay (doubled each time, jittered)"
+    )
+    api_backoff_max_seconds: float = setting(
+        "SUNO_API_BACKOFF_MAX_SECONDS", 30.0, "longest retry delay", minimum=0
+    )
+    rate_limit_requests: int = setting(
+        "SUNO_API_RATE_LIMIT_REQUESTS",
+        20,
+        "provider requests allowed per window, all tracker replicas together",
+        minimum=1,
+    )
+    rate_limit_window_seconds: float = setting(
+        "SUNO_API_RATE_LIMIT_WINDOW_SECONDS", 10.0, "the rate limit's window", minimum=0
+    )
+    poll_after_seconds: int = setting(
+        "TRACKER_POLL_AFTER_SECONDS",
+        300,
+        "a submitted task with no terminal callback this long is polled with record-info",
+        minimum=0,
+    )
+    poll_interval_seconds: int = setting(
+        "TRACKER_POLL_INTERVAL_SECONDS",
+        15,
+        "first interval between polls of one task (doubled up to the maximum)",
+        minimum=1,
+    )
+    poll_max_interval_seconds: int = setting(
+        "TRACKER_POLL_MAX_INTERVAL_SECONDS", 1800, "longest interval between polls", minimum=1
+    )
+    retention_days: int = setting(
+        "TRACKER_RETENTION_DAYS",
+        14,
+        "the provider keeps results this long: a task with none by then is expired",
+        minimum=1,
+    )
+    expiry_warning_days: int = setting(
+        "TRACKER_EXPIRY_WARNING_DAYS",
+        3,
+        "a non-terminal task this close to expiry counts as at risk (and alerts)",
+        minimum=0,
+    )
+    lease_seconds: int = setting(
+        "TRACKER_LEASE_SECONDS", 60, "how long a replica holds a task it polls", minimum=1
+    )
+
+
+@dataclass(frozen=True)
 class LogSettings:
     level: str = setting(
         "LOG_LEVEL",
@@ -298,6 +375,7 @@ class Settings:
     storage: StorageSettings = field(default_factory=StorageSettings)
     processor: ProcessorSettings = field(default_factory=ProcessorSettings)
     archiver: ArchiverSettings = field(default_factory=ArchiverSettings)
+    tracker: TrackerSettings = field(default_factory=TrackerSettings)
     log: LogSettings = field(default_factory=LogSettings)
 
     @classmethod

@@ -123,7 +123,14 @@ class TestDeclarations:
     def test_secrets_are_the_variables_typed_secret(self) -> None:
         """The README marks exactly the variables whose fields hold a Secret."""
         secret = {variable.name for variable in VARIABLES if variable.secret}
-        assert secret == {"SUNO_WEBHOOK_SECRETS", "REDIS_URL", "KAFKA_SASL_PASSWORD"}
+        assert secret == {
+            "SUNO_WEBHOOK_SECRETS",
+            "REDIS_URL",
+            "KAFKA_SASL_PASSWORD",
+            "DATABASE_URL",
+            "SUNO_API_KEY",
+            "TRACKER_API_TOKENS",
+        }
 
 
 class TestSecret:
