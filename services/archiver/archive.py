@@ -90,6 +90,8 @@ def sidecar(event: CallbackEvent, *, archived_at: datetime | None = None) -> byt
         "state": event.state,
         "signature": event.signature,
         "replay": event.replay,
+        "source": event.source,
+        "request_id": event.request_id,
         "headers": sidecar_headers(event.headers),
     }
     return json.dumps(document, indent=2, sort_keys=True).encode() + b"\n"

@@ -24,6 +24,7 @@ from urllib.parse import unquote
 
 from services.common.callback import callback_code, callback_msg, callback_state, find_task_id
 from services.common.errors import CorruptArchiveError, ObjectNotFoundError, StorageError
+from services.common.events import DeliverySource
 from services.common.keys import task_key
 from services.common.storage import Storage
 
@@ -104,6 +105,9 @@ class ArchiveEntry:
     state: str | None
     signature: str
     headers: dict[str, str] = field(default_factory=dict)
+    #: Absent from sidecars written before polling existed: those were all callbacks.
+    source: DeliverySource = "CALLBACK"
+    request_id: str | None = None
 
     def summary(self) -> dict[str, Any]:
         """The entry as plain JSON values (``list --json``)."""
@@ -235,6 +239,10 @@ def _from_sidecar(document: dict[str, Any], body_key: str, folder: str, sha: str
         state=document["state"],
         signature=document["signature"],
         headers=dict(document["headers"]),
+        source="POLL" if document.get("source") == "POLL" else "CALLBACK",
+        request_id=request_id
+        if isinstance(request_id := document.get("request_id"), str)
+        else None,
     )
 
 

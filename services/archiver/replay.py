@@ -39,6 +39,8 @@ def replay_event(entry: ArchiveEntry, body: bytes) -> CallbackEvent:
         signature="VERIFIED" if entry.signature == "VERIFIED" else "UNVERIFIED",
         headers=dict(entry.headers),
         replay=True,
+        source=entry.source,
+        request_id=entry.request_id,
     )
 
 

@@ -34,6 +34,7 @@ __all__ = [
     "CALLBACK_SCHEMA",
     "MAGIC",
     "NOTES_SCHEMA",
+    "REQUEST_SCHEMA",
     "SCHEMA_DIR",
     "VERSIONS_FILE",
     "AvroCodec",
@@ -52,6 +53,7 @@ HEADER_SIZE = len(MAGIC) + 8
 SCHEMA_DIR = Path(__file__).resolve().parents[2] / "schemas"
 CALLBACK_SCHEMA = "callback_received"
 NOTES_SCHEMA = "midi_notes"
+REQUEST_SCHEMA = "midi_request"
 #: The one list of every published version of each schema (see the module docstring).
 VERSIONS_FILE = "versions.json"
 

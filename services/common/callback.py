@@ -9,6 +9,12 @@ same rules.
 One account-wide HMAC key signs every operation's callbacks, and users point several
 operations at one callback URL, so a callback is classified by kind (:func:`kind_of`)
 before anything treats it as MIDI.
+
+A body may also be the provider's ``record-info`` answer, which the tracker fetches for a
+task whose callback never came and sends down the pipeline as it is. Its result sits in
+``data.midiData`` and its outcome in ``data.successFlag`` (the top-level ``code`` only says
+the query worked), so :func:`callback_code`, :func:`callback_state` and
+:func:`result_data` read a callback and a ``record-info`` answer alike.
 """
 
 from __future__ import annotations
@@ -30,7 +36,9 @@ __all__ = [
     "callback_state",
     "find_task_id",
     "first_task_id",
+    "is_record_info",
     "kind_of",
+    "result_data",
     "well_formed",
 ]
 
@@ -59,7 +67,12 @@ KIND_MARKERS: Final[Mapping[str, CallbackKind]] = {
     "callbackType": "music_generation",
     "data": "music_generation",
     "vocal_removal_info": "separation",
+    "midiData": "midi",  # a record-info answer of this operation
 }
+
+#: record-info's ``successFlag`` for a finished task -> the callback code it stands for
+#: (1 success; 2 task creation failed, 3 generation failed). 0 (pending) is no result yet.
+_FLAG_CODES: Final[Mapping[int, int]] = {1: 200, 2: 500, 3: 500}
 
 
 def kind_of(data_members: Collection[str], code: int | None) -> CallbackKind:
@@ -108,12 +121,31 @@ def find_task_id(payload: Mapping[str, Any]) -> str | None:
     return first_task_id(_at(payload, path) for path in TASK_ID_PATHS)
 
 
+def is_record_info(payload: Mapping[str, Any]) -> bool:
+    """Whether ``payload`` is a ``record-info`` answer (its ``data`` has ``successFlag``)."""
+    data = payload.get("data")
+    return isinstance(data, Mapping) and "successFlag" in data
+
+
 def callback_code(payload: Mapping[str, Any]) -> int | None:
-    """``code`` as an int when it is one (or an integral numeric string)."""
-    return as_code(payload.get("code"))
+    """``code`` as an int when it is one (or an integral numeric string). For a
+    ``record-info`` answer, the code its ``successFlag`` stands for: 200 for a success, its
+    ``errorCode`` (else 500) for a failure, ``None`` while pending."""
+    if not is_record_info(payload):
+        return as_code(payload.get("code"))
+    data = payload["data"]
+    code = _FLAG_CODES.get(as_code(data.get("successFlag")) or 0)
+    if code is None or code == 200:
+        return code
+    error = as_code(data.get("errorCode"))
+    return error if error is not None and error != 200 else code
 
 
 def callback_msg(payload: Mapping[str, Any]) -> str | None:
+    if is_record_info(payload):
+        error = as_text(payload["data"].get("errorMessage"))
+        if error is not None:
+            return error
     return as_text(payload.get("msg"))
 
 
@@ -124,8 +156,16 @@ def callback_kind(payload: Mapping[str, Any]) -> CallbackKind:
     return kind_of(members, callback_code(payload))
 
 
+def result_data(payload: Mapping[str, Any]) -> object:
+    """Where the result (``state``, ``instruments``) is: ``data``, or a ``record-info``
+    answer's ``data.midiData``."""
+    data = payload.get("data")
+    return data.get("midiData") if is_record_info(payload) else data  # type: ignore[union-attr]
+
+
 def callback_state(payload: Mapping[str, Any]) -> str | None:
-    return as_text(_at(payload, ("data", "state")))
+    result = result_data(payload)
+    return as_text(result.get("state")) if isinstance(result, Mapping) else None
 
 
 def _at(payload: Mapping[str, Any], path: tuple[str, ...]) -> object:

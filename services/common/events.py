@@ -7,11 +7,21 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Final, Literal
 
-from .avro import CALLBACK_SCHEMA, load_codec
+from .avro import CALLBACK_SCHEMA, REQUEST_SCHEMA, load_codec
 
-__all__ = ["KEPT_HEADERS", "CallbackEvent", "SignatureStatus", "delivery_key", "sha256_hex"]
+__all__ = [
+    "KEPT_HEADERS",
+    "CallbackEvent",
+    "DeliverySource",
+    "MidiRequest",
+    "SignatureStatus",
+    "delivery_key",
+    "sha256_hex",
+]
 
 SignatureStatus = Literal["VERIFIED", "UNVERIFIED"]
+#: How a body reached us: POSTed by the provider, or fetched from its record-info.
+DeliverySource = Literal["CALLBACK", "POLL"]
 
 #: Request headers the ingest copies into the event and the archiver into its sidecar.
 #: Never signatures.
@@ -41,6 +51,8 @@ class CallbackEvent:
     signature: SignatureStatus = "UNVERIFIED"
     headers: dict[str, str] = field(default_factory=dict)
     replay: bool = False
+    source: DeliverySource = "CALLBACK"
+    request_id: str | None = None
 
     @property
     def delivery_key(self) -> str:
@@ -59,6 +71,8 @@ class CallbackEvent:
             "signature": self.signature,
             "headers": dict(self.headers),
             "replay": self.replay,
+            "source": self.source,
+            "request_id": self.request_id,
         }
 
     @classmethod
@@ -77,6 +91,8 @@ class CallbackEvent:
             signature=record.get("signature", "UNVERIFIED"),
             headers=dict(record.get("headers") or {}),
             replay=bool(record.get("replay", False)),
+            source=record.get("source", "CALLBACK"),
+            request_id=record.get("request_id"),
         )
 
     def encode(self) -> bytes:
@@ -85,3 +101,47 @@ class CallbackEvent:
     @classmethod
     def decode(cls, data: bytes) -> CallbackEvent:
         return cls.from_record(load_codec(CALLBACK_SCHEMA).decode(data))
+
+
+@dataclass(frozen=True, slots=True)
+class MidiRequest:
+    """A request for one MIDI task (schema ``suno.midi.v1.MidiRequest``), for the tracker.
+
+    ``request_id`` is the caller's idempotency key: the same id never creates two provider
+    tasks, so a caller re-sends a request it is unsure of with the same id.
+    """
+
+    request_id: str
+    source_task_id: str
+    requested_at: datetime
+    audio_id: str | None = None
+    requested_by: str | None = None
+
+    def to_record(self) -> dict[str, Any]:
+        return {
+            "request_id": self.request_id,
+            "source_task_id": self.source_task_id,
+            "audio_id": self.audio_id,
+            "requested_at": self.requested_at,
+            "requested_by": self.requested_by,
+        }
+
+    @classmethod
+    def from_record(cls, record: dict[str, Any]) -> MidiRequest:
+        requested_at = record["requested_at"]
+        if requested_at.tzinfo is None:
+            requested_at = requested_at.replace(tzinfo=UTC)
+        return cls(
+            request_id=record["request_id"],
+            source_task_id=record["source_task_id"],
+            requested_at=requested_at,
+            audio_id=record.get("audio_id"),
+            requested_by=record.get("requested_by"),
+        )
+
+    def encode(self) -> bytes:
+        return load_codec(REQUEST_SCHEMA).encode(self.to_record())
+
+    @classmethod
+    def decode(cls, data: bytes) -> MidiRequest:
+        return cls.from_record(load_codec(REQUEST_SCHEMA).decode(data))

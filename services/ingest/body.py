@@ -86,6 +86,10 @@ class _DataFields(msgspec.Struct):
     callbackType: msgspec.Raw | msgspec.UnsetType = msgspec.UNSET
     data: msgspec.Raw | msgspec.UnsetType = msgspec.UNSET
     vocal_removal_info: msgspec.Raw | msgspec.UnsetType = msgspec.UNSET
+    midiData: msgspec.Raw | msgspec.UnsetType = msgspec.UNSET
+    #: A record-info answer: its code and state are not where a callback has them, so the
+    #: whole-document parser, which reads both shapes (services.common.callback), decides.
+    successFlag: msgspec.Raw | msgspec.UnsetType = msgspec.UNSET
 
 
 class _ReadFields(msgspec.Struct):
@@ -270,9 +274,12 @@ def _read_fields(body: bytes | bytearray) -> _ReadFields | None:
     ):
         return None  # maybe an integer json.loads refuses: the next parsers decide
     try:
-        return _READ_FIELDS.decode(body)
+        read = _READ_FIELDS.decode(body)
     except msgspec.DecodeError:  # ValidationError (another shape) is one too
         return None
+    if isinstance(read.data, _DataFields) and read.data.successFlag is not msgspec.UNSET:
+        return None
+    return read
 
 
 def _from_struct(read: _ReadFields) -> ParsedCallback:

@@ -30,6 +30,7 @@ def build_event(
     headers: Mapping[str, str],
     *,
     signature: SignatureStatus,
+    request_id: str | None = None,
 ) -> CallbackEvent:
     """The event for an accepted body; text taken from the request is made valid UTF-8."""
     # The read buffer itself, not a copy: the event only reads it (length, hash, Avro).
@@ -44,6 +45,7 @@ def build_event(
         state=_copied(callback.state),
         signature=signature,
         headers={name: _copied(headers[name]) or "" for name in KEPT_HEADERS if name in headers},
+        request_id=request_id,
     )
 
 

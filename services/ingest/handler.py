@@ -20,6 +20,7 @@ from aiohttp import web
 
 from services.common.errors import ConfigError
 from services.common.events import CallbackEvent
+from services.common.keys import REQUEST_ID_PARAM, REQUEST_ID_RULE, is_valid_request_id
 from services.common.settings import IngestSettings
 from services.common.web import SETTINGS
 
@@ -102,6 +103,7 @@ class Ingest:
             received_at,
             request.headers,
             signature="VERIFIED" if signed is not None else "UNVERIFIED",
+            request_id=_request_id(request),
         )
         structlog.contextvars.bind_contextvars(delivery_key=event.delivery_key)
         binding = (signed.timestamp, signed.signature) if signed is not None else None
@@ -260,3 +262,13 @@ def webhook_keys(settings: IngestSettings) -> tuple[bytes, ...]:
     else:
         raise ConfigError(NO_KEYS)
     return keys
+
+
+def _request_id(request: web.Request) -> str | None:
+    """The request id the tracker put in the callback URL, if well formed. A malformed one
+    is dropped, never refused: the body is the provider's result, and refusing it loses it."""
+    value = request.query.get(REQUEST_ID_PARAM)
+    if value is None or is_valid_request_id(value):
+        return value
+    log.warning("request_id_ignored", rule=REQUEST_ID_RULE, length=len(value))
+    return None

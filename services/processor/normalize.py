@@ -16,7 +16,13 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Final, Literal
 
-from services.common.callback import callback_code, callback_msg, callback_state, well_formed
+from services.common.callback import (
+    callback_code,
+    callback_msg,
+    callback_state,
+    result_data,
+    well_formed,
+)
 
 __all__ = [
     "DEFAULT_VELOCITY",
@@ -202,7 +208,8 @@ def _instrument(raw: Any, dropped: dict[str, int]) -> Instrument | None:
 
 
 def normalize(payload: Mapping[str, Any]) -> NormalizedCallback:
-    """The typed content of one callback body (already parsed from JSON).
+    """The typed content of one callback body (already parsed from JSON), or of a
+    ``record-info`` answer (its ``successFlag`` and ``midiData`` read the same way).
 
     Only a callback with ``code`` 200 carries notes; any other code is a failed task and
     a missing code an unknown one, both without instruments.
@@ -212,7 +219,7 @@ def normalize(payload: Mapping[str, Any]) -> NormalizedCallback:
     dropped: dict[str, int] = {}
     instruments: list[Instrument] = []
     if state == "complete":
-        data = payload.get("data")
+        data = result_data(payload)
         raw_instruments: Any = None
         if isinstance(data, Mapping):
             raw_instruments = data.get("instruments")

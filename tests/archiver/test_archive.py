@@ -18,6 +18,8 @@ from services.archiver.archive import (
     raw_key,
     sidecar,
 )
+from services.archiver.catalog import ArchiveEntry, scan
+from services.archiver.replay import replay_event
 from services.common.errors import StorageError
 from services.common.settings import StorageSettings
 from services.common.storage import LocalStorage, Storage, open_storage
@@ -201,6 +203,28 @@ class TestSidecar:
         files = all_files(tmp_path)
         assert all(b"deadbeef" not in data for data in files.values())
         assert any(name.endswith(".meta.json") for name in files)
+
+    async def test_a_polled_result_keeps_its_source_and_request(self, tmp_path: Path) -> None:
+        """A record-info answer archived, listed and replayed stays a poll of its request;
+        a sidecar from before polling existed reads as a callback with no request."""
+        storage = LocalStorage(tmp_path)
+        polled = replace(make_event("t1"), source="POLL", request_id="req-1")
+        await archive_event(storage, polled)
+        document = json.loads(sidecar(polled))
+        assert (document["source"], document["request_id"]) == ("POLL", "req-1")
+        (entry,) = [e async for e in scan(storage) if isinstance(e, ArchiveEntry)]
+        assert (entry.source, entry.request_id) == ("POLL", "req-1")
+        replayed = replay_event(entry, polled.body)
+        assert (replayed.source, replayed.request_id, replayed.replay) == ("POLL", "req-1", True)
+
+        older = make_event("t2")
+        legacy = json.loads(sidecar(older))
+        del legacy["source"], legacy["request_id"]
+        await archive_event(storage, older)
+        (tmp_path / metadata_key("t2", older.body_sha256)).write_text(json.dumps(legacy))
+        entries = [e async for e in scan(storage) if isinstance(e, ArchiveEntry)]
+        (entry,) = [e for e in entries if e.task_id == "t2"]
+        assert (entry.source, entry.request_id) == ("CALLBACK", None)
 
 
 def all_files(root: Path) -> dict[str, bytes]:

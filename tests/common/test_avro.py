@@ -20,7 +20,7 @@ from services.common.avro import (
     version_path,
 )
 from services.common.errors import CodecError, EventEncodeError, UnknownSchemaError
-from services.common.events import CallbackEvent, sha256_hex
+from services.common.events import CallbackEvent, MidiRequest, sha256_hex
 
 
 def make_event(**changes: object) -> CallbackEvent:
@@ -121,3 +121,19 @@ class TestSingleObjectEncoding:
         """Text UTF-8 cannot hold is an encoding failure of ours, not a corrupt input."""
         with pytest.raises(EventEncodeError, match="surrogates"):
             make_event(msg="\ud800").encode()
+
+
+class TestMidiRequest:
+    def test_round_trip_with_and_without_the_optional_fields(self) -> None:
+        """A request reads back as written; the optional track and requester stay null."""
+        at = datetime(2026, 11, 30, 12, 0, tzinfo=UTC)
+        full = MidiRequest("req-1", "sep-9", at, audio_id="a-1", requested_by="studio")
+        bare = MidiRequest("req-2", "sep-9", at)
+        assert MidiRequest.decode(full.encode()) == full
+        assert MidiRequest.decode(bare.encode()) == bare
+        assert full.encode()[:2] == b"\xc3\x01"
+
+    def test_a_callback_event_is_no_request(self) -> None:
+        """Another schema's record on the requests topic is an error, not a request."""
+        with pytest.raises(CodecError):
+            MidiRequest.decode(make_event().encode())

@@ -22,7 +22,7 @@ from services.common.avro import (
 from services.common.errors import CodecError, UnknownSchemaError
 from services.common.events import CallbackEvent, sha256_hex
 
-from ..fixtures.schema_versions import lay_out_schemas
+from ..fixtures.schema_versions import NEXT, TODAY, lay_out_schemas
 
 
 def event() -> CallbackEvent:
@@ -39,43 +39,56 @@ def event() -> CallbackEvent:
     )
 
 
-def v2_value(schema_dir: Path, attempt: int = 3) -> bytes:
-    """``event()`` as a producer writing v2 would write it."""
+def next_value(schema_dir: Path, attempt: int = 3) -> bytes:
+    """``event()`` as a producer writing the next version would write it."""
     return (
         load_codec(CALLBACK_SCHEMA, schema_dir)
-        .versions[2]
+        .versions[NEXT]
         .encode({**event().to_record(), "delivery_attempt": attempt})
     )
 
 
 class TestDecodingAnyPublishedVersion:
-    def test_a_v1_reader_reads_a_v2_event(self, tmp_path: Path) -> None:
-        """The new field is dropped by resolution; every v1 field arrives as written."""
-        schemas = lay_out_schemas(tmp_path / "s", current=1)
+    def test_todays_reader_reads_a_next_version_event(self, tmp_path: Path) -> None:
+        """The new field is dropped by resolution; every field of today arrives as written."""
+        schemas = lay_out_schemas(tmp_path / "s", current=TODAY)
         codec = load_codec(CALLBACK_SCHEMA, schemas)
-        record = codec.decode(v2_value(schemas))
+        record = codec.decode(next_value(schemas))
         assert "delivery_attempt" not in record
         assert CallbackEvent.from_record(record) == event()
 
-    def test_a_v2_reader_reads_a_v1_event_with_the_default(self, tmp_path: Path) -> None:
+    def test_the_next_reader_reads_todays_event_with_the_default(self, tmp_path: Path) -> None:
         """A field the writer did not have takes the reader's default."""
-        schemas = lay_out_schemas(tmp_path / "s", current=2)
+        schemas = lay_out_schemas(tmp_path / "s", current=NEXT)
         codec = load_codec(CALLBACK_SCHEMA, schemas)
-        record = codec.decode(codec.versions[1].encode(event().to_record()))
+        record = codec.decode(codec.versions[TODAY].encode(event().to_record()))
         assert record["delivery_attempt"] == 1
         assert CallbackEvent.from_record(record) == event()
 
     def test_writes_the_current_version(self, tmp_path: Path) -> None:
         """The header carries the fingerprint of ``current``, not of the newest file."""
-        schemas = lay_out_schemas(tmp_path / "s", current=1)
+        schemas = lay_out_schemas(tmp_path / "s", current=TODAY)
         codec = load_codec(CALLBACK_SCHEMA, schemas)
-        assert codec.encode(event().to_record())[:10] == codec.versions[1].header
-        assert codec.versions[1].header == load_codec(CALLBACK_SCHEMA).header
+        assert codec.encode(event().to_record())[:10] == codec.versions[TODAY].header
+        assert codec.versions[TODAY].header == load_codec(CALLBACK_SCHEMA).header
 
-    def test_todays_schemas_do_not_know_v2(self, tmp_path: Path) -> None:
-        """Without the v2 file a v2 event is an unknown schema, not a corrupt record."""
+    def test_a_v1_event_reads_as_a_callback(self) -> None:
+        """Events written before polling existed (v1) were all callbacks, with no request."""
+        codec = load_codec(CALLBACK_SCHEMA)
+        v1 = {k: v for k, v in event().to_record().items() if k not in ("source", "request_id")}
+        decoded = CallbackEvent.decode(codec.versions[1].encode(v1))
+        assert (decoded.source, decoded.request_id) == ("CALLBACK", None)
+        assert decoded == event()
+
+    def test_a_poll_event_round_trips(self) -> None:
+        """The source and request id written today are read back as written."""
+        polled = replace(event(), source="POLL", request_id="req-1")
+        assert CallbackEvent.decode(polled.encode()) == polled
+
+    def test_todays_schemas_do_not_know_the_next_version(self, tmp_path: Path) -> None:
+        """Without its file a next-version event is an unknown schema, not a corrupt record."""
         with pytest.raises(UnknownSchemaError, match="no published version"):
-            CallbackEvent.decode(v2_value(lay_out_schemas(tmp_path / "s", current=1)))
+            CallbackEvent.decode(next_value(lay_out_schemas(tmp_path / "s", current=TODAY)))
 
     def test_unknown_fingerprint_is_told_apart_from_corruption(self) -> None:
         """Unknown fingerprint: UnknownSchemaError. Known one, broken body: CodecError only."""
@@ -112,29 +125,29 @@ class TestCompatibilityCheck:
 
     def test_the_next_compatible_version_passes(self, tmp_path: Path) -> None:
         """A field added with a default is compatible both ways."""
-        assert check(lay_out_schemas(tmp_path / "s", current=2)) == []
+        assert check(lay_out_schemas(tmp_path / "s", current=NEXT)) == []
 
     @pytest.mark.parametrize(
         ("change", "expected"),
         [
             pytest.param(
                 lambda s: s["fields"].remove(field(s, "task_id")),
-                "v1 cannot read what v3 wrote: reader_field_missing_default_value",
+                f"v1 cannot read what v{NEXT + 1} wrote: reader_field_missing_default_value",
                 id="field-removed-without-default",
             ),
             pytest.param(
                 lambda s: field(s, "task_id").update(type="int"),
-                "v1 cannot read what v3 wrote: type_mismatch",
+                f"v1 cannot read what v{NEXT + 1} wrote: type_mismatch",
                 id="type-changed",
             ),
             pytest.param(
                 lambda s: s["fields"].append({"name": "attempt", "type": "int"}),
-                "v3 cannot read what v1 wrote: reader_field_missing_default_value",
+                f"v{NEXT + 1} cannot read what v1 wrote: reader_field_missing_default_value",
                 id="field-added-without-default",
             ),
             pytest.param(
                 lambda s: field(s, "received_at")["type"].update(logicalType="timestamp-micros"),
-                "v3 changes the logical type of /received_at from timestamp-millis to "
+                f"v{NEXT + 1} changes the logical type of /received_at from timestamp-millis to "
                 "timestamp-micros",
                 id="logical-type-changed",
             ),
@@ -148,8 +161,8 @@ class TestCompatibilityCheck:
         capsys: pytest.CaptureFixture[str],
     ) -> None:
         """The check names the broken direction and the rule; the CLI exits 1."""
-        schemas = lay_out_schemas(tmp_path / "s", current=1)
-        write_version(schemas, 3, change)
+        schemas = lay_out_schemas(tmp_path / "s", current=TODAY)
+        write_version(schemas, NEXT + 1, change)
         problems = check(schemas)
         assert any(expected in problem for problem in problems), problems
         assert main(["check", "--schemas", str(schemas)]) == 1
@@ -157,7 +170,7 @@ class TestCompatibilityCheck:
 
     def test_a_published_version_edited_in_place_is_refused(self, tmp_path: Path) -> None:
         """Consumers know a version by its fingerprint: changing its file breaks them."""
-        schemas = lay_out_schemas(tmp_path / "s", current=1)
+        schemas = lay_out_schemas(tmp_path / "s", current=TODAY)
         path = version_path(schemas, CALLBACK_SCHEMA, 1)
         schema = json.loads(path.read_text(encoding="utf-8"))
         schema["fields"].append({"name": "attempt", "type": "int", "default": 1})
@@ -166,11 +179,14 @@ class TestCompatibilityCheck:
 
     def test_a_deleted_or_unlisted_version_is_refused(self, tmp_path: Path) -> None:
         """Every version file is listed, and every listed version has its file."""
-        schemas = lay_out_schemas(tmp_path / "s", current=1)
-        version_path(schemas, CALLBACK_SCHEMA, 2).rename(version_path(schemas, CALLBACK_SCHEMA, 4))
+        schemas = lay_out_schemas(tmp_path / "s", current=TODAY)
+        unlisted = NEXT + 1
+        version_path(schemas, CALLBACK_SCHEMA, 2).rename(
+            version_path(schemas, CALLBACK_SCHEMA, unlisted)
+        )
         problems = check(schemas)
         assert any("v2.avsc is missing" in p for p in problems), problems
-        assert any("v4.avsc is not listed" in p for p in problems), problems
+        assert any(f"v{unlisted}.avsc is not listed" in p for p in problems), problems
 
     def test_the_repository_layout_is_what_the_codecs_load(self) -> None:
         """Each listed schema's current version is what the services write."""

@@ -1,6 +1,6 @@
 """A compatible schema change on a real broker: the processor and the archiver read an event
-written with the next version (v2, a field added with a default) and, once upgraded to
-write v2, still read today's v1 events."""
+written with the next version (a field added with a default) and, once upgraded to write
+it, still read the events of today's version."""
 
 from __future__ import annotations
 
@@ -21,6 +21,7 @@ from services.common.settings import Settings
 from services.processor.app import create_app as create_processor
 
 from ..archiver.support import bodies
+from ..fixtures.schema_versions import NEXT, TODAY
 from ..helpers import eventually, read_topic
 
 pytestmark = [pytest.mark.kafka, pytest.mark.slow]
@@ -52,8 +53,8 @@ def callback(task_id: str) -> CallbackEvent:
 @pytest.mark.parametrize(
     ("reads_as", "written_with"),
     [
-        pytest.param(1, 2, id="todays-consumers-read-the-next-version"),
-        pytest.param(2, 1, id="upgraded-consumers-read-todays-version"),
+        pytest.param(TODAY, NEXT, id="todays-consumers-read-the-next-version"),
+        pytest.param(NEXT, TODAY, id="upgraded-consumers-read-todays-version"),
     ],
 )
 async def test_processor_and_archiver_read_the_other_version(
@@ -69,7 +70,7 @@ async def test_processor_and_archiver_read_the_other_version(
     assert codec.current.version == reads_as
     event = callback(f"schema-v{written_with}")
     record = event.to_record()
-    if written_with == 2:
+    if written_with == NEXT:
         record["delivery_attempt"] = 2
     value = codec.versions[written_with].encode(record)
     assert value[:10] == codec.versions[written_with].header != codec.header

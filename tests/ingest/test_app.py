@@ -127,6 +127,25 @@ class TestSigned:
         assert event.signature == "VERIFIED"
         assert "X-Webhook-Signature" not in event.headers
 
+    async def test_the_request_id_in_the_callback_url_is_kept(
+        self, ingest_client: ClientFactory, settings: Settings
+    ) -> None:
+        """The tracker's request id (query string of the URL it gave the provider) reaches
+        the event; a malformed one is dropped and the callback still accepted."""
+        client = await ingest_client(keys=(KEY,))
+        named, malformed, plain = task(), task(), task()
+        for tid, query in ((named, "?request_id=req-7.a:b_c"), (malformed, "?request_id=a b/c")):
+            response = await client.post(
+                CALLBACK_PATH + query, data=callback_body(tid), headers=signed_headers(tid)
+            )
+            assert response.status == 200
+        await client.post(CALLBACK_PATH, data=callback_body(plain), headers=signed_headers(plain))
+        found = {event.task_id: event for event in await events(settings, 3)}
+        assert found[named].request_id == "req-7.a:b_c"
+        assert found[malformed].request_id is None
+        assert found[plain].request_id is None
+        assert {event.source for event in found.values()} == {"CALLBACK"}
+
     async def test_key_rotation(self, ingest_client: ClientFactory) -> None:
         """With old and new keys configured both verify; a third key does not."""
         client = await ingest_client(keys=(b"new-key", b"old-key"))

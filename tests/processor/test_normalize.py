@@ -8,6 +8,7 @@ from typing import Any
 
 import pytest
 
+from services.common.callback import callback_kind
 from services.processor.normalize import (
     DEFAULT_VELOCITY,
     DROP_REASONS,
@@ -15,6 +16,7 @@ from services.processor.normalize import (
     Note,
     normalize,
 )
+from services.processor.render import render_midi
 
 
 def callback(*notes: Any, name: Any = "Violin", **top: Any) -> dict[str, Any]:
@@ -269,3 +271,70 @@ class TestOrder:
 def only_note_list(payload: dict[str, Any]) -> tuple[Note, ...]:
     (instrument,) = normalize(payload).instruments
     return instrument.notes
+
+
+def record_info(data: dict[str, Any]) -> dict[str, Any]:
+    """A record-info answer (FACTS.md's shape) around ``data``'s own members."""
+    return {
+        "code": 200,
+        "msg": "success",
+        "data": {
+            "taskId": "t-1",
+            "recordTaskId": -1,
+            "audioId": "a-1",
+            "callbackUrl": "https://example.callback",
+            "completeTime": 1760335255000,
+            "createTime": 1760335251000,
+            "midiData": None,
+            "successFlag": 0,
+            "errorCode": None,
+            "errorMessage": None,
+            **data,
+        },
+    }
+
+
+class TestRecordInfoAnswers:
+    """A record-info answer the tracker polled reads as the callback it stands for."""
+
+    def test_a_success_gives_the_callbacks_notes_and_the_same_file(
+        self, reference_examples: dict[str, bytes]
+    ) -> None:
+        """Its midiData holds what the callback's data held: same notes, same MIDI bytes."""
+        sent = json.loads(reference_examples["success-task-id-top-level"])
+        polled = record_info({"successFlag": 1, "midiData": sent["data"]})
+        from_callback, from_poll = normalize(sent), normalize(polled)
+        assert from_poll.state == "complete" and from_poll.code == 200
+        assert from_poll.provider_state == "complete"
+        assert from_poll.instruments == from_callback.instruments
+        assert from_poll.note_count == 6
+        assert render_midi(from_poll) == render_midi(from_callback)
+
+    @pytest.mark.parametrize(
+        ("flag", "error_code", "code"), [(2, None, 500), (3, 500, 500), (3, 413, 413)]
+    )
+    def test_a_failure_flag_is_a_failed_task(
+        self, flag: int, error_code: int | None, code: int
+    ) -> None:
+        """2 (creation failed) and 3 (generation failed): failed, with the error's code and
+        message, even though the answer's own code is 200."""
+        result = normalize(
+            record_info({"successFlag": flag, "errorCode": error_code, "errorMessage": "boom"})
+        )
+        assert (result.state, result.code, result.msg) == ("failed", code, "boom")
+        assert result.instruments == ()
+
+    def test_pending_is_no_result(self) -> None:
+        """successFlag 0: the task has not ended; nothing is made of it."""
+        result = normalize(record_info({"successFlag": 0}))
+        assert result.state == "unknown" and result.code is None
+
+    def test_an_empty_success(self) -> None:
+        """A success with no midiData (the provider documents it after split_stem)."""
+        result = normalize(record_info({"successFlag": 1, "midiData": None}))
+        assert result.state == "complete" and result.note_count == 0
+
+    def test_it_is_a_midi_result(self) -> None:
+        """Classified as this operation's, so the processor does not skip it."""
+        assert callback_kind(record_info({"successFlag": 1})) == "midi"
+        assert callback_kind(record_info({"successFlag": 3})) == "midi"
