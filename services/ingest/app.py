@@ -2,7 +2,7 @@
 
 Each concern lives in its own module and is plugged in here: ``publish`` (the Kafka
 producer), ``claims`` (the dedupe store), ``handler`` (the callback's path), ``readiness``,
-``middleware`` (JSON errors), ``lifecycle`` (what SIGTERM changes).
+``lifecycle`` (what SIGTERM changes); ``services.common.http`` answers errors as JSON.
 """
 
 from __future__ import annotations
@@ -14,6 +14,7 @@ from typing import Final
 from aiohttp import web
 from prometheus_client import CollectorRegistry
 
+from services.common.http import json_errors
 from services.common.settings import Settings
 from services.common.web import READINESS, REGISTRY, SETTINGS, add_ops_routes
 
@@ -22,7 +23,6 @@ from .claims import setup_dedupe
 from .handler import CLOCK, receive_callback, setup_handler
 from .lifecycle import LIFECYCLE, Lifecycle
 from .metrics import INGEST_METRICS, IngestMetrics
-from .middleware import json_errors
 from .publish import setup_publishing
 from .readiness import readiness
 

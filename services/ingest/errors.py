@@ -9,6 +9,7 @@ from __future__ import annotations
 from aiohttp import web
 
 from services.common.errors import PipelineError
+from services.common.http import http_error
 
 from .metrics import Outcome
 
@@ -36,11 +37,3 @@ class Refusal(PipelineError):
 
     def response(self) -> web.Response:
         return http_error(self.status, self.code, self.message, headers=self.headers)
-
-
-def http_error(
-    status: int, code: str, message: str, *, headers: dict[str, str] | None = None
-) -> web.Response:
-    return web.json_response(
-        {"error": {"code": code, "message": message}}, status=status, headers=headers
-    )

@@ -7,7 +7,7 @@ from typing import Any
 from aiohttp import web
 from structlog.testing import capture_logs
 
-from services.ingest.middleware import json_errors
+from services.common.http import json_errors
 
 
 async def test_unexpected_error_is_json_without_a_traceback(aiohttp_client: Any) -> None:

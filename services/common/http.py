@@ -1,4 +1,5 @@
-"""The last word on every answer: whatever aiohttp or a bug raises is answered as JSON."""
+"""JSON errors for every HTTP service: ``{"error": {"code", "message"}}``, whatever aiohttp
+or a bug raises (the last word on every answer)."""
 
 from __future__ import annotations
 
@@ -8,9 +9,7 @@ import structlog
 from aiohttp import web
 from aiohttp.typedefs import Handler
 
-from .errors import http_error
-
-__all__ = ["json_errors"]
+__all__ = ["http_error", "json_errors"]
 
 log = structlog.get_logger(__name__)
 
@@ -20,6 +19,14 @@ _HTTP_CODES: Final = {
     413: "body_too_large",
     415: "unsupported_media_type",
 }
+
+
+def http_error(
+    status: int, code: str, message: str, *, headers: dict[str, str] | None = None
+) -> web.Response:
+    return web.json_response(
+        {"error": {"code": code, "message": message}}, status=status, headers=headers
+    )
 
 
 @web.middleware
