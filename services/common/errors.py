@@ -18,6 +18,21 @@
     │                              (``unencodable_event``: our bug, not the input's)
     ├── CorruptArchiveError  an archived body does not hash to its name
     ├── CommandError         a CLI problem the user can fix; ``status`` is the exit status
+    ├── ProviderError        the Suno API refused or did not answer (services.tracker.provider);
+    │   │                    ``code``, ``endpoint``, ``attempts`` say which call and how often
+    │   ├── ProviderRetryableError  may succeed later: retried with backoff, then raised
+    │   │   ├── RateLimitedError       429, 430 (``retry_after`` when the answer said)
+    │   │   ├── MaintenanceError       455
+    │   │   ├── ProviderServerError    5xx
+    │   │   └── ProviderNetworkError   no connection, or no answer to a GET
+    │   ├── ProviderPermanentError  the request itself is refused (any other 4xx): no retry
+    │   │   ├── ProviderBadRequestError  400
+    │   │   ├── ProviderAuthError        401
+    │   │   ├── InsufficientCreditsError 402 (or a 429 that says credits)
+    │   │   ├── ProviderNotFoundError    404
+    │   │   └── PayloadTooLargeError     413
+    │   ├── OutcomeUnknownError    a generate that may have created a task: never resubmit
+    │   └── ProviderAnswerError    an answer that is not the documented shape
     ├── DedupeUnavailable    (services.ingest.dedupe) the dedupe store did not answer:
     │                        the ingest accepts without dedupe or refuses (a setting)
     └── Refusal              (services.ingest.errors) a callback refused with an HTTP
@@ -41,13 +56,27 @@ __all__ = [
     "CorruptArchiveError",
     "DeadLetter",
     "EventEncodeError",
+    "InsufficientCreditsError",
     "InvalidEventError",
     "KafkaUnavailableError",
+    "MaintenanceError",
     "NotStartedError",
     "ObjectNotFoundError",
+    "OutcomeUnknownError",
+    "PayloadTooLargeError",
     "PipelineError",
+    "ProviderAnswerError",
+    "ProviderAuthError",
+    "ProviderBadRequestError",
+    "ProviderError",
+    "ProviderNetworkError",
+    "ProviderNotFoundError",
+    "ProviderPermanentError",
+    "ProviderRetryableError",
+    "ProviderServerError",
     "PublishError",
     "PublishTimeoutError",
+    "RateLimitedError",
     "StorageError",
     "Transient",
     "UnknownSchemaError",
@@ -145,3 +174,107 @@ class CommandError(PipelineError):
     def __init__(self, message: str, status: int = 1) -> None:
         super().__init__(message)
         self.status = status
+
+
+class ProviderError(PipelineError):
+    """A call to the Suno API failed; the message says what happened and what to do.
+
+    ``advice`` (one per class) is the "what to do" half, so every message built for a
+    class ends the same way; ``code`` is the provider's code (from the body's ``code`` or
+    the HTTP status), ``None`` where no answer came.
+    """
+
+    advice = "see the provider's status and the tracker's logs"
+
+    def __init__(self, what: str, *, endpoint: str, attempts: int, code: int | None = None) -> None:
+        tried = "1 attempt" if attempts == 1 else f"{attempts} attempts"
+        super().__init__(f"{endpoint}: {what} ({tried}); {self.advice}")
+        self.endpoint = endpoint
+        self.attempts = attempts
+        self.code = code
+
+
+class ProviderRetryableError(ProviderError):
+    """The provider may accept the same call later; the client retries it with backoff."""
+
+    advice = "the call is retried later; nothing to change"
+
+    def __init__(
+        self,
+        what: str,
+        *,
+        endpoint: str,
+        attempts: int,
+        code: int | None = None,
+        retry_after: float | None = None,
+    ) -> None:
+        super().__init__(what, endpoint=endpoint, attempts=attempts, code=code)
+        #: Seconds the provider asked us to wait (``Retry-After``), when it said.
+        self.retry_after = retry_after
+
+
+class RateLimitedError(ProviderRetryableError):
+    advice = (
+        "retried later; if it persists, lower SUNO_API_RATE_LIMIT_REQUESTS or raise "
+        "SUNO_API_RATE_LIMIT_WINDOW_SECONDS"
+    )
+
+
+class MaintenanceError(ProviderRetryableError):
+    advice = "the provider is under maintenance; retried later, nothing to change"
+
+
+class ProviderServerError(ProviderRetryableError):
+    advice = "the provider failed; retried later, check its status page if it persists"
+
+
+class ProviderNetworkError(ProviderRetryableError):
+    advice = "retried later; check SUNO_API_BASE_URL and the network path to the provider"
+
+
+class ProviderPermanentError(ProviderError):
+    """The provider refused this very request: the same call fails again, so no retry."""
+
+    advice = "the request is refused as it is: fix it before sending it again"
+
+
+class ProviderBadRequestError(ProviderPermanentError):
+    advice = "the request's parameters are invalid (task id, callback URL): fix them"
+
+
+class ProviderAuthError(ProviderPermanentError):
+    advice = "check SUNO_API_KEY"
+
+
+class InsufficientCreditsError(ProviderPermanentError):
+    advice = "top up the provider account's credits, then submit again"
+
+
+class ProviderNotFoundError(ProviderPermanentError):
+    advice = "the provider does not know this task (wrong id, or past its retention)"
+
+
+class PayloadTooLargeError(ProviderPermanentError):
+    advice = "the request is too large for the provider: shorten it"
+
+
+class OutcomeUnknownError(ProviderError):
+    """A ``generate`` the provider may or may not have acted on (a timeout or dropped
+    connection after the request was sent, a 5xx, an unreadable success).
+
+    The provider has no idempotency key, so sending it again could create a second task:
+    the caller must not resubmit on its own but wait for the task to show itself (its
+    callback) or hand it to an operator.
+    """
+
+    advice = (
+        "the provider may have created the task: do not resubmit; wait for its callback "
+        "or have an operator check the provider's records"
+    )
+
+
+class ProviderAnswerError(ProviderError):
+    """The provider answered, but not in the documented shape: our reading is out of date
+    or the answer is broken; retrying the same call is unlikely to help."""
+
+    advice = "the provider's answer does not match its documentation: report it"
