@@ -62,8 +62,7 @@ log = structlog.get_logger(__name__)
 GENERATE_PATH: Final = "/api/v1/midi/generate"
 RECORD_INFO_PATH: Final = "/api/v1/midi/record-info"
 
-#: ``successFlag`` values (FACTS: 0 pending, 1 success, 2 task creation failed, 3 MIDI
-#: generation failed).
+#: ``successFlag``: 0 pending, 1 success, 2 task creation failed, 3 MIDI generation failed.
 PENDING, SUCCESS, CREATE_FAILED, GENERATION_FAILED = 0, 1, 2, 3
 
 #: The longest provider message copied into an error's text.
@@ -303,7 +302,11 @@ class ProviderClient:
                 attempts=attempt,
             ) from exc
         except (aiohttp.ClientError, TimeoutError) as exc:
-            what = f"no complete answer from the provider ({type(exc).__name__}: {exc})"
+            what = (
+                f"no answer within SUNO_API_TIMEOUT_SECONDS ({self._timeout.total} s)"
+                if isinstance(exc, TimeoutError)
+                else f"the connection failed before a complete answer ({exc})"
+            )
             unsure = OutcomeUnknownError if call.creates else ProviderNetworkError
             raise unsure(what, endpoint=call.endpoint, attempts=attempt) from exc
 

@@ -613,7 +613,7 @@ class TestOutcomeUnknown:
     async def test_generate_timing_out_after_sending_is_sent_once(self, harness: Harness) -> None:
         """The provider read the request and did not answer in time: its effect is unknown."""
         harness.provider.answer(Reply(hang=True), success("generate"))
-        with pytest.raises(OutcomeUnknownError) as raised:
+        with pytest.raises(OutcomeUnknownError, match="no answer within") as raised:
             await harness.client(api_timeout_seconds=0.2).generate("src", CALLBACK_URL)
         assert not isinstance(raised.value, ProviderRetryableError)
         assert len(harness.provider.seen) == 1
