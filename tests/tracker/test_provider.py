@@ -19,6 +19,7 @@ from typing import Any
 
 import aiohttp
 import pytest
+import structlog
 from aiohttp import web
 from aiohttp.test_utils import TestServer
 from prometheus_client import CollectorRegistry
@@ -654,6 +655,23 @@ class TestBackoff:
         )
         await harness.client(rng=UpperBound()).record_info("m-1")
         assert harness.sleeps.delays == [7.0]
+
+    async def test_each_retry_is_logged_without_the_key(self, harness: Harness) -> None:
+        """An operator sees which call waits and why, and nothing more (no key, no body)."""
+        harness.provider.answer(Reply(status=430, body=refusal(430)), success("record_info"))
+        with structlog.testing.capture_logs() as logs:
+            await harness.client(rng=UpperBound()).record_info("m-1")
+        assert logs == [
+            {
+                "event": "provider_retry",
+                "log_level": "warning",
+                "endpoint": "record_info",
+                "attempt": 1,
+                "code": 430,
+                "error": "RateLimitedError",
+                "delay_seconds": 1.0,
+            }
+        ]
 
     async def test_a_retry_after_beyond_the_longest_delay_is_raised_at_once(
         self, harness: Harness
