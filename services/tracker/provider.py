@@ -197,7 +197,12 @@ class ProviderClient:
             "Authorization": f"Bearer {settings.api_key.get()}",
             "Accept": "application/json",
         }
-        self._timeout = aiohttp.ClientTimeout(total=settings.api_timeout_seconds)
+        #: A connection (TLS included) not made within half the budget is given up as
+        #: such, which any call may retry: no request left us.
+        self._timeout = aiohttp.ClientTimeout(
+            total=settings.api_timeout_seconds,
+            sock_connect=settings.api_timeout_seconds / 2,
+        )
 
     async def generate(
         self, source_task_id: str, callback_url: str, audio_id: str | None = None
@@ -279,8 +284,8 @@ class ProviderClient:
 
         A connection never made is safe to retry for any call. Any later failure (a
         timeout, a dropped connection) may come after the provider read the request: for
-        ``generate`` its outcome is unknown. A total timeout that fires while connecting
-        is indistinguishable here and counts as the latter: the safe side.
+        ``generate`` its outcome is unknown. A connection is given half the request's
+        time, so that a slow connect is told apart from a slow answer.
         """
         try:
             async with self._session.request(

@@ -578,6 +578,27 @@ class TestConnectionRefused:
         assert harness.requests(endpoint, "network_error") == 1
         assert harness.requests(endpoint, "ok") == 1
 
+    async def test_a_connection_that_never_completes_is_retried(self, harness: Harness) -> None:
+        """A TLS handshake that never ends means no request was sent: even generate retries."""
+        accepted: list[asyncio.StreamWriter] = []
+
+        async def accept(_: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            accepted.append(writer)
+
+        silent = await asyncio.start_server(accept, "127.0.0.1", 0)
+        port = silent.sockets[0].getsockname()[1]
+        client = harness.client(api_base_url=f"https://127.0.0.1:{port}", api_timeout_seconds=0.4)
+        try:
+            with pytest.raises(ProviderNetworkError, match="could not connect"):
+                await client.generate("src", CALLBACK_URL)
+        finally:
+            for writer in accepted:
+                writer.close()
+            silent.close()
+            await silent.wait_closed()
+        assert len(accepted) == 3
+        assert len(harness.sleeps.delays) == 2
+
     async def test_gives_up_as_a_network_error(self, harness: Harness) -> None:
         client = harness.client(api_base_url=f"http://127.0.0.1:{free_port()}")
         with pytest.raises(ProviderNetworkError, match="could not connect") as raised:
