@@ -14,6 +14,7 @@ from aiohttp import web
 
 from .config import Faults, Script, SimConfigError, parse_callback_plan
 from .keys import STATE
+from .state import busiest_window
 
 __all__ = ["CONTROL_PREFIX", "add_control_routes", "faults_from_json", "script_from_json"]
 
@@ -55,8 +56,17 @@ async def show_task(request: web.Request) -> web.Response:
 
 
 async def list_requests(request: web.Request) -> web.Response:
-    """The API request log (time, method, endpoint, taskId, HTTP status, body code)."""
-    return web.json_response({"requests": request.app[STATE].requests})
+    """The API request log (time, method, endpoint, taskId, HTTP status, body code), and
+    the most requests received in any rate window."""
+    state = request.app[STATE]
+    window = state.config.rate_limit_window_seconds
+    busiest = busiest_window([entry["time"] for entry in state.requests], window)
+    return web.json_response(
+        {
+            "requests": state.requests,
+            "busiestWindow": {"seconds": window, "requests": busiest},
+        }
+    )
 
 
 async def list_scripts(request: web.Request) -> web.Response:

@@ -15,7 +15,7 @@ from typing import Any
 from .config import Faults, Script, SimConfig
 from .results import Fate, decide_fate, midi_data, new_task_id
 
-__all__ = ["Attempt", "RateWindow", "SimState", "SimTask"]
+__all__ = ["Attempt", "RateWindow", "SimState", "SimTask", "busiest_window"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -95,6 +95,18 @@ class SimTask:
             "delivered": self.delivered,
             "attempts": [attempt.describe() for attempt in self.attempts],
         }
+
+
+def busiest_window(times: list[float], window: float) -> int:
+    """The most requests sent in any ``window`` seconds: what a client held against a
+    limit of N per window (refused requests count: the client sent them)."""
+    ordered = sorted(times)
+    busiest, first = 0, 0
+    for last, time in enumerate(ordered):
+        while ordered[first] <= time - window:
+            first += 1
+        busiest = max(busiest, last - first + 1)
+    return busiest
 
 
 class RateWindow:

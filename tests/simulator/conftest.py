@@ -34,7 +34,8 @@ def fixture_sim(aiohttp_client: Any) -> SimFactory:
             "duplicate_gap_seconds": 0.0,
             "rate_limit_requests": 10_000,
         }
-        return await aiohttp_client(create_app(SimConfig(**{**defaults, **config})))  # type: ignore[no-any-return]
+        client: SimClient = await aiohttp_client(create_app(SimConfig(**defaults | config)))
+        return client
 
     return make
 

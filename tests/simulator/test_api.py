@@ -6,6 +6,7 @@ import math
 from typing import Any
 
 import pytest
+from aiohttp import ClientTimeout
 
 from devenv.simulator import (
     GENERATE_PATH,
@@ -15,6 +16,7 @@ from devenv.simulator import (
     SimConfig,
     SimConfigError,
 )
+from devenv.simulator.state import busiest_window
 from services.processor.gm import GM_PROGRAM_NAMES
 
 from .conftest import AUTH, SimFactory, record_info, script, settled, submit
@@ -28,7 +30,8 @@ async def provider_error(response: Any, code: int, *, status: int | None = None)
     assert response.status == (code if status is None else status), body
     assert set(body) == {"code", "msg"} and body["code"] == code, body
     assert isinstance(body["msg"], str) and body["msg"]
-    return body["msg"]  # type: ignore[no-any-return]
+    message: str = body["msg"]
+    return message
 
 
 class TestGenerate:
@@ -75,6 +78,11 @@ class TestGenerate:
         client = await sim()
         response = await client.post(GENERATE_PATH, data=b"{nope", headers=AUTH)
         assert "JSON" in await provider_error(response, 400)
+
+    async def test_too_large(self, sim: SimFactory) -> None:
+        client = await sim()
+        body = {"taskId": "s", "callBackUrl": CALLBACK, "audioId": "a" * 100_000}
+        await provider_error(await client.post(GENERATE_PATH, json=body, headers=AUTH), 413)
 
     async def test_errors_as_http_200_when_configured(self, sim: SimFactory) -> None:
         """``error_status="ok"``: the code is in the body only, the HTTP status is 200."""
@@ -203,6 +211,20 @@ class TestRateLimit:
         ]
         assert log[1]["taskId"] == task_id and log[0]["time"] <= log[2]["time"]
 
+    def test_busiest_window(self) -> None:
+        """Requests in any window: a window ends just before the request one window later."""
+        assert busiest_window([], 10.0) == 0
+        assert busiest_window([0.0, 5.0, 9.9, 10.0, 19.0, 19.5], 10.0) == 4
+        assert busiest_window([3.0, 1.0, 2.0], 1.0) == 1
+        assert busiest_window([3.0, 1.0, 2.0], 1.5) == 2
+
+    async def test_the_log_says_the_busiest_window(self, sim: SimFactory) -> None:
+        client = await sim(rate_limit_requests=3, rate_limit_window_seconds=3600.0)
+        for _ in range(5):
+            await client.get(RECORD_INFO_PATH, headers=AUTH)
+        answer = await (await client.get("/_sim/requests")).json()
+        assert answer["busiestWindow"] == {"seconds": 3600.0, "requests": 5}
+
 
 class TestFaults:
     @pytest.mark.parametrize("code", [429, 430, 455, 500])
@@ -223,6 +245,12 @@ class TestFaults:
 
         first = await statuses(3)
         assert first == await statuses(3) and {401, 429, 455} == set(first)
+
+    async def test_slow_answers(self, sim: SimFactory) -> None:
+        """A slow answer does not come within a client's shorter timeout."""
+        client = await sim(faults=Faults(slow=1.0, slow_seconds=60.0))
+        with pytest.raises(TimeoutError):
+            await client.get(RECORD_INFO_PATH, headers=AUTH, timeout=ClientTimeout(total=0.3))
 
     async def test_faults_set_through_the_control_api(self, sim: SimFactory) -> None:
         client = await sim()
