@@ -72,12 +72,23 @@ class Script:
     callback: CallbackPlan = field(default_factory=CallbackPlan)
     #: ``task_id`` (id at top level) or ``data`` (id inside ``data``); None: the seed picks.
     shape: Literal["task_id", "data"] | None = None
+    #: Generation time of these tasks (None: the configured one); a task that must stay
+    #: pending, as for an expiry, gets one longer than the test.
+    completion_seconds: float | None = None
 
     def __post_init__(self) -> None:
         if self.outcome not in OUTCOMES:
             raise SimConfigError(f"outcome {self.outcome!r} is not one of {', '.join(OUTCOMES)}")
         if self.shape not in (None, "task_id", "data"):
             raise SimConfigError(f"shape {self.shape!r} is not task_id or data")
+        if self.completion_seconds is not None:
+            _check_seconds("completion_seconds", self.completion_seconds)
+
+
+def _check_seconds(name: str, value: float) -> None:
+    number = isinstance(value, int | float) and not isinstance(value, bool)
+    if not (number and math.isfinite(value) and value >= 0):
+        raise SimConfigError(f"{name} must be a number of seconds >= 0, not {value!r}")
 
 
 def _check_ratio(name: str, value: float) -> None:
@@ -118,9 +129,7 @@ class Faults:
         if self.failure + self.empty > 1.0:
             raise SimConfigError("the failure and empty ratios add up to more than 1")
         for name in ("delay_seconds", "slow_seconds"):
-            value = getattr(self, name)
-            if not (math.isfinite(value) and value >= 0):
-                raise SimConfigError(f"{name} must be a number of seconds >= 0, not {value!r}")
+            _check_seconds(name, getattr(self, name))
         object.__setattr__(self, "api", MappingProxyType(dict(self.api)))
 
 
@@ -170,7 +179,7 @@ class SimConfig:
             "callback_retry_seconds",
             "duplicate_gap_seconds",
         ):
-            value = getattr(self, name)
-            if not (math.isfinite(value) and value >= 0):
-                raise SimConfigError(f"{name} must be a number of seconds >= 0, not {value!r}")
+            _check_seconds(name, getattr(self, name))
+        if self.callback_timeout_seconds == 0:
+            raise SimConfigError("callback_timeout_seconds must be more than 0")
         object.__setattr__(self, "scripts", MappingProxyType(dict(self.scripts)))

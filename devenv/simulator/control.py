@@ -99,14 +99,20 @@ async def put_faults(request: web.Request) -> web.Response:
 
 
 def describe_script(script: Script) -> dict[str, Any]:
-    return {"outcome": script.outcome, "callback": str(script.callback), "shape": script.shape}
+    return {
+        "outcome": script.outcome,
+        "callback": str(script.callback),
+        "shape": script.shape,
+        "completion_seconds": script.completion_seconds,
+    }
 
 
 def script_from_json(payload: Any) -> Script:
-    """``{"outcome": ..., "callback": "deliver|drop|twice|delay:<s>", "shape": ...}``."""
+    """``{"outcome", "callback": "deliver|drop|twice|delay:<s>", "shape",
+    "completion_seconds"}``, each optional."""
     if not isinstance(payload, dict):
         raise SimConfigError("a script is a JSON object")
-    unknown = set(payload) - {"outcome", "callback", "shape"}
+    unknown = set(payload) - {"outcome", "callback", "shape", "completion_seconds"}
     if unknown:
         raise SimConfigError(f"unknown script fields: {', '.join(sorted(unknown))}")
     callback = payload.get("callback", "deliver")
@@ -116,6 +122,7 @@ def script_from_json(payload: Any) -> Script:
         outcome=payload.get("outcome", "success"),
         callback=parse_callback_plan(callback),
         shape=payload.get("shape"),
+        completion_seconds=payload.get("completion_seconds"),
     )
 
 

@@ -74,7 +74,7 @@ def decide_fate(config: SimConfig, faults: Faults, script: Script | None, task_i
             script.callback,
             script.shape or shape,
             flag if script.outcome == "failure" else 1,
-            completion,
+            completion if script.completion_seconds is None else script.completion_seconds,
         )
     outcome: Outcome = "success"
     if draws[0] < faults.failure:

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .config import Faults, Script, SimConfig
-from .results import Fate, decide_fate, midi_data, new_task_id
+from .results import FAILURE_MSG, Fate, decide_fate, midi_data, new_task_id
 
 __all__ = ["Attempt", "RateWindow", "SimState", "SimTask", "busiest_window"]
 
@@ -74,7 +74,7 @@ class SimTask:
             "midiData": self.midi_data if done else None,
             "successFlag": self.fate.success_flag if done else 0,
             "errorCode": 500 if failed else None,
-            "errorMessage": "MIDI generation failed" if failed else None,
+            "errorMessage": FAILURE_MSG if failed else None,
         }
 
     def describe(self) -> dict[str, Any]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -24,9 +25,10 @@ SimFactory = Callable[..., Awaitable[SimClient]]
 
 @pytest.fixture(name="sim")
 def fixture_sim(aiohttp_client: Any) -> SimFactory:
-    """Build a simulator from ``SimConfig`` fields (tasks end at once) and a client for it."""
+    """Build a simulator from ``SimConfig`` fields (tasks end at once) and a client for it;
+    ``clock`` is its wall clock."""
 
-    async def make(**config: Any) -> SimClient:
+    async def make(clock: Callable[[], float] = time.time, **config: Any) -> SimClient:
         defaults: dict[str, Any] = {
             "api_key": API_KEY,
             "completion_seconds": 0.0,
@@ -34,7 +36,9 @@ def fixture_sim(aiohttp_client: Any) -> SimFactory:
             "duplicate_gap_seconds": 0.0,
             "rate_limit_requests": 10_000,
         }
-        client: SimClient = await aiohttp_client(create_app(SimConfig(**defaults | config)))
+        client: SimClient = await aiohttp_client(
+            create_app(SimConfig(**defaults | config), clock=clock)
+        )
         return client
 
     return make
@@ -72,20 +76,20 @@ def fixture_receiver(aiohttp_server: Any) -> Callable[..., Awaitable[Receiver]]:
 
 
 async def submit(
-    client: SimClient, source: str, callback_url: str, headers: dict[str, str] | None = None
+    client: SimClient, source: str, callback_url: str, audio_id: str | None = None
 ) -> str:
     """Generate a task for ``source``; its new task id."""
-    response = await client.post(
-        GENERATE_PATH,
-        json={"taskId": source, "callBackUrl": callback_url},
-        headers=AUTH if headers is None else headers,
-    )
-    body = await response.json()
-    assert response.status == 200 and body["code"] == 200, body
-    return body["data"]["taskId"]  # type: ignore[no-any-return]
+    body = {"taskId": source, "callBackUrl": callback_url}
+    if audio_id is not None:
+        body["audioId"] = audio_id
+    response = await client.post(GENERATE_PATH, json=body, headers=AUTH)
+    answer = await response.json()
+    assert response.status == 200 and answer["code"] == 200, answer
+    return answer["data"]["taskId"]  # type: ignore[no-any-return]
 
 
-async def script(client: SimClient, source: str, **fate: str) -> None:
+async def script(client: SimClient, source: str, **fate: Any) -> None:
+    """Script the fate of the tasks generated from ``source`` (the control API's fields)."""
     response = await client.put(f"/_sim/scripts/{source}", json=fate)
     assert response.status == 200, await response.text()
 

@@ -11,7 +11,6 @@ from aiohttp import ClientTimeout
 from devenv.simulator import (
     GENERATE_PATH,
     RECORD_INFO_PATH,
-    STATE,
     Faults,
     SimConfig,
     SimConfigError,
@@ -72,7 +71,7 @@ class TestGenerate:
         client = await sim()
         response = await client.post(GENERATE_PATH, json=body, headers=AUTH)
         assert named in await provider_error(response, 400)
-        assert client.app[STATE].tasks == {}
+        assert (await (await client.get("/_sim/tasks")).json()) == {"tasks": []}
 
     async def test_not_json(self, sim: SimFactory) -> None:
         client = await sim()
@@ -105,12 +104,15 @@ class TestRecordInfo:
 
     async def test_pending_then_complete(self, sim: SimFactory) -> None:
         """``successFlag`` 0 and no data while running; 1 with ``midiData`` once done."""
-        client = await sim(completion_seconds=3600.0)
+        client = await sim(clock=lambda: 1_760_335_255.0)
+        await script(client, "src-p", completion_seconds=3600)
+        await script(client, "src-c", callback="drop")
         task_id = await submit(client, "src-p", CALLBACK)
         pending = (await record_info(client, task_id))["data"]
         assert pending["successFlag"] == 0 and pending["midiData"] is None
         assert pending["completeTime"] is None and pending["callbackUrl"] == CALLBACK
-        client.app[STATE].tasks[task_id].completed_ms = 1_760_335_255_000
+        task_id = await submit(client, "src-c", CALLBACK, audio_id="audio-1")
+        await settled(client, task_id, attempts=3)
         answer = await record_info(client, task_id)
         assert (answer["code"], answer["msg"]) == (200, "success")
         data = answer["data"]
@@ -119,7 +121,8 @@ class TestRecordInfo:
             "midiData", "successFlag", "errorCode", "errorMessage",
         }  # fmt: skip
         assert data["successFlag"] == 1 and data["midiData"]["state"] == "complete"
-        assert data["completeTime"] == 1_760_335_255_000 and data["createTime"] > 10**12
+        assert data["completeTime"] == data["createTime"] == 1_760_335_255_000
+        assert data["audioId"] == "audio-1" and data["taskId"] == task_id
 
     @pytest.mark.parametrize("shape", ["task_id", "data"])
     async def test_failure(self, sim: SimFactory, shape: str) -> None:
@@ -185,8 +188,9 @@ class TestRateLimit:
     async def test_429_past_the_limit_then_the_window_slides(self, sim: SimFactory) -> None:
         """5 requests per 60 s: the 6th and 7th get 429; once the window passed, one more fits."""
         now = [1000.0]
-        client = await sim(rate_limit_requests=5, rate_limit_window_seconds=60.0)
-        client.app[STATE].rate._clock = lambda: now[0]
+        client = await sim(
+            rate_limit_requests=5, rate_limit_window_seconds=60.0, clock=lambda: now[0]
+        )
         statuses = []
         for _ in range(7):
             response = await client.get(RECORD_INFO_PATH, params={"taskId": "x"}, headers=AUTH)
@@ -270,6 +274,8 @@ class TestFaults:
             ("/_sim/scripts/src", {"callback": "delay:soon"}),
             ("/_sim/scripts/src", {"shape": "round"}),
             ("/_sim/scripts/src", {"when": "now"}),
+            ("/_sim/scripts/src", {"completion_seconds": -1}),
+            ("/_sim/scripts/src", {"completion_seconds": "soon"}),
         ],
     )
     async def test_bad_control_input_gets_400(self, sim: SimFactory, path: str, body: Any) -> None:
