@@ -6,7 +6,10 @@ import json
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from devenv.simulator import SIGNATURE_HEADER, TIMESTAMP_HEADER, Faults
+import pytest
+
+from devenv.simulator import SIGNATURE_HEADER, TIMESTAMP_HEADER, CallbackPlan, Faults, Outcome
+from devenv.simulator.results import Fate, callback_payload, midi_data
 from services.common.callback import find_task_id
 from services.ingest.verify import sign
 
@@ -149,3 +152,34 @@ class TestScripts:
         await settled(client, dropped, attempts=3)
         await settled(client, kept, attempts=1)
         assert [find_task_id(json.loads(body)) for *_, body in target.received] == [kept]
+
+
+def keys(value: Any) -> Any:
+    """The shape of a JSON value: its keys at every depth, the first list item standing
+    for all; leaves as "scalar" or null (times may be numbers or strings alike)."""
+    if isinstance(value, dict):
+        return {key: keys(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [keys(value[0])] if value else []
+    return None if value is None else "scalar"
+
+
+class TestShapesMatchTheProvidersExamples:
+    @pytest.mark.parametrize(
+        ("example", "outcome", "shape"),
+        [
+            ("success-task-id-top-level", "success", "task_id"),
+            ("success-task-id-in-data", "success", "data"),
+            ("failure-data-null", "failure", "task_id"),
+            ("failure-task-id-in-data", "failure", "data"),
+        ],
+    )
+    def test_same_keys_as_the_example(
+        self, reference_examples: dict[str, bytes], example: str, outcome: Outcome, shape: Any
+    ) -> None:
+        """Each simulated body has the keys of the provider's example, at every depth."""
+        data = midi_data(0, "t", outcome)
+        if data is not None:  # the examples' instruments all have notes
+            data["instruments"] = [i for i in data["instruments"] if i["notes"]]
+        body = callback_payload("t", Fate(outcome, CallbackPlan(), shape, 1, 0.0), data)
+        assert keys(body) == keys(json.loads(reference_examples[example]))
