@@ -15,6 +15,7 @@ from collections.abc import AsyncIterator, Callable
 from typing import Any, Final
 
 import aiohttp
+import structlog
 from aiohttp import web
 from aiohttp.typedefs import Handler
 from yarl import URL
@@ -38,6 +39,8 @@ _FAULT_MSGS: Final = {
     500: "internal error, retry later",
 }
 _REASONS: Final = {430: "Too Many Requests", 455: "Maintenance"}
+
+_log = structlog.get_logger("devenv.simulator")
 
 
 class ProviderError(Exception):
@@ -143,6 +146,7 @@ async def generate(request: web.Request) -> web.Response:
     job = asyncio.create_task(run_task(state, request.app[SESSION], task))
     jobs.add(job)
     job.add_done_callback(jobs.discard)
+    job.add_done_callback(_report_failure)
     return answer(state.config, 200, "success", {"taskId": task.task_id})
 
 
@@ -156,6 +160,12 @@ async def record_info(request: web.Request) -> web.Response:
     if task is None:
         raise ProviderError(404, f"no task with taskId {task_id!r}")
     return answer(state.config, 200, "success", task.record_info())
+
+
+def _report_failure(job: asyncio.Task[None]) -> None:
+    """A bug in a task's run is logged, not lost with the task."""
+    if not job.cancelled() and (exc := job.exception()) is not None:
+        _log.error("task_run_failed", exc_info=exc)
 
 
 async def _json_object(request: web.Request) -> dict[str, Any]:
