@@ -12,11 +12,15 @@
     │   ├── ObjectNotFoundError
     │   └── ArchiveStorageError    one step of archiving a callback; ``operation`` says which
     ├── Transient            a record that cannot be handled *yet*               [retry]
+    │   └── RegistryUnavailableError  the task registry's database did not answer
     ├── DeadLetter           a record that can never be handled; ``reason``      [dead letter]
     │   ├── InvalidEventError      an event the archive cannot name (hash, task id)
     │   └── EventEncodeError       a record our own code built does not fit its schema
     │                              (``unencodable_event``: our bug, not the input's)
     ├── CorruptArchiveError  an archived body does not hash to its name
+    ├── RegistryError        the task registry refused an operation
+    │   ├── MigrationError   the database's schema is not one this code can migrate
+    │   └── UnknownTaskError no task has the task id or request id given
     ├── CommandError         a CLI problem the user can fix; ``status`` is the exit status
     ├── ProviderError        the Suno API refused or did not answer (services.tracker.provider);
     │   │                    ``code``, ``endpoint``, ``attempts`` say which call and how often
@@ -60,6 +64,7 @@ __all__ = [
     "InvalidEventError",
     "KafkaUnavailableError",
     "MaintenanceError",
+    "MigrationError",
     "NotStartedError",
     "ObjectNotFoundError",
     "OutcomeUnknownError",
@@ -77,9 +82,12 @@ __all__ = [
     "PublishError",
     "PublishTimeoutError",
     "RateLimitedError",
+    "RegistryError",
+    "RegistryUnavailableError",
     "StorageError",
     "Transient",
     "UnknownSchemaError",
+    "UnknownTaskError",
 ]
 
 
@@ -166,6 +174,24 @@ class EventEncodeError(DeadLetter):
 
 class CorruptArchiveError(PipelineError):
     """An archived body does not hash to the name it is stored under."""
+
+
+class RegistryUnavailableError(Transient):
+    """The task registry's PostgreSQL did not answer (down, unreachable, connection lost):
+    what was asked may be asked again once it is back."""
+
+
+class RegistryError(PipelineError):
+    """The task registry refused an operation: retrying the same call will not help."""
+
+
+class MigrationError(RegistryError):
+    """The database's schema cannot be brought to this code's version: an applied migration
+    was edited after it ran, or the database is newer than this code."""
+
+
+class UnknownTaskError(RegistryError):
+    """No task in the registry has the task id or request id given."""
 
 
 class CommandError(PipelineError):
