@@ -85,7 +85,7 @@ class TestRefusals:
                 replace(m, sql=m.sql + "\n-- edited\n") if m.version == 1 else m
                 for m in load_migrations()
             ]
-            with pytest.raises(MigrationError, match="0001_task_registry.sql changed"):
+            with pytest.raises(MigrationError, match=r"0001_task_registry\.sql changed"):
                 await migrate(conn, migrations=edited)
             assert "rate_limit_slots" not in await tables(conn)
         finally:

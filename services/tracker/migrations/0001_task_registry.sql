@@ -57,7 +57,7 @@ CREATE TABLE task_transitions (
     at timestamptz NOT NULL DEFAULT now(),
     reason text
 );
-CREATE INDEX task_transitions_by_task ON task_transitions (task, at, id);
+CREATE INDEX task_transitions_by_task ON task_transitions (task, id);
 
 CREATE TABLE task_deliveries (
     task bigint NOT NULL REFERENCES tasks (id) ON DELETE CASCADE,
@@ -78,4 +78,4 @@ CREATE TABLE task_polls (
     outcome text NOT NULL,
     detail text
 );
-CREATE INDEX task_polls_by_task ON task_polls (task, at, id);
+CREATE INDEX task_polls_by_task ON task_polls (task, id);

@@ -1,0 +1,699 @@
+"""The task registry: every MIDI task we know of and where it is in its life, in PostgreSQL.
+
+A task is ``requested`` (our intent, recorded before the provider is called), then
+``submitted`` (the provider gave it a task id, or its callback showed it to us), then
+``completed``, ``failed``, ``empty`` or ``expired``. Every timestamp the registry writes
+comes from the database's clock (``now()``), so replicas with skewed clocks agree; every
+state change is also a ``task_transitions`` row, the console's timeline.
+
+What the registry guarantees, by single statements and row locks rather than by care in
+its callers: one intent per request id; at most one submission attempt per intent (an
+attempt of unknown outcome is never started again on our own); one replica polling a
+task at a time (leases taken ``FOR UPDATE SKIP LOCKED``); no state going backwards.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, fields
+from datetime import datetime, timedelta
+from enum import StrEnum
+from typing import TYPE_CHECKING, Any, ClassVar, Literal
+
+import asyncpg
+from aiohttp import web
+
+from services.common.errors import RegistryError, RegistryUnavailableError, UnknownTaskError
+
+from .migrate import migrate
+
+if TYPE_CHECKING:
+    from asyncpg import Record
+    from asyncpg.pool import Pool, PoolConnectionProxy
+
+__all__ = [
+    "REGISTRY",
+    "Delivery",
+    "DeliverySource",
+    "Poll",
+    "Registry",
+    "Task",
+    "TaskState",
+    "Transition",
+    "setup_registry",
+]
+
+DeliverySource = Literal["callback", "poll"]
+
+
+class TaskState(StrEnum):
+    REQUESTED = "requested"
+    SUBMITTED = "submitted"
+    COMPLETED = "completed"
+    FAILED = "failed"
+    EMPTY = "empty"
+    EXPIRED = "expired"
+
+    TERMINAL: ClassVar[frozenset[TaskState]]
+
+    @property
+    def rank(self) -> int:
+        """Requested 0, submitted 1, any terminal state 2: states only move up."""
+        return {"requested": 0, "submitted": 1}.get(self.value, 2)
+
+
+TaskState.TERMINAL = frozenset(
+    {TaskState.COMPLETED, TaskState.FAILED, TaskState.EMPTY, TaskState.EXPIRED}
+)
+OPEN = ("requested", "submitted")
+
+
+@dataclass(frozen=True)
+class Task:
+    pk: int
+    request_id: str | None
+    task_id: str | None
+    source_task_id: str | None
+    audio_id: str | None
+    callback_url: str | None
+    origin: Literal["tracker", "external"]
+    state: TaskState
+    created_at: datetime
+    updated_at: datetime
+    requested_at: datetime | None
+    submitted_at: datetime | None
+    completed_at: datetime | None
+    failed_at: datetime | None
+    empty_at: datetime | None
+    expired_at: datetime | None
+    submit_started_at: datetime | None
+    submit_owner: str | None
+    submit_outcome: Literal["unknown", "rejected"] | None
+    submit_reason: str | None
+    next_poll_at: datetime | None
+    poll_count: int
+    last_polled_at: datetime | None
+    lease_owner: str | None
+    lease_until: datetime | None
+
+
+@dataclass(frozen=True)
+class Transition:
+    task: int
+    from_state: TaskState | None
+    to_state: TaskState
+    at: datetime
+    reason: str | None
+
+
+@dataclass(frozen=True)
+class Delivery:
+    task: int
+    body_sha256: str
+    source: DeliverySource
+    received_at: datetime
+    verified: bool
+    first_seen_at: datetime
+
+
+@dataclass(frozen=True)
+class Poll:
+    task: int
+    at: datetime
+    owner: str
+    outcome: str
+    detail: str | None
+
+
+_TASK_COLUMNS = tuple(f.name for f in fields(Task) if f.name != "pk")
+
+
+def _task(row: Record) -> Task:
+    values: dict[str, Any] = {name: row[name] for name in _TASK_COLUMNS}
+    values["state"] = TaskState(row["state"])
+    return Task(pk=row["id"], **values)
+
+
+def _transition(row: Record) -> Transition:
+    old = row["from_state"]
+    return Transition(
+        row["task"],
+        TaskState(old) if old else None,
+        TaskState(row["to_state"]),
+        row["at"],
+        row["reason"],
+    )
+
+
+# Errors that mean "not now": the server is away, restarting, full, or chose a victim.
+_RETRYABLE = (
+    OSError,
+    TimeoutError,
+    asyncpg.PostgresConnectionError,
+    asyncpg.InterfaceError,
+    asyncpg.exceptions.OperatorInterventionError,
+    asyncpg.exceptions.InsufficientResourcesError,
+    asyncpg.exceptions.TransactionRollbackError,
+)
+
+
+@contextlib.asynccontextmanager
+async def _converted(what: str) -> AsyncIterator[None]:
+    try:
+        yield
+    except _RETRYABLE as exc:
+        raise RegistryUnavailableError(f"the task registry could not {what}: {exc}") from exc
+    except asyncpg.PostgresError as exc:
+        raise RegistryError(f"the task registry refused to {what}: {exc}") from exc
+
+
+_INSERT_TRANSITION = """
+INSERT INTO task_transitions (task, from_state, to_state, at, reason)
+VALUES ($1, $2, $3, COALESCE($4, now()), $5)
+"""
+
+
+class Registry:
+    """The registry over an asyncpg pool; :meth:`connect` migrates the schema first."""
+
+    def __init__(self, pool: Pool[Record]) -> None:
+        self._pool = pool
+
+    @classmethod
+    async def connect(cls, url: str, *, min_size: int = 1, max_size: int = 10) -> Registry:
+        async with _converted("connect"):
+            pool = await asyncpg.create_pool(url, min_size=min_size, max_size=max_size)
+        try:
+            async with _converted("migrate its schema"), pool.acquire() as conn:
+                await migrate(conn)
+        except BaseException:
+            await pool.close()
+            raise
+        return cls(pool)
+
+    @property
+    def pool(self) -> Pool[Record]:
+        """The pool, shared with the rate limiter (one set of connections per replica)."""
+        return self._pool
+
+    async def close(self) -> None:
+        await self._pool.close()
+
+    @contextlib.asynccontextmanager
+    async def _tx(self, what: str) -> AsyncIterator[PoolConnectionProxy[Record]]:
+        async with _converted(what), self._pool.acquire() as conn, conn.transaction():
+            yield conn
+
+    async def _one(self, what: str, query: str, *args: object) -> Record | None:
+        async with _converted(what):
+            return await self._pool.fetchrow(query, *args)
+
+    async def _all(self, what: str, query: str, *args: object) -> list[Record]:
+        async with _converted(what):
+            return await self._pool.fetch(query, *args)
+
+    # -- submission ----------------------------------------------------------------------
+
+    async def request(
+        self,
+        request_id: str,
+        source_task_id: str,
+        audio_id: str | None,
+        callback_url: str,
+    ) -> tuple[Task, bool]:
+        """Record the intent to submit; the same ``request_id`` again returns the first row
+        (``created`` False), whatever the other arguments say."""
+        async with self._tx("record a request") as conn:
+            row = await conn.fetchrow(
+                """
+                WITH new AS (
+                    INSERT INTO tasks (request_id, source_task_id, audio_id, callback_url,
+                                       origin, state, requested_at)
+                    VALUES ($1, $2, $3, $4, 'tracker', 'requested', now())
+                    ON CONFLICT (request_id) DO NOTHING
+                    RETURNING *
+                ), logged AS (
+                    INSERT INTO task_transitions (task, from_state, to_state, reason)
+                    SELECT id, NULL, 'requested', 'requested' FROM new
+                )
+                SELECT * FROM new
+                """,
+                request_id,
+                source_task_id,
+                audio_id,
+                callback_url,
+            )
+            if row is not None:
+                return _task(row), True
+            existing = await conn.fetchrow("SELECT * FROM tasks WHERE request_id = $1", request_id)
+        if existing is None:  # pragma: no cover - the conflicting row cannot vanish: no deletes
+            raise RegistryError(f"request {request_id!r} conflicted with a row that is gone")
+        return _task(existing), False
+
+    async def claim_submission(self, request_id: str, owner: str) -> Task | None:
+        """Mark the intent as being submitted by ``owner``, if no attempt was ever started;
+        ``None`` otherwise. Whoever gets a task calls the provider; nobody else ever does."""
+        row = await self._one(
+            "claim a submission",
+            """
+            UPDATE tasks SET submit_started_at = now(), submit_owner = $2, updated_at = now()
+            WHERE request_id = $1 AND state = 'requested' AND submit_started_at IS NULL
+            RETURNING *
+            """,
+            request_id,
+            owner,
+        )
+        return _task(row) if row is not None else None
+
+    async def submitted(self, request_id: str, task_id: str, first_poll_at: datetime) -> Task:
+        """The provider answered with ``task_id``: the intent becomes a submitted task, first
+        polled at ``first_poll_at`` unless its callback ends it before."""
+        async with self._tx("record a submission") as conn:
+            intent = await self._intent(conn, request_id)
+            if intent["task_id"] == task_id:
+                return _task(intent)  # recorded already (a retry, or healed by its callback)
+            if intent["task_id"] is not None or intent["state"] != "requested":
+                raise RegistryError(
+                    f"request {request_id!r} is {intent['state']} with task "
+                    f"{intent['task_id']!r}: it cannot take task {task_id!r}"
+                )
+            row = await _link(conn, intent, task_id, first_poll_at, "submitted")
+        return _task(row)
+
+    @staticmethod
+    async def _intent(conn: PoolConnectionProxy[Record], request_id: str) -> Record:
+        row = await conn.fetchrow(
+            "SELECT * FROM tasks WHERE request_id = $1 FOR UPDATE", request_id
+        )
+        if row is None:
+            raise UnknownTaskError(f"no task has request id {request_id!r}")
+        return row
+
+    async def release_submission(self, request_id: str) -> bool:
+        """The provider certainly created no task (it refused before acting, or was never
+        reached): the intent may be claimed again. Returns whether it was released."""
+        row = await self._one(
+            "release a submission",
+            """
+            UPDATE tasks SET submit_started_at = NULL, submit_owner = NULL, updated_at = now()
+            WHERE request_id = $1 AND state = 'requested' AND submit_outcome IS NULL
+            RETURNING id
+            """,
+            request_id,
+        )
+        return row is not None
+
+    async def submission_rejected(self, request_id: str, reason: str) -> Task:
+        """The provider refused the task for good (400, 401, 402, 404, 413): it failed."""
+        async with self._tx("record a rejection") as conn:
+            intent = await self._intent(conn, request_id)
+            if intent["state"] != "requested":
+                return _task(intent)
+            row = await conn.fetchrow(
+                """
+                UPDATE tasks SET state = 'failed', failed_at = now(), updated_at = now(),
+                    submit_outcome = 'rejected', submit_reason = $2
+                WHERE id = $1 RETURNING *
+                """,
+                intent["id"],
+                reason,
+            )
+            await conn.execute(
+                _INSERT_TRANSITION, intent["id"], "requested", "failed", None, reason
+            )
+        assert row is not None
+        return _task(row)
+
+    async def submission_unknown(self, request_id: str, reason: str) -> Task:
+        """Whether the provider created a task cannot be known (a timeout after sending):
+        the intent is never claimed again; its callback may still heal it."""
+        row = await self._one(
+            "record an unknown outcome",
+            """
+            UPDATE tasks SET submit_outcome = 'unknown', submit_reason = $2, updated_at = now()
+            WHERE request_id = $1 AND state = 'requested' RETURNING *
+            """,
+            request_id,
+            reason,
+        )
+        if row is None:
+            return await self._by_request(request_id)
+        return _task(row)
+
+    async def unknown_submissions(
+        self, stale_after: timedelta = timedelta(minutes=5)
+    ) -> list[Task]:
+        """Intents marked unknown, or whose attempt started more than ``stale_after`` ago and
+        never resolved (the replica crashed mid-call): for an operator to look at."""
+        rows = await self._all(
+            "list unknown submissions",
+            """
+            SELECT * FROM tasks
+            WHERE state = 'requested' AND submit_started_at IS NOT NULL
+              AND (submit_outcome = 'unknown' OR submit_started_at < now() - $1::interval)
+            ORDER BY submit_started_at
+            """,
+            stale_after,
+        )
+        return [_task(row) for row in rows]
+
+    # -- what the provider tells ---------------------------------------------------------
+
+    async def record_delivery(
+        self,
+        task_id: str,
+        *,
+        body_sha256: str,
+        received_at: datetime,
+        verified: bool,
+        source: DeliverySource,
+        request_id: str | None = None,
+    ) -> Task:
+        """A result body for ``task_id`` arrived (by callback or by poll); idempotent.
+
+        An unknown task id becomes an ``external`` task; a ``request_id`` naming an intent
+        that has no task yet (the submitting replica died before writing the provider's
+        answer) links the two: the orphan is healed.
+        """
+        async with self._tx("record a delivery") as conn:
+            # Intent first, then task: the order submitted() locks them in, so no deadlock.
+            intent = None
+            if request_id is not None:
+                intent = await conn.fetchrow(
+                    "SELECT * FROM tasks WHERE request_id = $1 AND task_id IS NULL"
+                    " AND state = 'requested' FOR UPDATE",
+                    request_id,
+                )
+            row = await conn.fetchrow("SELECT * FROM tasks WHERE task_id = $1 FOR UPDATE", task_id)
+            if intent is not None and (row is None or row["request_id"] is None):
+                row = await _link(conn, intent, task_id, None, f"healed by {source}")
+            if row is None:
+                row = await _external(conn, task_id, source)
+            await conn.execute(
+                """
+                INSERT INTO task_deliveries (task, body_sha256, source, received_at, verified)
+                VALUES ($1, $2, $3, $4, $5)
+                ON CONFLICT (task, body_sha256, source)
+                DO UPDATE SET verified = task_deliveries.verified OR EXCLUDED.verified
+                """,
+                row["id"],
+                body_sha256,
+                source,
+                received_at,
+                verified,
+            )
+        return _task(row)
+
+    async def transition(
+        self,
+        task_id: str,
+        to: TaskState,
+        *,
+        reason: str | None = None,
+        at: datetime | None = None,
+    ) -> bool:
+        """Move the task forward to ``to`` (at ``at``, default now); whether it moved.
+
+        States never go back and a terminal state is final, except ``expired``: a result
+        that shows up after all replaces it.
+        """
+        allowed = {state for state in TaskState if state.rank < to.rank}
+        if to in TaskState.TERMINAL and to is not TaskState.EXPIRED:
+            allowed.add(TaskState.EXPIRED)
+        async with self._tx("move a task") as conn:
+            row = await conn.fetchrow(
+                "SELECT id, state FROM tasks WHERE task_id = $1 FOR UPDATE", task_id
+            )
+            if row is None:
+                raise UnknownTaskError(f"no task has task id {task_id!r}")
+            if TaskState(row["state"]) not in allowed:
+                return False
+            # The column name comes from the enum, never from input.
+            await conn.execute(
+                f"""
+                UPDATE tasks SET state = $2, {to.value}_at = COALESCE($3, now()),
+                    updated_at = now(),
+                    next_poll_at = CASE WHEN $4 THEN NULL ELSE next_poll_at END
+                WHERE id = $1
+                """,
+                row["id"],
+                to.value,
+                at,
+                to in TaskState.TERMINAL,
+            )
+            await conn.execute(_INSERT_TRANSITION, row["id"], row["state"], to.value, at, reason)
+        return True
+
+    # -- polling -------------------------------------------------------------------------
+
+    async def lease_due_polls(self, owner: str, *, limit: int, lease_seconds: float) -> list[Task]:
+        """Lease up to ``limit`` submitted tasks due for a poll to ``owner``, in one statement:
+        rows another replica is leasing are skipped, never waited for nor taken twice."""
+        rows = await self._all(
+            "lease due polls",
+            """
+            UPDATE tasks SET lease_owner = $1, lease_until = now() + make_interval(secs => $3),
+                updated_at = now()
+            FROM (
+                SELECT id FROM tasks
+                WHERE state = 'submitted' AND next_poll_at <= now()
+                  AND (lease_until IS NULL OR lease_until < now())
+                ORDER BY next_poll_at
+                LIMIT $2
+                FOR UPDATE SKIP LOCKED
+            ) AS due
+            WHERE tasks.id = due.id
+            RETURNING tasks.*
+            """,
+            owner,
+            limit,
+            float(lease_seconds),
+        )
+        return sorted((_task(row) for row in rows), key=lambda t: (t.next_poll_at, t.pk))
+
+    async def poll_done(
+        self,
+        task_id: str,
+        owner: str,
+        *,
+        outcome: str,
+        detail: str | None = None,
+        next_poll_at: datetime | None,
+    ) -> bool:
+        """Record a poll and, if ``owner`` still holds the lease, release it and schedule the
+        next poll (``None``: no more). Returns whether the lease was still ``owner``'s."""
+        async with self._tx("record a poll") as conn:
+            row = await conn.fetchrow("SELECT id FROM tasks WHERE task_id = $1", task_id)
+            if row is None:
+                raise UnknownTaskError(f"no task has task id {task_id!r}")
+            await conn.execute(
+                "INSERT INTO task_polls (task, owner, outcome, detail) VALUES ($1, $2, $3, $4)",
+                row["id"],
+                owner,
+                outcome,
+                detail,
+            )
+            held = await conn.fetchrow(
+                """
+                UPDATE tasks SET poll_count = poll_count + 1, last_polled_at = now(),
+                    next_poll_at = CASE WHEN state = 'submitted' THEN $3::timestamptz END,
+                    lease_owner = NULL, lease_until = NULL, updated_at = now()
+                WHERE id = $1 AND lease_owner = $2
+                RETURNING id
+                """,
+                row["id"],
+                owner,
+                next_poll_at,
+            )
+        return held is not None
+
+    async def expire_due(self, retention: timedelta) -> list[Task]:
+        """Expire the submitted tasks older than the provider's ``retention``: their result,
+        if any, is gone from the provider. Returns them."""
+        rows = await self._all(
+            "expire tasks",
+            """
+            WITH gone AS (
+                UPDATE tasks SET state = 'expired', expired_at = now(), next_poll_at = NULL,
+                    updated_at = now()
+                WHERE state = 'submitted' AND submitted_at < now() - $1::interval
+                RETURNING *
+            ), logged AS (
+                INSERT INTO task_transitions (task, from_state, to_state, reason)
+                SELECT id, 'submitted', 'expired', 'no result within the provider''s retention'
+                FROM gone
+            )
+            SELECT * FROM gone ORDER BY id
+            """,
+            retention,
+        )
+        return [_task(row) for row in rows]
+
+    # -- for metrics and alerts ----------------------------------------------------------
+
+    async def counts_by_state(self) -> dict[TaskState, int]:
+        rows = await self._all("count tasks", "SELECT state, count(*) FROM tasks GROUP BY state")
+        counts = dict.fromkeys(TaskState, 0)
+        counts.update({TaskState(row["state"]): row["count"] for row in rows})
+        return counts
+
+    async def oldest_open_age(self) -> float | None:
+        """Seconds since the oldest task not yet terminal was created; ``None``: no such task."""
+        row = await self._one(
+            "measure the oldest open task",
+            "SELECT extract(epoch FROM now() - min(created_at))::float8 AS age FROM tasks"
+            " WHERE state = ANY($1::text[])",
+            list(OPEN),
+        )
+        return None if row is None or row["age"] is None else float(row["age"])
+
+    async def at_risk(self, retention: timedelta, warning: timedelta) -> int:
+        """Submitted tasks within ``warning`` of their expiry, with no result yet."""
+        row = await self._one(
+            "count tasks at risk",
+            "SELECT count(*) FROM tasks WHERE state = 'submitted'"
+            " AND submitted_at < now() - ($1::interval - $2::interval)",
+            retention,
+            warning,
+        )
+        return int(row["count"]) if row is not None else 0
+
+    # -- reading -------------------------------------------------------------------------
+
+    async def get(self, task_id: str) -> Task | None:
+        row = await self._one("read a task", "SELECT * FROM tasks WHERE task_id = $1", task_id)
+        return _task(row) if row is not None else None
+
+    async def get_by_request(self, request_id: str) -> Task | None:
+        row = await self._one(
+            "read a task", "SELECT * FROM tasks WHERE request_id = $1", request_id
+        )
+        return _task(row) if row is not None else None
+
+    async def _by_request(self, request_id: str) -> Task:
+        task = await self.get_by_request(request_id)
+        if task is None:
+            raise UnknownTaskError(f"no task has request id {request_id!r}")
+        return task
+
+    async def history(self, task_pk: int) -> list[Transition]:
+        """The task's transitions in the order they were recorded (``at`` may be earlier than
+        a previous one's: a result's own time, given to :meth:`transition`)."""
+        rows = await self._all(
+            "read a task's history",
+            "SELECT * FROM task_transitions WHERE task = $1 ORDER BY id",
+            task_pk,
+        )
+        return [_transition(row) for row in rows]
+
+    async def deliveries(self, task_pk: int) -> list[Delivery]:
+        rows = await self._all(
+            "read a task's deliveries",
+            "SELECT task, body_sha256, source, received_at, verified, first_seen_at"
+            " FROM task_deliveries WHERE task = $1 ORDER BY received_at, source, body_sha256",
+            task_pk,
+        )
+        return [Delivery(**dict(row.items())) for row in rows]
+
+    async def polls(self, task_pk: int) -> list[Poll]:
+        rows = await self._all(
+            "read a task's polls",
+            "SELECT task, at, owner, outcome, detail FROM task_polls WHERE task = $1 ORDER BY id",
+            task_pk,
+        )
+        return [Poll(**dict(row.items())) for row in rows]
+
+    async def list_tasks(self, state: TaskState | None = None, limit: int = 100) -> list[Task]:
+        """The newest tasks first, all or those in ``state``."""
+        rows = await self._all(
+            "list tasks",
+            "SELECT * FROM tasks WHERE $1::text IS NULL OR state = $1"
+            " ORDER BY created_at DESC, id DESC LIMIT $2",
+            state.value if state is not None else None,
+            limit,
+        )
+        return [_task(row) for row in rows]
+
+
+async def _external(conn: PoolConnectionProxy[Record], task_id: str, source: str) -> Record:
+    """A task requested elsewhere, first seen through a result: tracked from now on."""
+    row = await conn.fetchrow(
+        """
+        INSERT INTO tasks (task_id, origin, state, submitted_at)
+        VALUES ($1, 'external', 'submitted', now())
+        ON CONFLICT (task_id) DO NOTHING
+        RETURNING *
+        """,
+        task_id,
+    )
+    if row is not None:
+        await conn.execute(
+            _INSERT_TRANSITION, row["id"], None, "submitted", None, f"seen by {source}"
+        )
+        return row
+    # Another transaction inserted it meanwhile (we waited for it to commit): use that row.
+    row = await conn.fetchrow("SELECT * FROM tasks WHERE task_id = $1 FOR UPDATE", task_id)
+    assert row is not None
+    return row
+
+
+async def _link(
+    conn: PoolConnectionProxy[Record],
+    intent: Record,
+    task_id: str,
+    first_poll_at: datetime | None,
+    reason: str,
+) -> Record:
+    """Give the intent its provider task. An ``external`` row that already holds the task
+    id (its result came before we wrote the provider's answer) is folded into the intent,
+    with its history, deliveries, polls and state."""
+    other = await conn.fetchrow("SELECT * FROM tasks WHERE task_id = $1 FOR UPDATE", task_id)
+    if other is not None and other["request_id"] is not None:
+        raise RegistryError(f"task {task_id!r} already belongs to request {other['request_id']!r}")
+    if other is not None:
+        for table in ("task_transitions", "task_deliveries", "task_polls"):
+            await conn.execute(
+                f"UPDATE {table} SET task = $1 WHERE task = $2", intent["id"], other["id"]
+            )
+        await conn.execute("DELETE FROM tasks WHERE id = $1", other["id"])
+    state = other["state"] if other is not None else "submitted"
+    stamps = [other[f"{s}_at"] if other is not None else None for s in _AFTER_SUBMISSION]
+    row = await conn.fetchrow(
+        """
+        UPDATE tasks SET task_id = $2, state = $3, submitted_at = COALESCE($4, now()),
+            completed_at = $5, failed_at = $6, empty_at = $7, expired_at = $8,
+            next_poll_at = CASE WHEN $3 = 'submitted' THEN $9::timestamptz END,
+            updated_at = now()
+        WHERE id = $1
+        RETURNING *
+        """,
+        intent["id"],
+        task_id,
+        state,
+        other["submitted_at"] if other is not None else None,
+        *stamps,
+        first_poll_at,
+    )
+    await conn.execute(_INSERT_TRANSITION, intent["id"], intent["state"], "submitted", None, reason)
+    assert row is not None
+    return row
+
+
+_AFTER_SUBMISSION = ("completed", "failed", "empty", "expired")
+
+
+REGISTRY = web.AppKey("registry", Registry)
+
+
+def setup_registry(app: web.Application, url: str) -> None:
+    """Open the registry (migrating its schema) when ``app`` starts, close it when it stops."""
+
+    async def registry_ctx(app: web.Application) -> AsyncIterator[None]:
+        app[REGISTRY] = await Registry.connect(url)
+        try:
+            yield
+        finally:
+            await app[REGISTRY].close()
+
+    app.cleanup_ctx.append(registry_ctx)
