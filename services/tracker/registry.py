@@ -41,6 +41,7 @@ __all__ = [
     "Task",
     "TaskState",
     "Transition",
+    "registry_errors",
     "setup_registry",
 ]
 
@@ -159,7 +160,8 @@ _RETRYABLE = (
 
 
 @contextlib.asynccontextmanager
-async def _converted(what: str) -> AsyncIterator[None]:
+async def registry_errors(what: str) -> AsyncIterator[None]:
+    """Convert the driver's errors where they enter: ours say whether to retry."""
     try:
         yield
     except _RETRYABLE as exc:
@@ -182,10 +184,10 @@ class Registry:
 
     @classmethod
     async def connect(cls, url: str, *, min_size: int = 1, max_size: int = 10) -> Registry:
-        async with _converted("connect"):
+        async with registry_errors("connect"):
             pool = await asyncpg.create_pool(url, min_size=min_size, max_size=max_size)
         try:
-            async with _converted("migrate its schema"), pool.acquire() as conn:
+            async with registry_errors("migrate its schema"), pool.acquire() as conn:
                 await migrate(conn)
         except BaseException:
             await pool.close()
@@ -202,15 +204,15 @@ class Registry:
 
     @contextlib.asynccontextmanager
     async def _tx(self, what: str) -> AsyncIterator[PoolConnectionProxy[Record]]:
-        async with _converted(what), self._pool.acquire() as conn, conn.transaction():
+        async with registry_errors(what), self._pool.acquire() as conn, conn.transaction():
             yield conn
 
     async def _one(self, what: str, query: str, *args: object) -> Record | None:
-        async with _converted(what):
+        async with registry_errors(what):
             return await self._pool.fetchrow(query, *args)
 
     async def _all(self, what: str, query: str, *args: object) -> list[Record]:
-        async with _converted(what):
+        async with registry_errors(what):
             return await self._pool.fetch(query, *args)
 
     # -- submission ----------------------------------------------------------------------

@@ -3,7 +3,7 @@
 CREATE TABLE rate_limit_slots (
     limiter text NOT NULL,
     slot integer NOT NULL CHECK (slot >= 0),
-    used_at timestamptz NOT NULL DEFAULT '-infinity',
+    used_at timestamptz NOT NULL DEFAULT 'epoch',
     PRIMARY KEY (limiter, slot)
 );
 CREATE INDEX rate_limit_slots_by_use ON rate_limit_slots (limiter, used_at);
