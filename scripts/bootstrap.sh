@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Installs everything the project needs on a fresh machine, idempotently:
-#   scripts/bootstrap.sh          Python deps (uv, locked), Kafka jars (Maven)
+#   scripts/bootstrap.sh          Python deps (uv, locked), Kafka jars (Maven), Debian's
+#                                 postgresql (the tracker's task registry)
 #   scripts/bootstrap.sh --test   the above, plus the servers the tests start
 #                                 (Debian's redis-server, redis-sentinel and prometheus)
 #                                 and kustomize
@@ -52,6 +53,18 @@ if ! command -v java >/dev/null || ! command -v mvn >/dev/null; then
 fi
 say "resolving the Apache Kafka jars with Maven (cached outside the repo)"
 .venv/bin/python -m devenv.kafka --resolve >/dev/null
+
+# The tests and `make run` start their own PostgreSQL (devenv/postgres.py) from Debian's
+# binaries; the cluster the package creates and starts on port 5432 is stopped.
+apt_install postgresql
+if command -v pg_lsclusters >/dev/null; then
+  pg_lsclusters --no-header 2>/dev/null | while read -r version cluster _port status _rest; do
+    if [[ $status == online* ]]; then
+      say "stopping the system PostgreSQL cluster $version/$cluster"
+      pg_ctlcluster "$version" "$cluster" stop || true
+    fi
+  done
+fi
 
 if $want_test; then
   apt_install redis-server redis-sentinel prometheus
