@@ -249,7 +249,7 @@ class Registry:
             if row is not None:
                 return _task(row), True
             existing = await conn.fetchrow("SELECT * FROM tasks WHERE request_id = $1", request_id)
-        if existing is None:  # pragma: no cover - the conflicting row cannot vanish: no deletes
+        if existing is None:  # pragma: no cover - rows with a request id are never deleted
             raise RegistryError(f"request {request_id!r} conflicted with a row that is gone")
         return _task(existing), False
 
