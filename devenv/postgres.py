@@ -65,14 +65,19 @@ def _run_as() -> str | None:
 class LocalPostgres:
     """One ``postgres`` server; ``start()``/``stop()``, ``kill()``/``restart()``, a context.
 
-    Without ``data_dir`` the cluster lives in a temp dir with the fast test settings and
-    ``stop()`` deletes it; with one, the cluster is created there on first start, kept,
-    and fully durable.
+    Without ``data_dir`` the cluster lives in a temp dir, with the fast test settings unless
+    ``fast=False``, and ``stop()`` deletes it; with one, the cluster is created there on
+    first start, kept, and fully durable.
     """
 
-    def __init__(self, *, port: int | None = None, data_dir: Path | None = None) -> None:
+    def __init__(
+        self, *, port: int | None = None, data_dir: Path | None = None, fast: bool | None = None
+    ) -> None:
         self.port = port or free_port()
         self._own_dir = data_dir is None
+        #: Durability off (``FAST``): by default for a temp dir only. A test that kills the
+        #: server and expects its commits back passes ``fast=False``.
+        self.fast = self._own_dir if fast is None else fast
         self.workdir = (data_dir or Path(tempfile.mkdtemp(prefix="suno-postgres-"))).absolute()
         self.pgdata = self.workdir / "pgdata"
         self.socket_dir = self.workdir / "run"
@@ -98,7 +103,7 @@ class LocalPostgres:
             f"port={self.port}",
             f"unix_socket_directories={self.socket_dir}",
             "max_connections=200",
-            *(FAST if self._own_dir else ()),
+            *(FAST if self.fast else ()),
         ]
         with open(self.log_file, "ab") as log:
             self.process = subprocess.Popen(
@@ -147,7 +152,7 @@ class LocalPostgres:
                 "--auth=trust",
                 "--encoding=UTF8",
                 "--no-locale",
-                *(("--no-sync",) if self._own_dir else ()),
+                *(("--no-sync",) if self.fast else ()),
             ],
             capture_output=True,
             text=True,

@@ -153,6 +153,8 @@ _RETRYABLE = (
     TimeoutError,
     asyncpg.PostgresConnectionError,
     asyncpg.InterfaceError,
+    # Raised instead of a connection error when the server vanished mid-protocol.
+    asyncpg.InternalClientError,
     asyncpg.exceptions.OperatorInterventionError,
     asyncpg.exceptions.InsufficientResourcesError,
     asyncpg.exceptions.TransactionRollbackError,
@@ -169,6 +171,10 @@ async def registry_errors(what: str) -> AsyncIterator[None]:
     except asyncpg.PostgresError as exc:
         raise RegistryError(f"the task registry refused to {what}: {exc}") from exc
 
+
+#: The first key of the per-task-id advisory locks (two-key locks never meet the migration's
+#: one-key lock: PostgreSQL keeps the two key spaces apart).
+_TASK_ID_LOCKS = 14
 
 _INSERT_TRANSITION = """
 INSERT INTO task_transitions (task, from_state, to_state, at, reason)
@@ -387,6 +393,7 @@ class Registry:
                     " AND state = 'requested' FOR UPDATE",
                     request_id,
                 )
+            await _lock_task_id(conn, task_id)
             row = await conn.fetchrow("SELECT * FROM tasks WHERE task_id = $1 FOR UPDATE", task_id)
             if intent is not None and (row is None or row["request_id"] is None):
                 row = await _link(conn, intent, task_id, None, f"healed by {source}")
@@ -618,6 +625,14 @@ class Registry:
         return [_task(row) for row in rows]
 
 
+async def _lock_task_id(conn: PoolConnectionProxy[Record], task_id: str) -> None:
+    """Serialise, until commit, every transaction that may create or link ``task_id``: a
+    row lock cannot, for the row does not exist yet (the provider's answer and the task's
+    callback race to write it). Always taken after the intent's row lock, never before,
+    so two such transactions cannot deadlock."""
+    await conn.execute("SELECT pg_advisory_xact_lock($1, hashtext($2))", _TASK_ID_LOCKS, task_id)
+
+
 async def _external(conn: PoolConnectionProxy[Record], task_id: str, source: str) -> Record:
     """A task requested elsewhere, first seen through a result: tracked from now on."""
     row = await conn.fetchrow(
@@ -650,6 +665,7 @@ async def _link(
     """Give the intent its provider task. An ``external`` row that already holds the task
     id (its result came before we wrote the provider's answer) is folded into the intent,
     with its history, deliveries, polls and state."""
+    await _lock_task_id(conn, task_id)
     other = await conn.fetchrow("SELECT * FROM tasks WHERE task_id = $1 FOR UPDATE", task_id)
     if other is not None and other["request_id"] is not None:
         raise RegistryError(f"task {task_id!r} already belongs to request {other['request_id']!r}")

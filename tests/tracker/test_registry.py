@@ -8,9 +8,11 @@ from datetime import UTC, datetime, timedelta
 
 import asyncpg
 import pytest
+from aiohttp import web
 
+from devenv.postgres import LocalPostgres
 from services.common.errors import RegistryUnavailableError, UnknownTaskError
-from services.tracker.registry import Registry, TaskState
+from services.tracker.registry import REGISTRY, Registry, TaskState, setup_registry
 
 from .conftest import sha, unique
 
@@ -191,6 +193,59 @@ class TestDeliveries:
         assert len(await registry.deliveries(task.pk)) == 1
         assert ("submitted", "completed") in await states(registry, task.pk)
 
+    async def test_racing_the_provider_answer_with_its_callback(self, registry: Registry) -> None:
+        """The answer's write and the callback (naming its request) in either order, at
+        once, for many requests: one row each, linked, no deadlock, no error."""
+
+        async def race(n: int) -> None:
+            request_id, task_id = f"r-{n}", f"t-{n}"
+            await registry.request(request_id, "sep-1", None, CALLBACK)
+            await registry.claim_submission(request_id, "a")
+            deliver = registry.record_delivery(
+                task_id,
+                body_sha256=sha(task_id),
+                received_at=now(),
+                verified=True,
+                source="callback",
+                request_id=request_id if n % 2 else None,
+            )
+            answer = registry.submitted(request_id, task_id, now())
+            await asyncio.gather(*((deliver, answer) if n % 3 else (answer, deliver)))
+
+        await asyncio.gather(*(race(n) for n in range(24)))
+        tasks = await registry.list_tasks()
+        assert len(tasks) == 24
+        assert {(t.request_id, t.task_id, t.state) for t in tasks} == {
+            (f"r-{n}", f"t-{n}", TaskState.SUBMITTED) for n in range(24)
+        }
+        for task in tasks:
+            assert len(await registry.deliveries(task.pk)) == 1
+
+    async def test_two_replicas_seeing_one_new_task_make_one_row(
+        self, registry: Registry, database_url: str
+    ) -> None:
+        """The same external task's callback and poll on two replicas at once."""
+        other = await Registry.connect(database_url)
+        try:
+            await asyncio.gather(
+                *(
+                    replica.record_delivery(
+                        "t-ext",
+                        body_sha256=sha("a"),
+                        received_at=now(),
+                        verified=True,
+                        source=source,
+                    )
+                    for replica in (registry, other)
+                    for source in ("callback", "poll")
+                )
+            )
+        finally:
+            await other.close()
+        (task,) = await registry.list_tasks()
+        assert task.task_id == "t-ext" and len(await registry.deliveries(task.pk)) == 2
+        assert await states(registry, task.pk) == [(None, "submitted")]
+
 
 class TestTransitions:
     async def test_states_only_move_forward(self, registry: Registry) -> None:
@@ -321,6 +376,42 @@ class TestUnavailable:
         """Nothing listening: the caller gets our Transient error, not asyncpg's."""
         with pytest.raises(RegistryUnavailableError, match="could not connect"):
             await Registry.connect("postgresql://postgres@127.0.0.1:1/none")
+
+    @pytest.mark.slow
+    async def test_a_crashed_server_is_retryable_and_its_return_is_seen(self) -> None:
+        """Killed mid-life: calls fail with our retryable error; once it is back the
+        same registry works again, with what was committed before the crash."""
+        server = await asyncio.to_thread(LocalPostgres(fast=False).start)
+        try:
+            registry = await Registry.connect(server.url)
+            try:
+                await registry.request("r-1", "sep-1", None, CALLBACK)
+                await asyncio.to_thread(server.kill)
+                with pytest.raises(RegistryUnavailableError):
+                    await registry.get_by_request("r-1")
+                await asyncio.to_thread(server.start)
+                task = await registry.get_by_request("r-1")
+                assert task is not None and task.state is TaskState.REQUESTED
+            finally:
+                await registry.close()
+        finally:
+            await asyncio.to_thread(server.stop)
+
+
+class TestSetup:
+    async def test_the_app_opens_and_closes_the_registry(self, database_url: str) -> None:
+        """setup_registry: a migrated registry under REGISTRY while the app runs."""
+        app = web.Application()
+        setup_registry(app, database_url)
+        runner = web.AppRunner(app)
+        await runner.setup()
+        try:
+            registry = app[REGISTRY]
+            assert await registry.counts_by_state() == dict.fromkeys(TaskState, 0)
+        finally:
+            await runner.cleanup()
+        with pytest.raises(RegistryUnavailableError):
+            await registry.counts_by_state()
 
 
 def test_asyncpg_is_real() -> None:
