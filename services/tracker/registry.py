@@ -41,6 +41,7 @@ __all__ = [
     "Task",
     "TaskState",
     "Transition",
+    "When",
     "registry_errors",
     "setup_registry",
 ]
@@ -176,6 +177,23 @@ async def registry_errors(what: str) -> AsyncIterator[None]:
 #: one-key lock: PostgreSQL keeps the two key spaces apart).
 _TASK_ID_LOCKS = 14
 
+When = datetime | timedelta
+
+
+def _when(value: When | None) -> tuple[timedelta | None, datetime | None]:
+    """A time given as a delay (from the database's clock) or as a time, as the two
+    parameters :func:`_at` reads."""
+    if isinstance(value, timedelta):
+        return value, None
+    return None, value
+
+
+def _at(first: int) -> str:
+    """SQL for the time that parameters ``$first`` and ``$first+1`` (from :func:`_when`)
+    name: now() plus the delay, or the time, or NULL."""
+    return f"COALESCE(now() + ${first}::interval, ${first + 1}::timestamptz)"
+
+
 _INSERT_TRANSITION = """
 INSERT INTO task_transitions (task, from_state, to_state, at, reason)
 VALUES ($1, $2, $3, COALESCE($4, now()), $5)
@@ -274,13 +292,20 @@ class Registry:
         )
         return _task(row) if row is not None else None
 
-    async def submitted(self, request_id: str, task_id: str, first_poll_at: datetime) -> Task:
+    async def submitted(self, request_id: str, task_id: str, first_poll_at: When) -> Task:
         """The provider answered with ``task_id``: the intent becomes a submitted task, first
-        polled at ``first_poll_at`` unless its callback ends it before."""
+        polled at ``first_poll_at`` (a time, or a delay from the database's now) unless
+        its callback ends it before."""
         async with self._tx("record a submission") as conn:
             intent = await self._intent(conn, request_id)
-            if intent["task_id"] == task_id:
-                return _task(intent)  # recorded already (a retry, or healed by its callback)
+            if intent["task_id"] == task_id:  # a retry, or healed by its callback already
+                row = await conn.fetchrow(
+                    f"UPDATE tasks SET next_poll_at = COALESCE(next_poll_at, {_at(2)})"
+                    " WHERE id = $1 AND state = 'submitted' RETURNING *",
+                    intent["id"],
+                    *_when(first_poll_at),
+                )
+                return _task(row or intent)
             if intent["task_id"] is not None or intent["state"] != "requested":
                 raise RegistryError(
                     f"request {request_id!r} is {intent['state']} with task "
@@ -488,10 +513,11 @@ class Registry:
         *,
         outcome: str,
         detail: str | None = None,
-        next_poll_at: datetime | None,
+        next_poll_at: When | None,
     ) -> bool:
         """Record a poll and, if ``owner`` still holds the lease, release it and schedule the
-        next poll (``None``: no more). Returns whether the lease was still ``owner``'s."""
+        next poll (a time, a delay from the database's now, or ``None``: no more).
+        Returns whether the lease was still ``owner``'s."""
         async with self._tx("record a poll") as conn:
             row = await conn.fetchrow("SELECT id FROM tasks WHERE task_id = $1", task_id)
             if row is None:
@@ -504,16 +530,16 @@ class Registry:
                 detail,
             )
             held = await conn.fetchrow(
-                """
+                f"""
                 UPDATE tasks SET poll_count = poll_count + 1, last_polled_at = now(),
-                    next_poll_at = CASE WHEN state = 'submitted' THEN $3::timestamptz END,
+                    next_poll_at = CASE WHEN state = 'submitted' THEN {_at(3)} END,
                     lease_owner = NULL, lease_until = NULL, updated_at = now()
                 WHERE id = $1 AND lease_owner = $2
                 RETURNING id
                 """,
                 row["id"],
                 owner,
-                next_poll_at,
+                *_when(next_poll_at),
             )
         return held is not None
 
@@ -659,7 +685,7 @@ async def _link(
     conn: PoolConnectionProxy[Record],
     intent: Record,
     task_id: str,
-    first_poll_at: datetime | None,
+    first_poll_at: When | None,
     reason: str,
 ) -> Record:
     """Give the intent its provider task. An ``external`` row that already holds the task
@@ -678,10 +704,10 @@ async def _link(
     state = other["state"] if other is not None else "submitted"
     stamps = [other[f"{s}_at"] if other is not None else None for s in _AFTER_SUBMISSION]
     row = await conn.fetchrow(
-        """
+        f"""
         UPDATE tasks SET task_id = $2, state = $3, submitted_at = COALESCE($4, now()),
             completed_at = $5, failed_at = $6, empty_at = $7, expired_at = $8,
-            next_poll_at = CASE WHEN $3 = 'submitted' THEN $9::timestamptz END,
+            next_poll_at = CASE WHEN $3 = 'submitted' THEN {_at(9)} END,
             updated_at = now()
         WHERE id = $1
         RETURNING *
@@ -691,7 +717,7 @@ async def _link(
         state,
         other["submitted_at"] if other is not None else None,
         *stamps,
-        first_poll_at,
+        *_when(first_poll_at),
     )
     await conn.execute(_INSERT_TRANSITION, intent["id"], intent["state"], "submitted", None, reason)
     assert row is not None

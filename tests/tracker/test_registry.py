@@ -90,6 +90,16 @@ class TestSubmission:
         task = await registry.submitted("r-1", "t-1", first_poll)
         assert (task.task_id, task.state, task.next_poll_at) == ("t-1", "submitted", first_poll)
         assert await registry.submitted("r-1", "t-1", first_poll) == task
+
+    async def test_a_first_poll_given_as_a_delay_runs_on_the_database_clock(
+        self, registry: Registry
+    ) -> None:
+        """A delay is added to the database's now(), so replicas' skewed clocks agree."""
+        await registry.request("r-1", "sep-1", None, CALLBACK)
+        await registry.claim_submission("r-1", "a")
+        task = await registry.submitted("r-1", "t-1", timedelta(minutes=5))
+        assert task.submitted_at is not None and task.next_poll_at is not None
+        assert task.next_poll_at - task.submitted_at == timedelta(minutes=5)
         assert await registry.get("t-1") == task
         assert await registry.get_by_request("r-1") == task
         assert await states(registry, task.pk) == [(None, "requested"), ("requested", "submitted")]
@@ -177,6 +187,11 @@ class TestDeliveries:
         assert history[-1].reason == "healed by callback"
         assert len(await registry.list_tasks()) == 1
         assert len(await registry.deliveries(task.pk)) == 1
+        # The submitting replica was only slow: its late write keeps the link and schedules
+        # the poll that catches the task should its callback not end it.
+        late = await registry.submitted("r-1", "t-1", timedelta(minutes=5))
+        assert (late.pk, late.task_id) == (task.pk, "t-1")
+        assert late.next_poll_at is not None
 
     async def test_an_external_row_is_folded_into_its_intent(self, registry: Registry) -> None:
         """The callback came (without the request id) before the provider's answer was
@@ -338,6 +353,16 @@ class TestPolling:
             ("a", "pending", "successFlag 0")
         ]
         assert await registry.lease_due_polls("a", limit=1, lease_seconds=60) == []
+        async with registry.pool.acquire() as conn:
+            await conn.execute("UPDATE tasks SET next_poll_at = now() WHERE task_id = $1", task_id)
+        await registry.lease_due_polls("a", limit=1, lease_seconds=60)
+        assert await registry.poll_done(
+            task_id, "a", outcome="pending", next_poll_at=timedelta(seconds=45)
+        )
+        task = await registry.get(task_id)
+        assert task is not None and task.next_poll_at is not None
+        assert task.last_polled_at is not None
+        assert task.next_poll_at - task.last_polled_at == timedelta(seconds=45)
 
 
 class TestExpiryAndMetrics:
