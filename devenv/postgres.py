@@ -82,7 +82,7 @@ class LocalPostgres:
         self.pgdata = self.workdir / "pgdata"
         self.socket_dir = self.workdir / "run"
         self.log_file = self.workdir / "postgres.log"
-        self.user = _run_as()
+        self.user: str | None = None  # who runs it: set by start()
         self.process: subprocess.Popen[bytes] | None = None
 
     @property
@@ -95,6 +95,7 @@ class LocalPostgres:
 
     def start(self, timeout: float = 60.0) -> LocalPostgres:
         bin_dir = postgres_bin_dir()
+        self.user = _run_as()
         self._prepare_dirs()
         if not (self.pgdata / "PG_VERSION").exists():
             self._initdb(bin_dir)
