@@ -73,5 +73,5 @@ class TestLocalPostgres:
     @pytest.mark.skipif(os.geteuid() != 0, reason="only root runs the server as another user")
     def test_a_folder_the_postgres_user_cannot_reach_is_named(self, tmp_path: Path) -> None:
         """As root, a data dir under a private folder: a clear message, not initdb's."""
-        with pytest.raises(PostgresStartError, match="cannot reach .* world-searchable"):
+        with pytest.raises(PostgresStartError, match=r"cannot reach .* world-searchable"):
             LocalPostgres(data_dir=tmp_path / "pg").start()
