@@ -51,6 +51,7 @@ def fixture_topics() -> TopicNames:
         callbacks=f"test.{suffix}.callbacks",
         notes=f"test.{suffix}.notes",
         dlq=f"test.{suffix}.dlq",
+        requests=f"test.{suffix}.requests",
     )
 
 

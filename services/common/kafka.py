@@ -52,7 +52,7 @@ class TopicSpec:
 
 
 def topic_specs(settings: KafkaSettings) -> list[TopicSpec]:
-    """The three topics as the project declares them (Strimzi's KafkaTopics mirror this)."""
+    """The project's topics as it declares them (Strimzi's KafkaTopics mirror this)."""
     common = {
         "max.message.bytes": str(settings.max_message_bytes),
         "compression.type": "zstd",
@@ -63,6 +63,8 @@ def topic_specs(settings: KafkaSettings) -> list[TopicSpec]:
         settings.topics.callbacks: 7 * DAY_MS,
         settings.topics.notes: 7 * DAY_MS,
         settings.topics.dlq: 30 * DAY_MS,
+        # A request not yet submitted is worth as much as a callback: the same week.
+        settings.topics.requests: 7 * DAY_MS,
     }
     return [
         TopicSpec(

@@ -226,6 +226,10 @@ class Registry:
     async def close(self) -> None:
         await self._pool.close()
 
+    async def ping(self) -> None:
+        """Raise :class:`RegistryUnavailableError` unless the database answers (readiness)."""
+        await self._one("answer a ping", "SELECT 1")
+
     @contextlib.asynccontextmanager
     async def _tx(self, what: str) -> AsyncIterator[PoolConnectionProxy[Record]]:
         async with registry_errors(what), self._pool.acquire() as conn, conn.transaction():

@@ -109,12 +109,13 @@ class TestTopics:
             assert config == spec.config, spec.name
 
     def test_topic_defaults(self, build: Build) -> None:
-        """The contract's numbers: 6 partitions, 16 MiB records, zstd, 7/7/30 days."""
+        """The contract's numbers: 6 partitions, 16 MiB records, zstd, 7/7/30/7 days."""
         day_ms = 24 * 3600 * 1000
         retention = {
             TOPICS.callbacks: 7 * day_ms,
             TOPICS.notes: 7 * day_ms,
             TOPICS.dlq: 30 * day_ms,
+            TOPICS.requests: 7 * day_ms,
         }
         for topic in build.of_kind("KafkaTopic"):
             spec = topic["spec"]

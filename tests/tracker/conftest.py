@@ -1,4 +1,5 @@
-"""A migrated registry on the test's own database."""
+"""A migrated registry on the test's own database; the whole system on local ports (the
+``stack`` fixture, from :mod:`.stack`)."""
 
 from __future__ import annotations
 
@@ -9,6 +10,10 @@ from collections.abc import AsyncIterator
 import pytest
 
 from services.tracker.registry import Registry
+
+from .stack import fixture_stack
+
+__all__ = ["fixture_stack", "sha", "unique"]
 
 
 @pytest.fixture(name="registry")
