@@ -45,14 +45,20 @@ def run_script(name: str, *args: str, env: dict[str, str] | None = None) -> Comp
 @pytest.mark.parametrize("name", sorted(SCRIPTS))
 def test_installed_script_runs(name: str) -> None:
     """The installed script runs its program: it reads the settings and names itself when
-    one is wrong (exit 1, no traceback); the archiver also lists its commands for --help."""
-    serve = ("run",) if name == "suno-archiver" else ()
+    one is wrong (exit 1, no traceback); the archiver and the tracker also list their
+    commands for --help."""
+    serve = ("run",) if name in ("suno-archiver", "suno-tracker") else ()
     result = run_script(name, *serve, env=BAD_SETTING)
     assert result.returncode == 1, result.stderr
     # One line naming the program, the variable and the bad value (the wording is settings').
     message = result.stderr.strip()
     assert message.startswith(f"{name}: configuration error: LOG_LEVEL "), message
     assert "'LOUD'" in message and "\n" not in message, message
+    if name == "suno-tracker":
+        result = run_script(name, "--help")
+        assert result.returncode == 0, result.stderr
+        for command in ("run", "submit", "tasks", "task"):
+            assert f"    {command} " in result.stdout, command
     if name == "suno-archiver":
         result = run_script(name, "--help")
         assert result.returncode == 0, result.stderr
