@@ -94,6 +94,15 @@ class LocalPostgres:
         return f"postgresql://{SUPERUSER}@127.0.0.1:{self.port}/{database}"
 
     def start(self, timeout: float = 60.0) -> LocalPostgres:
+        """Start (creating the cluster on first use); a failed start leaves no process and,
+        for a temp dir, no folder behind."""
+        try:
+            return self._start(timeout)
+        except BaseException:
+            self.stop()
+            raise
+
+    def _start(self, timeout: float) -> LocalPostgres:
         bin_dir = postgres_bin_dir()
         self.user = _run_as()
         self._prepare_dirs()
@@ -184,7 +193,6 @@ class LocalPostgres:
             if self._status() == (str(self.process.pid), "ready"):
                 return
             time.sleep(0.05)
-        self.stop()
         raise PostgresStartError(f"postgres was not ready within {timeout} s:\n{self.log_tail()}")
 
     def _status(self) -> tuple[str, str] | None:

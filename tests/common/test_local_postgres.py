@@ -65,10 +65,14 @@ class TestLocalPostgres:
     def test_a_failed_start_says_why(self) -> None:
         """A second server on a taken port fails with the log's tail, not a hang, and does
         not pass for the server that holds the port."""
+        second = None
         with LocalPostgres() as first, pytest.raises(PostgresStartError) as caught:
-            LocalPostgres(port=first.port).start()
+            second = LocalPostgres(port=first.port)
+            second.start()
         assert "could not" in str(caught.value).lower()
         assert "scripts/bootstrap.sh" in str(caught.value)
+        assert second is not None and second.process is None
+        assert not second.workdir.exists()  # nothing left behind in /tmp
 
     @pytest.mark.skipif(os.geteuid() != 0, reason="only root runs the server as another user")
     def test_a_folder_the_postgres_user_cannot_reach_is_named(self, tmp_path: Path) -> None:
