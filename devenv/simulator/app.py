@@ -87,9 +87,17 @@ def answer(config: SimConfig, code: int, msg: str, data: Any = None) -> web.Resp
 
 @web.middleware
 async def provider_edge(request: web.Request, handler: Handler) -> web.StreamResponse:
-    """Rate limit, faults and key for the API paths; each API request logged."""
+    """Rate limit, faults and key for the API paths; each API request logged.
+
+    Like a real server, the provider finishes what it was asked even when the client stops
+    waiting: a generate whose caller was killed mid-request still makes its task (shielded
+    from aiohttp's cancellation of the handler)."""
     if not request.path.startswith("/api/"):
         return await handler(request)
+    return await asyncio.shield(_answer_logged(request, handler))
+
+
+async def _answer_logged(request: web.Request, handler: Handler) -> web.StreamResponse:
     state = request.app[STATE]
     received = state.clock()
     try:
@@ -113,20 +121,22 @@ async def _serve(request: web.Request, handler: Handler, state: SimState) -> web
     if not state.rate.admit():
         raise ProviderError(429, _FAULT_MSGS[429])
     fault, slow = state.draw_api_fault()
-    if slow:
-        await asyncio.sleep(state.faults.slow_seconds)
-    if fault is not None:
-        raise ProviderError(fault, _FAULT_MSGS[fault])
-    expected = state.config.api_key
-    scheme, _, token = request.headers.get("Authorization", "").partition(" ")
-    if scheme.lower() != "bearer" or not token.strip():
-        raise ProviderError(401, "unauthorized: send Authorization: Bearer <API key>")
-    if expected is not None and token.strip() != expected:
-        raise ProviderError(401, "unauthorized: the API key is not valid")
     try:
-        return await handler(request)
-    except web.HTTPException as exc:  # no such route, method, or a body too large
-        raise ProviderError(exc.status, exc.reason.lower()) from exc
+        if fault is not None:
+            raise ProviderError(fault, _FAULT_MSGS[fault])
+        expected = state.config.api_key
+        scheme, _, token = request.headers.get("Authorization", "").partition(" ")
+        if scheme.lower() != "bearer" or not token.strip():
+            raise ProviderError(401, "unauthorized: send Authorization: Bearer <API key>")
+        if expected is not None and token.strip() != expected:
+            raise ProviderError(401, "unauthorized: the API key is not valid")
+        try:
+            return await handler(request)
+        except web.HTTPException as exc:  # no such route, method, or a body too large
+            raise ProviderError(exc.status, exc.reason.lower()) from exc
+    finally:
+        if slow:  # a late answer to work already done: a slow generate has made its task
+            await asyncio.sleep(state.faults.slow_seconds)
 
 
 async def generate(request: web.Request) -> web.Response:

@@ -13,10 +13,12 @@ retryable error.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import math
 import random
 import time
 from collections.abc import Awaitable, Callable, Mapping
+from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
@@ -72,12 +74,16 @@ RecordOutcome = Literal["pending", "completed", "empty", "failed"]
 
 _T = TypeVar("_T")
 
+#: The slot of a client without a rate limit: no wait.
+_NO_LIMIT: Final = contextlib.nullcontext(0.0)
+
 
 class Limiter(Protocol):
     """The provider's rate limit, shared by every replica (None: no limit)."""
 
-    async def acquire(self) -> float:
-        """Wait until one more request is allowed; the seconds waited."""
+    def slot(self) -> AbstractAsyncContextManager[float]:
+        """Hold one request's place in the limit: entered once it may go (yielding the
+        seconds waited), left once its answer is in."""
         ...
 
 
@@ -265,11 +271,13 @@ class ProviderClient:
     async def _attempt(self, call: _Call[_T], attempt: int) -> _T:
         """One HTTP request: a rate-limit slot, the request, its reading; counted by
         outcome and timed (the wait excluded)."""
-        if self._limiter is not None:
-            self._metrics.rate_limit_wait.observe(await self._limiter.acquire())
+        slot = self._limiter.slot() if self._limiter is not None else _NO_LIMIT
         started = time.perf_counter()
         try:
-            answer = await self._send(call, attempt)
+            async with slot as waited:
+                self._metrics.rate_limit_wait.observe(waited)
+                started = time.perf_counter()
+                answer = await self._send(call, attempt)
             result = self._read(call, attempt, answer)
         except ProviderError as exc:
             self._metrics.requests.labels(call.endpoint, _outcome_label(exc)).inc()

@@ -7,6 +7,11 @@ waits the difference and tries again. Any ``requests + 1`` grants thus share a s
 two uses of one slot are a window apart: no window ever holds more than ``requests``.
 Each grant is also a ``provider_calls`` row, from which that can be checked.
 
+The provider counts a request when it arrives, which is after we grant it (the event
+loop, the network). So a request made through :meth:`PostgresRateLimiter.slot` stamps its
+slot again when its answer is in: the next use of that slot is a window after a moment
+the provider had already seen the request, and its count holds too, whatever the transit.
+
 Why not a token bucket in Redis: the tracker already depends on PostgreSQL and nothing
 else of its own; one fewer server to run, secure and fail over. A few hundred
 single-row transactions a minute are nothing to PostgreSQL.
@@ -15,8 +20,12 @@ single-row transactions a minute are nothing to PostgreSQL.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
+from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING
+
+import structlog
 
 from .registry import registry_errors
 
@@ -25,6 +34,8 @@ if TYPE_CHECKING:
     from asyncpg.pool import Pool
 
 __all__ = ["PostgresRateLimiter"]
+
+log = structlog.get_logger(__name__)
 
 #: How long to wait when every slot is locked by another caller at that instant.
 _BUSY_WAIT = 0.005
@@ -60,20 +71,48 @@ class PostgresRateLimiter:
     async def acquire(self) -> float:
         """Return once a provider call may go; the seconds spent waiting for it (0.0 when a
         slot was free at once)."""
+        waited, _slot = await self._grant()
+        return waited
+
+    @contextlib.asynccontextmanager
+    async def slot(self) -> AsyncIterator[float]:
+        """Hold one request's place: entered when it may go (the seconds waited), left
+        when its answer is in, which is when the slot's window starts again."""
+        waited, slot = await self._grant()
+        try:
+            yield waited
+        finally:
+            await self._stamp(slot)
+
+    async def _grant(self) -> tuple[float, int]:
         if not self._sized:
             await self._resize()
         waited = 0.0
-        while (wait := await self._try(waited)) is not None:
+        while isinstance(wait := await self._try(waited), float):
             started = time.monotonic()
             await asyncio.sleep(wait)
             waited += time.monotonic() - started
         self._grants += 1
         if self._grants % _PRUNE_EVERY == 0:
             await self._prune()
-        return waited
+        return waited, wait
 
-    async def _try(self, waited: float) -> float | None:
-        """Take a slot (``None``) or say how long to wait before the next try."""
+    async def _stamp(self, slot: int) -> None:
+        """The request is over: its slot's window counts from now. If the database cannot
+        be reached, the grant's own time stays (the limit then holds at our side only)."""
+        try:
+            async with registry_errors("restamp a rate limit slot"):
+                await self._pool.execute(
+                    "UPDATE rate_limit_slots SET used_at = greatest(used_at, clock_timestamp())"
+                    " WHERE limiter = $1 AND slot = $2",
+                    self.name,
+                    slot,
+                )
+        except Exception as exc:  # the answer is in hand: never lose it over bookkeeping
+            log.warning("rate_limit_restamp_failed", error=repr(exc))
+
+    async def _try(self, waited: float) -> float | int:
+        """Take a slot (its number) or say how long to wait before the next try (seconds)."""
         async with (
             registry_errors("take a rate limit slot"),
             self._pool.acquire() as conn,
@@ -97,6 +136,7 @@ class PostgresRateLimiter:
                 return _BUSY_WAIT
             if slot["wait"] > 0:
                 return float(slot["wait"])
+            taken: int = slot["slot"]
             await conn.execute(
                 """
                 WITH taken AS (
@@ -112,7 +152,7 @@ class PostgresRateLimiter:
                 self.owner,
                 waited,
             )
-        return None
+        return taken
 
     async def _resize(self) -> None:
         """Make the slots match ``requests``. Shrinking keeps the newest use of the slots

@@ -8,6 +8,7 @@ raised. Delays are recorded by an injected ``sleep``, never measured.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import random
 import socket
@@ -192,9 +193,11 @@ class CountingLimiter:
         self.events = events
         self.waited = waited
 
-    async def acquire(self) -> float:
+    @contextlib.asynccontextmanager
+    async def slot(self) -> AsyncIterator[float]:
         self.events.append("acquire")
-        return self.waited
+        yield self.waited
+        self.events.append("release")
 
 
 @dataclass
@@ -730,7 +733,8 @@ class TestBackoff:
 
 class TestLimiterAndMetrics:
     async def test_the_limiter_is_awaited_before_every_request(self, harness: Harness) -> None:
-        """Each retry takes a slot of the shared rate limit too, and its wait is recorded."""
+        """Each retry takes a slot of the shared rate limit too, held until its answer is
+        in (the provider counts arrivals, which come after the grant); its wait recorded."""
         limiter = CountingLimiter(harness.provider.events, waited=0.25)
         harness.provider.answer(
             Reply(status=429, body=refusal(429)),
@@ -738,7 +742,7 @@ class TestLimiterAndMetrics:
             success("record_info"),
         )
         await harness.client(limiter=limiter).record_info("m-1")
-        assert harness.provider.events == ["acquire", "request"] * 3
+        assert harness.provider.events == ["acquire", "request", "release"] * 3
         sample = harness.registry.get_sample_value
         assert sample("tracker_rate_limit_wait_seconds_count") == 3
         assert sample("tracker_rate_limit_wait_seconds_sum") == 0.75

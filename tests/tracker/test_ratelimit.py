@@ -102,3 +102,16 @@ class TestPostgresRateLimiter:
     def test_a_limit_needs_a_positive_size(self, pools: list[asyncpg.Pool]) -> None:
         with pytest.raises(ValueError, match="requests >= 1"):
             PostgresRateLimiter(pools[0], 0, 1.0)
+
+
+async def test_a_slot_counts_from_the_end_of_its_request(pools: list[asyncpg.Pool]) -> None:
+    """A request held through ``slot()`` restamps its slot when its answer is in, so the
+    next use of that slot is a window after the provider had surely seen the request."""
+    limiter = PostgresRateLimiter(pools[0], requests=1, window=60.0)
+    async with limiter.slot() as waited:
+        assert waited == 0.0
+        (grant,) = await grants(pools[0])
+        await asyncio.sleep(0.05)
+        ended = await pools[0].fetchval("SELECT clock_timestamp()")
+    used_at = await pools[0].fetchval("SELECT used_at FROM rate_limit_slots WHERE slot = 0")
+    assert used_at > ended > grant["granted_at"]

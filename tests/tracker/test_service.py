@@ -3,14 +3,21 @@ failed, requested twice; on real Kafka, real PostgreSQL and the provider simulat
 
 from __future__ import annotations
 
+import asyncio
+import os
+import signal
+import sys
 from pathlib import Path
 
 import pytest
 
+from devenv.simulator import Faults
 from services.common.keys import task_key
+from services.common.settings import Settings
 from services.processor.normalize import normalize
 from services.processor.render import render_midi
 
+from ..helpers import eventually
 from .stack import StackFactory, midi_of_record_info
 
 pytestmark = [pytest.mark.kafka, pytest.mark.postgres, pytest.mark.slow]
@@ -67,3 +74,86 @@ class TestLifecycle:
         assert second[1]["created"] is False
         await system.settled("req-once", "completed")
         assert len(await system.provider_tasks("src-once")) == 1
+
+
+class TestFaults:
+    async def test_a_429_storm_is_absorbed_within_the_shared_rate(
+        self, stack: StackFactory
+    ) -> None:
+        """Half the provider's answers are 429; two replicas share a limit of 4 requests a
+        second: every request ends with one task, and no second held more than 4 calls."""
+        system = await stack(
+            replicas=2,
+            sim={"faults": Faults(api={429: 0.5}), "rate_limit_window_seconds": 1.0, "seed": 3},
+            rate_limit_requests=4,
+            rate_limit_window_seconds=1.0,
+            poll_after_seconds=600,
+        )
+        sources = [f"src-storm-{n}" for n in range(10)]
+        for n, source in enumerate(sources):
+            await system.request(source, f"req-storm-{n}", tracker=n % 2)
+        for n in range(len(sources)):
+            await system.settled(f"req-storm-{n}", "completed", timeout=90)
+        for source in sources:
+            assert len(await system.provider_tasks(source)) == 1
+        log = await system.sim_json("GET", "/_sim/requests")
+        refused = [r for r in log["requests"] if r["status"] == 429]
+        assert refused, "the storm did not happen: no 429 was answered"
+        assert log["busiestWindow"]["seconds"] == 1.0
+        assert log["busiestWindow"]["requests"] <= 4, log["busiestWindow"]
+
+    async def test_killed_between_the_providers_answer_and_its_write(
+        self, stack: StackFactory
+    ) -> None:
+        """``suno-tracker submit`` is SIGKILLed while its generate is in flight: the provider
+        makes the task, we never learn its id. Nobody resubmits the request; its callback
+        names the request (the callback URL's request_id) and heals it to completion."""
+        system = await stack(poll_after_seconds=600)
+        await system.sim_json("PUT", "/_sim/faults", {"slow": 1.0, "slow_seconds": 3.0})
+        env = {
+            **os.environ,
+            **settings_environment(system.settings),
+            "LOG_LEVEL": "WARNING",
+        }
+        process = await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-m",
+            "services.tracker",
+            "submit",
+            "src-crash",
+            "--request-id",
+            "req-crash",
+            env=env,
+            stdout=asyncio.subprocess.DEVNULL,
+            stderr=asyncio.subprocess.DEVNULL,
+        )
+
+        async def claimed() -> bool:
+            found = await system.task("req-crash")
+            return found is not None and found["task"]["submit_started_at"] is not None
+
+        await eventually(claimed, timeout=30, what="the CLI to claim the request")
+        process.send_signal(signal.SIGKILL)
+        assert await process.wait() == -signal.SIGKILL
+        await system.sim_json("PUT", "/_sim/faults", {})
+        orphan = await system.task("req-crash")
+        assert orphan is not None and orphan["task"]["task_id"] is None
+
+        healed = await system.settled("req-crash", "completed")
+        (provider_task,) = await system.provider_tasks("src-crash")
+        assert healed["task"]["task_id"] == provider_task["taskId"]
+        assert any("healed" in (t["reason"] or "") for t in healed["transitions"])
+        assert len(await system.provider_tasks("src-crash")) == 1
+
+
+def settings_environment(settings: Settings) -> dict[str, str]:
+    """The variables a separate tracker process needs to act as ``settings`` says."""
+    tracker = settings.tracker
+    assert tracker.database_url is not None and tracker.api_key is not None
+    return {
+        "DATABASE_URL": tracker.database_url.get(),
+        "SUNO_API_BASE_URL": tracker.api_base_url,
+        "SUNO_API_KEY": tracker.api_key.get(),
+        "TRACKER_CALLBACK_URL": tracker.callback_url or "",
+        "SUNO_API_TIMEOUT_SECONDS": "30",
+    }
