@@ -1,5 +1,5 @@
 # The two commands a new machine needs: `make run` and `make test`.
-.PHONY: run test send-example lint typecheck bench-ingest bench-processor kafka clean
+.PHONY: run test send-example demo tasks lint typecheck bench-ingest bench-processor kafka clean
 
 PYTHON := .venv/bin/python
 
@@ -13,6 +13,12 @@ test: ## set up, then run the full test suite against a real Kafka broker
 
 send-example: ## POST a sample callback to the running ingest
 	@$(PYTHON) -m devenv.send_example $(ARGS)
+
+demo: ## on a running `make run`: three tasks (delivered, lost and recovered by polling, failed)
+	@$(PYTHON) -m devenv.demo $(ARGS)
+
+tasks: ## the tracker's tasks and their states (on a running `make run`)
+	@DATABASE_URL=$$(.venv/bin/python -c 'import json; print(json.load(open("data/local-run.json"))["database"])') $(PYTHON) -m services.tracker tasks $(ARGS)
 
 kafka: ## only a local Kafka broker on 127.0.0.1:9092
 	@scripts/bootstrap.sh
