@@ -1,5 +1,5 @@
-"""The whole system in one test: the provider simulator, the ingest, the processor and one
-or more trackers, on real Kafka and real PostgreSQL, each on a local port."""
+"""The whole system in one test: the provider simulator, the ingest, the processor, the
+archiver and one or more trackers, on real Kafka and real PostgreSQL, each on a local port."""
 
 from __future__ import annotations
 
@@ -15,6 +15,7 @@ from prometheus_client import CollectorRegistry
 
 from devenv.simulator import SimConfig
 from devenv.simulator import create_app as create_simulator
+from services.archiver.app import create_app as create_archiver
 from services.common.settings import Secret, Settings
 from services.ingest.app import CALLBACK_PATH
 from services.ingest.app import create_app as create_ingest
@@ -114,6 +115,7 @@ async def fixture_stack(
         )
         ingest = await aiohttp_server(create_ingest(signed, registry=CollectorRegistry()))
         await aiohttp_server(create_processor(signed, registry=CollectorRegistry()))
+        await aiohttp_server(create_archiver(signed, registry=CollectorRegistry()))
         stacked = signed.with_overrides(
             tracker={
                 "port": 0,

@@ -7,18 +7,21 @@ import asyncio
 import os
 import signal
 import sys
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
 
 from devenv.simulator import Faults
+from services.common.events import MidiRequest
+from services.common.kafka import Publisher
 from services.common.keys import task_key
 from services.common.settings import Settings
 from services.processor.normalize import normalize
 from services.processor.render import render_midi
 
 from ..helpers import eventually
-from .stack import StackFactory, midi_of_record_info
+from .stack import AUTH, StackFactory, midi_of_record_info
 
 pytestmark = [pytest.mark.kafka, pytest.mark.postgres, pytest.mark.slow]
 
@@ -74,6 +77,67 @@ class TestLifecycle:
         assert second[1]["created"] is False
         await system.settled("req-once", "completed")
         assert len(await system.provider_tasks("src-once")) == 1
+
+    async def test_requests_on_the_topic_and_a_failure_found_by_polling(
+        self, stack: StackFactory, publisher: Publisher
+    ) -> None:
+        """A MidiRequest on the requests topic is submitted like an HTTP one (the same id
+        again on the topic makes nothing new); a failed task whose callback is lost is
+        failed by its poll (successFlag 3), and its record-info answer is archived."""
+        system = await stack()
+        await system.script("src-topic", outcome="success", callback="deliver")
+        await system.script("src-fail-lost", outcome="failure", callback="drop")
+        topic = system.settings.kafka.topics.requests
+        now = datetime.now(UTC)
+        for source, request_id in (
+            ("src-topic", "req-topic"),
+            ("src-topic", "req-topic"),
+            ("src-fail-lost", "req-fail-lost"),
+        ):
+            request = MidiRequest(request_id, source, now, requested_by="test")
+            await publisher.publish(topic, key=request_id.encode(), value=request.encode())
+        await system.settled("req-topic", "completed")
+        failed = await system.settled("req-fail-lost", "failed")
+        assert [d["source"] for d in failed["deliveries"]] == ["poll"]
+        assert failed["polls"][-1]["outcome"] == "failed"
+        assert len(await system.provider_tasks("src-topic")) == 1
+        raw = system.settings.storage.data_dir / "raw" / task_key(failed["task"]["task_id"])
+        archived = await eventually(lambda: list(raw.glob("*.json")), what="the archived answer")
+        assert any(b'"successFlag"' in path.read_bytes() for path in archived)
+
+
+class TestApi:
+    async def test_refusals_are_clear(self, stack: StackFactory) -> None:
+        """No or a wrong token: 401; bad bodies and filters: 400 naming the problem; an
+        unknown task: 404; all as JSON errors."""
+        system = await stack(poll_after_seconds=600)
+        url = system.trackers[0].make_url("/v1/midi/requests")
+        cases = [
+            ({}, {"source_task_id": "s"}, 401, "unauthorized"),
+            ({"Authorization": "Bearer nope"}, {"source_task_id": "s"}, 401, "unauthorized"),
+            (AUTH, {"request_id": "a b", "source_task_id": "s"}, 400, "invalid_request"),
+            (AUTH, {"source_task_id": ""}, 400, "invalid_request"),
+            (AUTH, {"source_task_id": "s", "colour": "red"}, 400, "invalid_request"),
+            (AUTH, [1, 2], 400, "invalid_request"),
+        ]
+        for headers, body, status, code in cases:
+            async with system.http.post(url, json=body, headers=headers) as response:
+                assert response.status == status, (body, await response.text())
+                assert (await response.json())["error"]["code"] == code
+        tasks = system.trackers[0].make_url("/v1/midi/tasks")
+        async with system.http.get(tasks, params={"state": "lost"}, headers=AUTH) as response:
+            assert response.status == 400
+        async with system.http.get(f"{tasks}/nope", headers=AUTH) as response:
+            assert response.status == 404
+            assert (await response.json())["error"]["code"] == "not_found"
+
+    async def test_without_tokens_the_api_is_off(self, stack: StackFactory) -> None:
+        """Fail closed: no TRACKER_API_TOKENS, every API call 403; health stays open."""
+        system = await stack(api_tokens=())
+        status, answer = await system.request("src-x")
+        assert status == 403 and answer["error"]["code"] == "api_disabled"
+        async with system.http.get(system.trackers[0].make_url("/healthz")) as response:
+            assert response.status == 200
 
 
 class TestFaults:
