@@ -209,9 +209,9 @@ async def _submitter(app: web.Application, owner: str, stopping: asyncio.Event) 
 async def submit_pending(app: web.Application, owner: str) -> int:
     """One round of submissions; how many requests were looked at."""
     tracker = app[SETTINGS].tracker
-    requested = await app[TASKS].list_tasks(TaskState.REQUESTED, limit=50)
+    requested = await app[TASKS].claimable(limit=50)
     for task in requested:
-        if task.submit_started_at is not None or task.request_id is None:
+        if task.request_id is None:  # pragma: no cover - a requested row has its request id
             continue
         result = await submit_request(
             app[TASKS],

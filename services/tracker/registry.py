@@ -296,6 +296,17 @@ class Registry:
         )
         return _task(row) if row is not None else None
 
+    async def claimable(self, limit: int) -> list[Task]:
+        """Requests no attempt was ever started for, oldest first: what the submitter
+        claims next (each claim still goes through :meth:`claim_submission`)."""
+        rows = await self._all(
+            "list claimable requests",
+            "SELECT * FROM tasks WHERE state = 'requested' AND submit_started_at IS NULL"
+            " ORDER BY created_at, id LIMIT $1",
+            limit,
+        )
+        return [_task(row) for row in rows]
+
     async def submitted(self, request_id: str, task_id: str, first_poll_at: When) -> Task:
         """The provider answered with ``task_id``: the intent becomes a submitted task, first
         polled at ``first_poll_at`` (a time, or a delay from the database's now) unless

@@ -82,6 +82,21 @@ class TestSubmission:
         assert winners[0].submit_started_at is not None
         assert await registry.claim_submission("r-1", "replica-c") is None
 
+    async def test_claimable_requests_oldest_first_never_the_claimed(
+        self, registry: Registry
+    ) -> None:
+        """What the submitter reads: untried requests, oldest first; one claimed, of
+        unknown outcome or released is left out or back in as it should be."""
+        for n in range(4):
+            await registry.request(f"r-{n}", "sep-1", None, CALLBACK)
+        await registry.claim_submission("r-1", "a")
+        await registry.claim_submission("r-2", "a")
+        await registry.submission_unknown("r-2", "timeout after sending")
+        await registry.claim_submission("r-3", "a")
+        await registry.release_submission("r-3")
+        assert [t.request_id for t in await registry.claimable(10)] == ["r-0", "r-3"]
+        assert [t.request_id for t in await registry.claimable(1)] == ["r-0"]
+
     async def test_submitted_gives_the_intent_its_task(self, registry: Registry) -> None:
         """The provider's task id, state submitted, the first poll scheduled; idempotent."""
         await registry.request("r-1", "sep-1", None, CALLBACK)
