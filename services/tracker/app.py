@@ -33,7 +33,7 @@ from services.common.web import (
     publisher_ctx,
 )
 
-from .api import setup_api
+from .api import MAX_REQUEST_BYTES, setup_api
 from .metrics import TrackerMetrics
 from .provider import ProviderClient
 from .ratelimit import PostgresRateLimiter
@@ -73,6 +73,9 @@ def check_settings(tracker: TrackerSettings) -> None:
         )
         if value is None or not (value if isinstance(value, str) else value.get()).strip()
     ]
+    callback = tracker.callback_url or ""
+    if callback and not callback.startswith(("https://", "http://")):
+        raise ConfigError(f"TRACKER_CALLBACK_URL must be an http(s) URL, not {callback!r}")
     if missing:
         raise ConfigError(
             f"the tracker needs {', '.join(missing)}: the registry's PostgreSQL URL, the "
@@ -86,7 +89,7 @@ def create_app(
     """The tracker for ``settings``; ``owner`` names this replica in claims and leases."""
     tracker = settings.tracker
     check_settings(tracker)
-    app = web.Application(middlewares=[json_errors])
+    app = web.Application(middlewares=[json_errors], client_max_size=MAX_REQUEST_BYTES)
     app[SETTINGS] = settings
     metrics = TrackerMetrics(registry or CollectorRegistry())
     app[METRICS] = metrics

@@ -124,6 +124,13 @@ class TestApi:
             async with system.http.post(url, json=body, headers=headers) as response:
                 assert response.status == status, (body, await response.text())
                 assert (await response.json())["error"]["code"] == code
+        for data, status, code in (
+            (b"{not json", 400, "invalid_json"),
+            (b'{"source_task_id": "' + b"x" * 20_000 + b'"}', 413, "body_too_large"),
+        ):
+            async with system.http.post(url, data=data, headers=AUTH) as response:
+                assert response.status == status
+                assert (await response.json())["error"]["code"] == code
         tasks = system.trackers[0].make_url("/v1/midi/tasks")
         async with system.http.get(tasks, params={"state": "lost"}, headers=AUTH) as response:
             assert response.status == 400
