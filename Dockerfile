@@ -53,7 +53,7 @@ ENV PATH="/app/.venv/bin:${PATH}" \
 WORKDIR /app
 USER 10001:10001
 
-# ingest, processor and archiver (health and metrics only for the last two).
-EXPOSE 8080 8081 8082
+# ingest, processor and archiver (health and metrics only for the last two), tracker.
+EXPOSE 8080 8081 8082 8083
 
 CMD ["suno-ingest"]

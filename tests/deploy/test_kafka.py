@@ -58,7 +58,8 @@ def _grants(user: dict[str, Any]) -> set[Grant]:
 def _expected_grants(build: Build) -> dict[str, set[Grant]]:
     processor_group = _service_env(build, "suno-midi-processor")["PROCESSOR_GROUP_ID"]
     archiver_group = _service_env(build, "suno-midi-archiver")["ARCHIVER_GROUP_ID"]
-    assert processor_group and archiver_group
+    tracker_group = _service_env(build, "suno-midi-tracker")["TRACKER_GROUP_ID"]
+    assert processor_group and archiver_group and tracker_group
     idempotent = {("cluster", "kafka-cluster", "IdempotentWrite")}
 
     def topic(name: str, *operations: str) -> set[Grant]:
@@ -78,6 +79,14 @@ def _expected_grants(build: Build) -> dict[str, set[Grant]]:
             TOPICS.callbacks, "Describe", "DescribeConfigs", "Read", "Write"
         )
         | {("group", archiver_group, "Read")}
+        | topic(TOPICS.dlq, "Describe", "DescribeConfigs", "Write")
+        | idempotent,
+        # Reads what moves a task's state; writes requests (its API and CLI), poll results
+        # (as callbacks) and dead letters.
+        "suno-midi-tracker": topic(TOPICS.requests, "Describe", "DescribeConfigs", "Read", "Write")
+        | topic(TOPICS.callbacks, "Describe", "DescribeConfigs", "Read", "Write")
+        | topic(TOPICS.notes, "Describe", "DescribeConfigs", "Read")
+        | {("group", tracker_group, "Read")}
         | topic(TOPICS.dlq, "Describe", "DescribeConfigs", "Write")
         | idempotent,
         "suno-midi-keda": topic(TOPICS.callbacks, "Describe")

@@ -50,9 +50,14 @@ class TestKustomize:
             assert f"../../components/{component}" in text
 
     def test_builds(self, build: Build) -> None:
-        """The overlay builds and yields the three workloads."""
+        """The overlay builds and yields the four workloads."""
         names = {workload["metadata"]["name"] for workload in build.workloads()}
-        assert names == {"suno-midi-ingest", "suno-midi-processor", "suno-midi-archiver"}
+        assert names == {
+            "suno-midi-ingest",
+            "suno-midi-processor",
+            "suno-midi-archiver",
+            "suno-midi-tracker",
+        }
 
     def test_a_broken_kustomization_fails_the_build(self, kustomize: Path, tmp_path: Path) -> None:
         """The build helper surfaces kustomize's error instead of returning nothing."""

@@ -11,20 +11,27 @@ DNS = {("UDP", 53), ("TCP", 53)}
 KAFKA = {("TCP", 9092), ("TCP", 9093)}
 REDIS = {("TCP", 6379), ("TCP", 26379)}  # servers and Cluster nodes; Sentinels
 OBJECT_STORAGE = {("TCP", 443), ("TCP", 9000)}
+POSTGRES = {("TCP", 5432)}
+PROVIDER = {("TCP", 443)}  # the provider's HTTPS API
+#: Where the cluster's own pods and services live: the provider egress must exclude them.
+PRIVATE_V4 = {"10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16"}
 
 EXPECTED_EGRESS = {
     "suno-midi-ingest": DNS | KAFKA | REDIS,
     "suno-midi-processor": DNS | KAFKA | OBJECT_STORAGE,
     "suno-midi-archiver": DNS | KAFKA | OBJECT_STORAGE,
+    "suno-midi-tracker": DNS | KAFKA | POSTGRES | PROVIDER,
 }
 INGRESS_CONTROLLER = Peer(
     namespace="ingress-nginx", pods=(("app.kubernetes.io/name", "ingress-nginx"),)
 )
 PROMETHEUS = Peer(namespace="monitoring", pods=())
+TRACKER_CLIENTS = Peer(namespace="*", pods=(("suno-midi/tracker-client", "true"),))
 EXPECTED_INGRESS_PEERS = {
     "suno-midi-ingest": {INGRESS_CONTROLLER, PROMETHEUS},
     "suno-midi-processor": {PROMETHEUS},
     "suno-midi-archiver": {PROMETHEUS},
+    "suno-midi-tracker": {TRACKER_CLIENTS, PROMETHEUS},
 }
 
 
@@ -119,3 +126,23 @@ class TestNetworkPolicies:
         processor = broken.get("Deployment", "suno-midi-processor")
         assert processor is not None
         assert _egress_ports(broken, processor) != EXPECTED_EGRESS["suno-midi-processor"]
+
+    def test_provider_egress_stays_outside_the_cluster(self, build: Build) -> None:
+        """The tracker's HTTPS goes to addresses only, none of the private ranges pods use."""
+        tracker = build.get("Deployment", "suno-midi-tracker")
+        assert tracker is not None
+        _, rules = network_rules(build, _labels(tracker), "egress")
+        https = [rule for rule in rules if rule.ports >= PROVIDER]
+        assert len(https) == 1 and https[0].ports == frozenset(PROVIDER)
+        assert https[0].peers and all(peer.cidr for peer in https[0].peers)
+        policy = build.get("NetworkPolicy", "suno-midi-tracker")
+        assert policy is not None
+        blocks = [
+            entry["ipBlock"]
+            for rule in policy["spec"]["egress"]
+            for entry in rule.get("to", [])
+            if "ipBlock" in entry
+        ]
+        v4 = [block for block in blocks if block["cidr"] == "0.0.0.0/0"]
+        assert len(v4) == 1 and set(v4[0].get("except", [])) >= PRIVATE_V4
+        assert all(block.get("except") for block in blocks), "an ipBlock without exceptions"

@@ -97,7 +97,7 @@ class TestPodSecurity:
         assert pod["terminationGracePeriodSeconds"] > drain + 5
 
     def test_commands_are_project_entry_points(self, build: Build) -> None:
-        """Each container runs a console script pyproject declares; the archiver runs `run`."""
+        """Each container runs a console script pyproject declares; archiver, tracker `run`."""
         scripts = project_scripts()
         commands = {
             w["metadata"]["name"]: _container(w)["command"] + _container(w).get("args", [])
@@ -107,6 +107,7 @@ class TestPodSecurity:
         assert commands["suno-midi-ingest"] == ["suno-ingest"]
         assert commands["suno-midi-processor"] == ["suno-processor"]
         assert commands["suno-midi-archiver"] == ["suno-archiver", "run"]
+        assert commands["suno-midi-tracker"] == ["suno-tracker", "run"]
 
     def test_ports_match_settings(self, build: Build) -> None:
         """Each container listens where its ConfigMap tells the service to listen."""
@@ -114,6 +115,7 @@ class TestPodSecurity:
             "suno-midi-ingest": "INGEST_PORT",
             "suno-midi-processor": "PROCESSOR_PORT",
             "suno-midi-archiver": "ARCHIVER_PORT",
+            "suno-midi-tracker": "TRACKER_PORT",
         }
         for workload in build.workloads():
             container = _container(workload)

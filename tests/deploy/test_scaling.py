@@ -33,6 +33,10 @@ KNOWN_SCALED_OBJECT_SPEC = {
     "triggers",
 }
 KNOWN_AUTH_PARAMETERS = {"sasl", "username", "password", "tls", "ca", "cert", "key", "keyPassword"}
+#: Deployments with a fixed replica count instead of an autoscaler: the tracker's work is
+#: bounded by the provider's rate limit, not by its CPU or a lag; two replicas keep it
+#: running through a node loss or a rollout.
+FIXED_REPLICAS = {"suno-midi-tracker": 2}
 SASL_NAMES = {
     "SCRAM-SHA-512": "scram_sha512",
     "SCRAM-SHA-256": "scram_sha256",
@@ -68,17 +72,27 @@ def _partitions(build: Build, topic: str) -> int:
 
 class TestAutoscaling:
     def test_every_deployment_has_one_autoscaler(self, build: Build) -> None:
-        """Exactly one HPA or ScaledObject per Deployment, and none targets a missing one."""
+        """Exactly one HPA or ScaledObject per Deployment not of a fixed count, and none
+        targets a missing one."""
         targets = _targets(build)
         names = {deployment["metadata"]["name"] for deployment in build.of_kind("Deployment")}
-        assert set(targets) == names
+        assert set(targets) == names - set(FIXED_REPLICAS)
         assert all(len(scalers) == 1 for scalers in targets.values()), targets
 
     def test_autoscaled_deployments_leave_replicas_unset(self, build: Build) -> None:
         """An apply must not reset the replica count the autoscaler chose."""
         assert [
-            d["metadata"]["name"] for d in build.of_kind("Deployment") if "replicas" in d["spec"]
+            d["metadata"]["name"]
+            for d in build.of_kind("Deployment")
+            if "replicas" in d["spec"] and d["metadata"]["name"] not in FIXED_REPLICAS
         ] == []
+
+    def test_fixed_deployments_state_their_count(self, build: Build) -> None:
+        """A Deployment without an autoscaler runs its stated count, at least two."""
+        for name, replicas in FIXED_REPLICAS.items():
+            deployment = build.get("Deployment", name)
+            assert deployment is not None, name
+            assert deployment["spec"].get("replicas") == replicas >= 2, name
 
     def test_ingest_hpa(self, build: Build) -> None:
         """The ingest keeps at least two replicas and scales on CPU."""
