@@ -70,7 +70,11 @@ CONTRACT = frozenset(
         "ingest_kafka_ready",
         "ingest_last_accepted_timestamp_seconds",
         "ingest_callbacks_by_kind_total",
-        *(f"{service}_{name}" for service in ("processor", "archiver") for name in _CONSUMER),
+        *(
+            f"{service}_{name}"
+            for service in ("processor", "archiver", "tracker")
+            for name in _CONSUMER
+        ),
         "processor_notes_total",
         "processor_notes_dropped_total",
         "processor_end_to_end_latency_seconds",
@@ -81,11 +85,23 @@ CONTRACT = frozenset(
         "archiver_storage_errors_total",
         "archiver_archived_total",
         "archiver_replayed_total",
+        "tracker_tasks",
+        "tracker_oldest_open_task_age_seconds",
+        "tracker_tasks_at_risk",
+        "tracker_submissions_unknown",
+        "tracker_submissions_total",
+        "tracker_polls_total",
+        "tracker_recovered_by_poll_total",
+        "tracker_reconcile_last_round_timestamp_seconds",
+        "tracker_registry_up",
+        "tracker_provider_requests_total",
+        "tracker_provider_request_duration_seconds",
+        "tracker_rate_limit_wait_seconds",
     }
 )
 
 _HISTOGRAM_SUFFIXES = ("_bucket", "_sum", "_count")
-_NAME = re.compile(r"\b((?:ingest|processor|archiver)_[a-z0-9_]+)")
+_NAME = re.compile(r"\b((?:ingest|processor|archiver|tracker)_[a-z0-9_]+)")
 _NAME_REGEX = re.compile(r'__name__=~"\(([a-z|]+)\)_([a-z_]+)"')
 
 

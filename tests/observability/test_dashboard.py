@@ -70,6 +70,20 @@ EXPECTED_ROWS = {
         ("timeseries", title)
         for title in ("Archive bytes written", "Archived by outcome", "Storage errors and replays")
     ],
+    "Tracker": [
+        ("timeseries", title)
+        for title in (
+            "Registry tasks by state",
+            "Oldest open task",
+            "At risk and unknown",
+            "Submissions by outcome",
+            "Polls by outcome",
+            "Recovered by poll",
+            "Provider requests by outcome",
+            "Provider latency and rate-limit waits",
+            "Since the last reconcile round",
+        )
+    ],
 }
 
 

@@ -45,7 +45,7 @@ REJECTED = (
     "|incomplete_body"
 )
 SIGNATURE_FAILURES = "bad_signature|stale_timestamp|signature_reused"
-CONSUMERS = ("processor", "archiver")
+CONSUMERS = ("processor", "archiver", "tracker")
 
 Query = tuple[str, str]  # (PromQL, legend)
 Panel = timeseries.Panel | stat.Panel
@@ -348,8 +348,14 @@ def consumer_panels() -> list[Panel]:
         single_stat(
             "Readiness",
             "1 when the service reaches Kafka and its topics exist (what /readyz answers), "
-            "minimum over replicas. Alerts SunoIngestKafkaUnavailable, SunoConsumerNotReady.",
-            [("min(ingest_kafka_ready)", "ingest"), *per_consumer("min({svc}_ready)", "{svc}")],
+            "minimum over replicas; and whether every tracker replica reaches its registry "
+            "(PostgreSQL). Alerts SunoIngestKafkaUnavailable, SunoConsumerNotReady, "
+            "SunoTrackerRegistryDown.",
+            [
+                ("min(ingest_kafka_ready)", "ingest"),
+                *per_consumer("min({svc}_ready)", "{svc}"),
+                ("min(tracker_registry_up)", "tracker registry"),
+            ],
             width=12,
             height=8,
             mappings={"0": ("not ready", "red"), "1": ("ready", "green")},
@@ -438,11 +444,101 @@ def archiver_panels() -> list[Panel]:
     ]
 
 
+def tracker_panels() -> list[Panel]:
+    """The registry's gauges are the same on every replica: ``max`` reads them once."""
+    return [
+        series(
+            "Registry tasks by state",
+            "Tasks in the tracker's registry by state: requested and submitted are open; "
+            "completed, failed, empty and expired are final.",
+            [("max by (state) (tracker_tasks)", "{{state}}")],
+        ),
+        series(
+            "Oldest open task",
+            "Age of the oldest task not yet completed, failed, empty or expired. Minutes is "
+            "normal (generation takes 30-90 s, polls start after TRACKER_POLL_AFTER_SECONDS); "
+            "days mean results that never came.",
+            [("max(tracker_oldest_open_task_age_seconds)", "oldest open")],
+            "s",
+        ),
+        series(
+            "At risk and unknown",
+            "Open tasks within TRACKER_EXPIRY_WARNING_DAYS of the provider's 14-day retention "
+            "(SunoTrackerTasksAtRisk), and requests whose submission outcome nobody knows "
+            "(SunoTrackerSubmissionsUnknown).",
+            [
+                ("max(tracker_tasks_at_risk)", "at risk"),
+                ("max(tracker_submissions_unknown)", "submission unknown"),
+            ],
+        ),
+        series(
+            "Submissions by outcome",
+            "Submission attempts per second, by outcome: submitted, not_claimed (another "
+            "replica had it), rejected by the provider, unknown, deferred (provider busy).",
+            [(f"sum by (outcome) (rate(tracker_submissions_total[{RATE}]))", "{{outcome}}")],
+            "ops",
+        ),
+        series(
+            "Polls by outcome",
+            "record-info polls per second by what they found: pending, completed, empty, "
+            "failed, not_found, error.",
+            [(f"sum by (outcome) (rate(tracker_polls_total[{RATE}]))", "{{outcome}}")],
+            "ops",
+        ),
+        series(
+            "Recovered by poll",
+            "Finished results a poll fetched and sent down the pipeline, per interval: each "
+            "is a task whose callback never came.",
+            [(f"sum(increase(tracker_recovered_by_poll_total[{RATE}]))", "recovered")],
+            bars=True,
+        ),
+        series(
+            "Provider requests by outcome",
+            "HTTP requests to the provider per second (each retry counts), by endpoint and "
+            "outcome. permanent is never retried (SunoTrackerProviderRefusing).",
+            [
+                (
+                    f"sum by (endpoint, outcome) (rate(tracker_provider_requests_total[{RATE}]))",
+                    "{{endpoint}} {{outcome}}",
+                )
+            ],
+            "reqps",
+        ),
+        series(
+            "Provider latency and rate-limit waits",
+            "p50 and p99 of one provider request by endpoint, and of the time a request "
+            "waited for the rate limit all replicas share (SUNO_API_RATE_LIMIT_REQUESTS per "
+            "SUNO_API_RATE_LIMIT_WINDOW_SECONDS).",
+            [
+                *quantiles("tracker_provider_request_duration_seconds", "endpoint", (0.5, 0.99)),
+                *(
+                    (expr, f"rate-limit wait {legend}")
+                    for expr, legend in quantiles("tracker_rate_limit_wait_seconds", qs=(0.5, 0.99))
+                ),
+            ],
+            "s",
+        ),
+        series(
+            "Since the last reconcile round",
+            "Seconds since each replica's reconciler finished a round (polls and expiries). "
+            "Past 10 minutes SunoTrackerReconcilerStalled fires.",
+            [
+                (
+                    "time() - max by (instance) (tracker_reconcile_last_round_timestamp_seconds)",
+                    "{{instance}}",
+                )
+            ],
+            "s",
+        ),
+    ]
+
+
 ROWS: tuple[tuple[str, Callable[[], list[Panel]]], ...] = (
     ("Ingest: rate, errors, duration", ingest_panels),
     ("Consumers: throughput, errors, lag", consumer_panels),
     ("Processor", processor_panels),
     ("Archiver", archiver_panels),
+    ("Tracker", tracker_panels),
 )
 
 
@@ -454,7 +550,8 @@ def build() -> dashboard.Dashboard:
         .uid("suno-midi-pipeline")
         .description(
             "Suno MIDI callbacks: ingest (RED), consumers (throughput, errors, lag, dead "
-            "letters), processor (end-to-end latency, notes) and archiver. Panels and alerts "
+            "letters), processor (end-to-end latency, notes), archiver and tracker (task states, "
+            "polls, provider). Panels and alerts "
             "are explained in docs/observability.md."
         )
         .tags(["suno-midi", "kafka"])
