@@ -1,7 +1,9 @@
-"""The three services on real loopback ports, and traffic that exercises every outcome.
+"""The services on real loopback ports, and traffic that exercises every outcome.
 
 Shared by the Prometheus test (which needs every series to exist) and the log test (which
-needs secrets, signatures and distinctive bodies to pass through every service).
+needs secrets, signatures and distinctive bodies to pass through every service). Given a
+database, the tracker runs too, against the provider simulator (signing its callbacks with
+the ingest's key), so that its submissions, callbacks and polls show in its metrics.
 """
 
 from __future__ import annotations
@@ -21,16 +23,31 @@ import aiohttp
 from aiohttp.test_utils import TestServer
 from aiokafka import AIOKafkaProducer
 
+from devenv.simulator import SimConfig
+from devenv.simulator import create_app as create_simulator
 from services.archiver.app import create_app as create_archiver
 from services.common.settings import Secret, Settings
 from services.ingest.app import CALLBACK_PATH
 from services.ingest.app import create_app as create_ingest
 from services.processor.app import create_app as create_processor
+from services.tracker.app import create_app as create_tracker
 
-__all__ = ["JOBS", "Pipeline", "Traffic", "pipeline_settings", "running_pipeline", "send_traffic"]
+__all__ = [
+    "JOBS",
+    "Pipeline",
+    "Traffic",
+    "pipeline_settings",
+    "running_pipeline",
+    "send_tracker_traffic",
+    "send_traffic",
+]
 
 #: Scrape job names, as the ServiceMonitors and the example prometheus.yml name them.
-JOBS = ("suno-midi-ingest", "suno-midi-processor", "suno-midi-archiver")
+JOBS = ("suno-midi-ingest", "suno-midi-processor", "suno-midi-archiver", "suno-midi-tracker")
+
+#: The provider simulator's API key, and the bearer token of the tracker's API.
+SIM_API_KEY = "obs-sim-api-key"
+TRACKER_TOKEN = "obs-tracker-token"
 
 #: The ingest's body limit in these tests: small, so "too large" is cheap to provoke.
 MAX_BODY_BYTES = 64 * 1024
@@ -49,15 +66,23 @@ class Pipeline:
     processor: TestServer
     archiver: TestServer
     http: aiohttp.ClientSession
+    tracker: TestServer | None = None
+    simulator: TestServer | None = None
 
     @property
     def callback_url(self) -> str:
         return str(self.ingest.make_url(CALLBACK_PATH))
 
+    @property
+    def services(self) -> list[TestServer]:
+        """The services Prometheus scrapes, in the order of ``JOBS``."""
+        servers = [self.ingest, self.processor, self.archiver]
+        return servers if self.tracker is None else [*servers, self.tracker]
+
     def targets(self) -> dict[str, list[str]]:
         return {
             job: [f"127.0.0.1:{server.port}"]
-            for job, server in zip(JOBS, (self.ingest, self.processor, self.archiver), strict=True)
+            for job, server in zip(JOBS, self.services, strict=False)
         }
 
     async def scrape(self, server: TestServer) -> str:
@@ -66,23 +91,76 @@ class Pipeline:
             return await response.text()
 
 
+def _tracker_settings(
+    settings: Settings, database_url: str, sim: TestServer, callback_url: str
+) -> Settings:
+    """The tracker's settings: the simulator as provider, the running ingest as callback
+    URL, polls soon after submission so that recoveries happen within the test."""
+    return settings.with_overrides(
+        tracker={
+            "port": 0,
+            "group_id": f"obs-tracker-{uuid.uuid4().hex[:8]}",
+            "database_url": Secret(database_url),
+            "api_base_url": str(sim.make_url("")).rstrip("/"),
+            "api_key": Secret(SIM_API_KEY),
+            "api_tokens": (Secret(TRACKER_TOKEN),),
+            "callback_url": callback_url,
+            "poll_after_seconds": 1,
+            "poll_interval_seconds": 1,
+            "poll_max_interval_seconds": 2,
+            "api_backoff_seconds": 0.05,
+            "api_backoff_max_seconds": 0.5,
+            "api_timeout_seconds": 5.0,
+        }
+    )
+
+
 @contextlib.asynccontextmanager
-async def running_pipeline(settings: Settings) -> AsyncIterator[Pipeline]:
-    """Ingest, processor and archiver, each an aiohttp app on its own 127.0.0.1 port."""
-    servers = [
-        TestServer(factory(settings), host="127.0.0.1")
-        for factory in (create_ingest, create_processor, create_archiver)
-    ]
+async def running_pipeline(
+    settings: Settings, *, database_url: str | None = None
+) -> AsyncIterator[Pipeline]:
+    """Ingest, processor and archiver, each an aiohttp app on its own 127.0.0.1 port; with
+    ``database_url`` also the provider simulator and the tracker."""
     started: list[TestServer] = []
+
+    async def start(server: TestServer) -> TestServer:
+        await server.start_server()
+        started.append(server)
+        return server
+
     async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=30)) as http:
         try:
-            for server in servers:
-                await server.start_server()
-                started.append(server)
-            yield Pipeline(settings, *servers, http=http)
+            ingest, processor, archiver = [
+                await start(TestServer(factory(settings), host="127.0.0.1"))
+                for factory in (create_ingest, create_processor, create_archiver)
+            ]
+            pipeline = Pipeline(settings, ingest, processor, archiver, http=http)
+            if database_url is not None:
+                pipeline.simulator = await start(_simulator(settings))
+                tracked = _tracker_settings(
+                    settings, database_url, pipeline.simulator, pipeline.callback_url
+                )
+                pipeline.tracker = await start(
+                    TestServer(create_tracker(tracked), host="127.0.0.1")
+                )
+            yield pipeline
         finally:
             for server in reversed(started):
                 await server.close()
+
+
+def _simulator(settings: Settings) -> TestServer:
+    """The provider, signing its callbacks with the key the ingest verifies."""
+    (key,) = settings.ingest.webhook_secrets
+    config = SimConfig(
+        api_key=SIM_API_KEY,
+        webhook_key=key.get().encode(),
+        completion_seconds=0.2,
+        callback_retry_seconds=0.1,
+        duplicate_gap_seconds=0.1,
+        rate_limit_requests=1000,
+    )
+    return TestServer(create_simulator(config), host="127.0.0.1")
 
 
 def sign(secret: str, task_id: str, timestamp: int) -> str:
@@ -231,3 +309,27 @@ async def send_traffic(
     finally:
         await producer.stop()
     return traffic
+
+
+async def send_tracker_traffic(pipeline: Pipeline, *, run: str) -> list[str]:
+    """Requests through the tracker's API: one whose callback the provider delivers, one
+    whose callbacks it drops (a poll recovers it), one that fails. Their request ids."""
+    assert pipeline.tracker is not None and pipeline.simulator is not None
+    fates = {"delivered": "deliver", "lost": "drop", "failed": "deliver"}
+    request_ids = []
+    for name, callback in fates.items():
+        source = f"obs-src-{run}-{name}"
+        script = {"outcome": "failure" if name == "failed" else "success", "callback": callback}
+        async with pipeline.http.put(
+            pipeline.simulator.make_url(f"/_sim/scripts/{source}"), json=script
+        ) as answer:
+            assert answer.status < 300, await answer.text()
+        request_id = f"obs-{run}-{name}"
+        async with pipeline.http.post(
+            pipeline.tracker.make_url("/v1/midi/requests"),
+            json={"source_task_id": source, "request_id": request_id},
+            headers={"Authorization": f"Bearer {TRACKER_TOKEN}"},
+        ) as answer:
+            assert answer.status < 300, await answer.text()
+        request_ids.append(request_id)
+    return request_ids

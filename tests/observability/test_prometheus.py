@@ -1,8 +1,11 @@
 """Every dashboard query and every rule, run by a real Prometheus scraping the pipeline.
 
-The three services run on real loopback ports against the session broker; a Prometheus
+The four services run on real loopback ports against the session broker (the tracker on
+the test's own PostgreSQL database, with the provider simulator); a Prometheus
 started for this test scrapes them every second and loads the alert rules while callbacks
-of every outcome flow. Then each expression goes through Prometheus' HTTP query API:
+of every outcome flow, and requests go through the tracker: one delivered by callback, one
+whose callbacks are dropped (recovered by a poll), one that fails. Then each expression
+goes through Prometheus' HTTP query API:
 
 - every rule and every dashboard query must parse and evaluate without error, and every
   rule's health after evaluation must be "ok" (no many-to-many matches, no bad templates);
@@ -28,7 +31,13 @@ from services.common.settings import Settings
 
 from ..fixtures.prometheus import PrometheusServer
 from ..helpers import eventually
-from .pipeline import JOBS, Pipeline, pipeline_settings, running_pipeline, send_traffic
+from .pipeline import (
+    Pipeline,
+    pipeline_settings,
+    running_pipeline,
+    send_tracker_traffic,
+    send_traffic,
+)
 from .queries import (
     RULES,
     dashboard_queries,
@@ -95,24 +104,30 @@ class PromClient:
         return targets
 
 
-async def _wait_for_first_scrape(prom: PromClient) -> None:
+async def _wait_for_first_scrape(prom: PromClient, jobs: int) -> None:
     """Until every target has been scraped once: the counters' starting values are known."""
 
     async def scraped() -> bool:
         targets = await prom.targets()
-        return len(targets) == len(JOBS) and all(t["health"] == "up" for t in targets)
+        return len(targets) == jobs and all(t["health"] == "up" for t in targets)
 
     await eventually(scraped, timeout=30, interval=0.2, what="Prometheus' first scrape")
 
 
 async def _wait_for_pipeline(
-    prom: PromClient, defined: set[str], *, accepted: int, garbage: int, sent: int
+    prom: PromClient, defined: set[str], *, accepted: int, garbage: int, sent: int, waves: int
 ) -> None:
     """Until Prometheus has scraped the effects of all the traffic."""
     handled = accepted + garbage
     expected = {
         "sum(processor_records_total)": handled,
         "sum(archiver_records_total)": handled,
+        # Each wave's tracker requests: three submitted, the dropped one recovered by a poll,
+        # and the registry's refreshed numbers showing them finished.
+        'sum(tracker_submissions_total{outcome="submitted"})': 3 * waves,
+        "sum(tracker_recovered_by_poll_total)": waves,
+        'max(tracker_tasks{state="completed"})': 2 * waves,
+        'max(tracker_tasks{state="failed"})': waves,
     }
     if "ingest_requests_total" in defined:
         expected["sum(ingest_requests_total)"] = sent
@@ -163,6 +178,20 @@ PROVOKED = {
     "min(ingest_kafka_ready)": "ingest_kafka_ready",
     "min(processor_ready)": "processor_ready",
     "min(archiver_ready)": "archiver_ready",
+    "min(tracker_ready)": "tracker_ready",
+    'sum(increase(tracker_records_total{result="ok"}[1m]))': "tracker_records_total",
+    'sum(increase(tracker_submissions_total{outcome="submitted"}[1m]))': (
+        "tracker_submissions_total"
+    ),
+    'sum(increase(tracker_polls_total{outcome="completed"}[1m]))': "tracker_polls_total",
+    "sum(increase(tracker_recovered_by_poll_total[1m]))": "tracker_recovered_by_poll_total",
+    'sum(increase(tracker_provider_requests_total{outcome="ok"}[1m]))': (
+        "tracker_provider_requests_total"
+    ),
+    "sum(increase(tracker_rate_limit_wait_seconds_count[1m]))": (
+        "tracker_rate_limit_wait_seconds_count"
+    ),
+    "min(tracker_registry_up)": "tracker_registry_up",
 }
 
 
@@ -175,32 +204,34 @@ async def _check_traffic_visible(prom: PromClient, defined: set[str]) -> list[st
 
 
 async def test_every_dashboard_and_rule_query_against_real_prometheus(
-    settings: Settings, prometheus_server: Any
+    database_url: str, settings: Settings, prometheus_server: Any
 ) -> None:
     secret = f"obs-secret-{uuid.uuid4().hex}"
     marker = f"ZZOBSMARKER{uuid.uuid4().hex[:10]}"
-    async with running_pipeline(pipeline_settings(settings, secret)) as pipeline:
+    settings = pipeline_settings(settings, secret)
+    async with running_pipeline(settings, database_url=database_url) as pipeline:
         server: PrometheusServer = prometheus_server(pipeline.targets(), rule_files=[RULES])
         async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=30)) as http:
             prom = PromClient(server, http)
             await _assert_pipeline_ready(pipeline)
             # A first scrape before any traffic, so that every counter's rise is seen.
-            await _wait_for_first_scrape(prom)
+            await _wait_for_first_scrape(prom, len(pipeline.targets()))
             defined: set[str] = set()
-            for service in (pipeline.ingest, pipeline.processor, pipeline.archiver):
+            for service in pipeline.services:
                 defined |= defined_metrics(await pipeline.scrape(service))
             # Two waves: series labelled by topic are born at their first record, so
             # rate() sees their rise only from the second wave on (as in production,
             # where traffic never stops).
             accepted = garbage = sent = 0
-            for _wave in range(2):
+            for wave in range(1, 3):
+                await send_tracker_traffic(pipeline, run=f"{uuid.uuid4().hex[:8]}-{wave}")
                 traffic = await send_traffic(pipeline, secret=secret, marker=marker)
                 assert traffic.accepted, f"the ingest accepted nothing: {dict(traffic.statuses)}"
                 accepted += len(traffic.accepted)
                 garbage += traffic.garbage_records
                 sent += sum(traffic.statuses.values())
                 await _wait_for_pipeline(
-                    prom, defined, accepted=accepted, garbage=garbage, sent=sent
+                    prom, defined, accepted=accepted, garbage=garbage, sent=sent, waves=wave
                 )
             # Two more scrapes, so every rate() window holds the final values.
             await asyncio.sleep(2.5)
@@ -223,13 +254,13 @@ async def test_every_dashboard_and_rule_query_against_real_prometheus(
 
 async def _assert_pipeline_ready(pipeline: Pipeline) -> None:
     async def all_ready() -> bool:
-        for server in (pipeline.ingest, pipeline.processor, pipeline.archiver):
+        for server in pipeline.services:
             async with pipeline.http.get(server.make_url("/readyz")) as response:
                 if response.status != 200:
                     return False
         return True
 
-    await eventually(all_ready, timeout=60, interval=0.2, what="the three services to be ready")
+    await eventually(all_ready, timeout=60, interval=0.2, what="the services to be ready")
 
 
 async def _check_dashboard(
