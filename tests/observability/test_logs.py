@@ -18,7 +18,14 @@ from services.common.logs import REDACTED, configure_logging
 from services.common.settings import LogSettings, Settings
 
 from ..helpers import eventually
-from .pipeline import pipeline_settings, running_pipeline, send_traffic
+from .pipeline import (
+    SIM_API_KEY,
+    TRACKER_TOKEN,
+    pipeline_settings,
+    running_pipeline,
+    send_tracker_traffic,
+    send_traffic,
+)
 
 
 @pytest.fixture(name="log_stream")
@@ -169,22 +176,26 @@ class TestConfigureLogging:
 
 
 @pytest.mark.kafka
+@pytest.mark.postgres
 @pytest.mark.slow
 async def test_no_secret_signature_or_body_in_any_log_line(
-    settings: Settings, log_stream: io.StringIO
+    settings: Settings, database_url: str, log_stream: io.StringIO
 ) -> None:
-    """Real traffic through the three services, logging JSON at DEBUG into a captured stream.
+    """Real traffic through the four services, logging JSON at DEBUG into a captured stream.
 
-    The webhook key, every signature sent (valid or forged) and a marker present in every
-    body never appear; every line is JSON; the ingest and both consumers log each accepted
-    callback with its task id and delivery key.
+    The webhook key, every signature sent (valid or forged), the provider's API key, the
+    tracker's API token and a marker present in every body never appear; every line is
+    JSON; the ingest and both consumers log each accepted callback with its task id and
+    delivery key; the tracker logs each task it ends.
     """
     configure_logging(
         LogSettings(format="json", level="DEBUG"), stream=log_stream, cache_loggers=False
     )
     secret = f"obs-secret-{uuid.uuid4().hex}"
     marker = f"ZZLOGMARKER{uuid.uuid4().hex[:10]}"
-    async with running_pipeline(pipeline_settings(settings, secret)) as pipeline:
+    settings = pipeline_settings(settings, secret)
+    async with running_pipeline(settings, database_url=database_url) as pipeline:
+        requests = await send_tracker_traffic(pipeline, run=uuid.uuid4().hex[:8])
         traffic = await send_traffic(pipeline, secret=secret, marker=marker)
         assert traffic.accepted, f"the ingest accepted nothing: {dict(traffic.statuses)}"
         keys = {
@@ -199,7 +210,8 @@ async def test_no_secret_signature_or_body_in_any_log_line(
                 if not set(keys.values()) <= seen:
                     return False
             dead = [e for e in events if e["event"] == "record_dead_lettered"]
-            return len(dead) >= 2 * traffic.garbage_records
+            ended = [e for e in events if e["event"] == "task_ended" and e.get("moved")]
+            return len(dead) >= 2 * traffic.garbage_records and len(ended) >= len(requests)
 
         await eventually(consumers_logged_everything, timeout=60, what="a log line per record")
 
@@ -207,6 +219,8 @@ async def test_no_secret_signature_or_body_in_any_log_line(
     events = json_lines(log_stream)
     assert len(events) > 3 * len(keys)
     assert secret not in text, "the webhook key appears in the logs"
+    assert SIM_API_KEY not in text, "the provider's API key appears in the logs"
+    assert TRACKER_TOKEN not in text, "the tracker's API token appears in the logs"
     for signature in traffic.signatures:
         assert signature not in text, f"a signature ({signature}) appears in the logs"
     assert marker not in text, "body content (an instrument name) appears in the logs"
