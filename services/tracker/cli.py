@@ -16,7 +16,7 @@ import json
 import sys
 import uuid
 from collections.abc import Sequence
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import NoReturn
 
 import aiohttp
@@ -64,8 +64,21 @@ def build_parser() -> argparse.ArgumentParser:
     tasks.add_argument("--state", choices=[s.value for s in TaskState])
     tasks.add_argument("--limit", type=int, default=50)
     tasks.add_argument("--json", action="store_true", help="one JSON object per line")
+    tasks.add_argument(
+        "--unknown", action="store_true", help="only requests whose submission outcome is unknown"
+    )
     show = commands.add_parser("task", help="one task's transitions, deliveries and polls")
     show.add_argument("id", help="a provider task id or one of our request ids")
+    resolve = commands.add_parser(
+        "resolve", help="settle a request whose submission outcome is unknown (operators)"
+    )
+    resolve.add_argument("request_id", type=_request_id)
+    how = resolve.add_mutually_exclusive_group(required=True)
+    how.add_argument(
+        "--task-id", help="the provider task it made (found in the provider's records)"
+    )
+    how.add_argument("--failed", metavar="REASON", help="it made no task: close it as failed")
+    how.add_argument("--resubmit", action="store_true", help="it made no task: submit it again")
     return parser
 
 
@@ -75,7 +88,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         serve(PROGRAM, create_app, lambda s: (s.tracker.host, s.tracker.port))
         return
     settings = load_settings(PROGRAM)
-    commands = {"submit": _submit, "tasks": _tasks, "task": _task}
+    commands = {"submit": _submit, "tasks": _tasks, "task": _task, "resolve": _resolve}
     try:
         status = asyncio.run(commands[args.command](settings, args))
     except PipelineError as exc:  # configuration, PostgreSQL, the provider
@@ -140,7 +153,11 @@ async def _tasks(settings: Settings, args: argparse.Namespace) -> int:
         _fail("--limit must be from 1 to 10000", 2)
     registry = await _registry(settings)
     try:
-        tasks = await registry.list_tasks(TaskState(args.state) if args.state else None, args.limit)
+        if args.unknown:
+            tasks = (await registry.unknown_submissions())[: args.limit]
+        else:
+            state = TaskState(args.state) if args.state else None
+            tasks = await registry.list_tasks(state, args.limit)
     finally:
         await registry.close()
     if args.json:
@@ -187,3 +204,31 @@ def _print_task(task: Task) -> None:
 
 def _time(value: datetime | None) -> str:
     return "-" if value is None else value.isoformat(timespec="seconds")
+
+
+async def _resolve(settings: Settings, args: argparse.Namespace) -> int:
+    """An operator's decision on a request of unknown outcome, after checking the provider."""
+    registry = await _registry(settings)
+    try:
+        task = await registry.get_by_request(args.request_id)
+        if task is None:
+            _fail(f"no request {args.request_id!r} in the registry", EXIT_NOT_FOUND)
+        if task.state is not TaskState.REQUESTED or task.task_id is not None:
+            _fail(f"request {args.request_id!r} is {task.state.value}: nothing to resolve", 2)
+        if args.task_id:
+            # Polled at once: the poll fetches its result, or waits for it like any task.
+            task = await registry.submitted(args.request_id, args.task_id, timedelta(0))
+            what = f"linked to task {task.task_id}; it is polled now"
+        elif args.failed:
+            task = await registry.submission_rejected(
+                args.request_id, f"closed by an operator: {args.failed}"
+            )
+            what = "closed as failed"
+        elif await registry.reopen_submission(args.request_id):
+            what = "reopened; the tracker submits it again"
+        else:
+            _fail(f"request {args.request_id!r} was never submitted: nothing to reopen", 2)
+    finally:
+        await registry.close()
+    print(f"request {args.request_id}: {what}")
+    return 0

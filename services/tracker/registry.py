@@ -352,6 +352,22 @@ class Registry:
         )
         return row is not None
 
+    async def reopen_submission(self, request_id: str) -> bool:
+        """An operator checked with the provider that an intent of unknown outcome made no
+        task: it may be claimed (and submitted) again. Returns whether it was reopened."""
+        row = await self._one(
+            "reopen a submission",
+            """
+            UPDATE tasks SET submit_started_at = NULL, submit_owner = NULL,
+                submit_outcome = NULL, submit_reason = NULL, updated_at = now()
+            WHERE request_id = $1 AND state = 'requested' AND task_id IS NULL
+              AND submit_started_at IS NOT NULL
+            RETURNING id
+            """,
+            request_id,
+        )
+        return row is not None
+
     async def submission_rejected(self, request_id: str, reason: str) -> Task:
         """The provider refused the task for good (400, 401, 402, 404, 413): it failed."""
         async with self._tx("record a rejection") as conn:
