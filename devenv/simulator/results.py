@@ -112,6 +112,10 @@ def midi_data(seed: int, task_id: str, outcome: Outcome) -> dict[str, Any] | Non
         {"name": name, "notes": [] if rng.random() < 0.1 else _notes(rng, name == "Drums")}
         for name in names
     ]
+    if not any(instrument["notes"] for instrument in instruments):
+        # A success has notes somewhere: a result without any is the ``empty`` outcome.
+        first = instruments[0]
+        first["notes"] = _notes(rng, first["name"] == "Drums")
     return {"state": "complete", "instruments": instruments}
 
 

@@ -100,7 +100,11 @@ class Reconciler:
             self._owner, limit=self._settings.batch, lease_seconds=self._settings.lease_seconds
         )
         for task in due:
-            await self._poll(task)
+            try:
+                await self._poll(task)
+            except Exception as exc:  # Kafka or the registry away: the others still go
+                # Its lease lapses and a later round polls it again; nothing was recorded.
+                log.error("poll_failed", task_id=task.task_id, error=repr(exc))
         self._metrics.last_round.set_to_current_time()
         return len(due)
 

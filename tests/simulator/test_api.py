@@ -15,6 +15,7 @@ from devenv.simulator import (
     SimConfig,
     SimConfigError,
 )
+from devenv.simulator.results import midi_data
 from devenv.simulator.state import busiest_window
 from services.processor.gm import GM_PROGRAM_NAMES
 
@@ -288,3 +289,13 @@ class TestFaults:
             Faults(drop=1.5)
         with pytest.raises(SimConfigError, match="error_status"):
             SimConfig(error_status="sometimes")  # type: ignore[arg-type]
+
+
+class TestResults:
+    def test_a_success_always_has_notes(self) -> None:
+        """Instruments may be without notes, but never all of a success's: a result with
+        no note at all is the ``empty`` outcome, which a script asks for by name."""
+        for n in range(500):
+            data = midi_data(7, f"task-{n}", "success")
+            assert data is not None
+            assert any(instrument["notes"] for instrument in data["instruments"]), n

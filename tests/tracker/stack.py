@@ -62,12 +62,15 @@ class Stack:
             assert response.status == 200, await response.text()
             return await response.json()  # type: ignore[no-any-return]
 
-    async def settled(self, key: str, state: str, timeout: float = 60.0) -> dict[str, Any]:
-        """The task's document once it is in ``state``."""
+    async def settled(
+        self, key: str, state: str | frozenset[str], timeout: float = 60.0
+    ) -> dict[str, Any]:
+        """The task's document once it is in ``state`` (or one of them)."""
+        wanted = {state} if isinstance(state, str) else state
 
         async def probe() -> dict[str, Any] | None:
             found = await self.task(key)
-            return found if found is not None and found["task"]["state"] == state else None
+            return found if found is not None and found["task"]["state"] in wanted else None
 
         return await eventually(probe, timeout=timeout, interval=0.3, what=f"{key} {state}")
 

@@ -152,7 +152,9 @@ class TestFaults:
         self, stack: StackFactory
     ) -> None:
         """Half the provider's answers are 429; two replicas share a limit of 4 requests a
-        second: every request ends with one task, and no second held more than 4 calls."""
+        second: every request ends with one task, and no second held more than 4 calls.
+        (Which source gets which simulated result depends on the replicas' order: a success
+        may hold no notes, which ends it empty, as the provider's can.)"""
         system = await stack(
             replicas=2,
             sim={"faults": Faults(api={429: 0.5}), "rate_limit_window_seconds": 1.0, "seed": 3},
@@ -164,7 +166,7 @@ class TestFaults:
         for n, source in enumerate(sources):
             await system.request(source, f"req-storm-{n}", tracker=n % 2)
         for n in range(len(sources)):
-            await system.settled(f"req-storm-{n}", "completed", timeout=90)
+            await system.settled(f"req-storm-{n}", frozenset({"completed", "empty"}), timeout=90)
         for source in sources:
             assert len(await system.provider_tasks(source)) == 1
         log = await system.sim_json("GET", "/_sim/requests")
