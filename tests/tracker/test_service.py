@@ -201,11 +201,13 @@ class TestFaults:
             stderr=asyncio.subprocess.DEVNULL,
         )
 
-        async def claimed() -> bool:
+        async def in_flight() -> bool:
+            """Claimed, and the provider has made the task (its answer is 3 s late)."""
             found = await system.task("req-crash")
-            return found is not None and found["task"]["submit_started_at"] is not None
+            claimed = found is not None and found["task"]["submit_started_at"] is not None
+            return claimed and bool(await system.provider_tasks("src-crash"))
 
-        await eventually(claimed, timeout=30, what="the CLI to claim the request")
+        await eventually(in_flight, timeout=30, interval=0.05, what="the generate in flight")
         process.send_signal(signal.SIGKILL)
         assert await process.wait() == -signal.SIGKILL
         await system.sim_json("PUT", "/_sim/faults", {})
