@@ -20,7 +20,7 @@ from aiokafka.structs import ConsumerRecord
 
 from services.common.avro import NOTES_SCHEMA, load_codec
 from services.common.callback import callback_kind
-from services.common.consumer import RecordHandler
+from services.common.consumer import RecordHandler, callback_handler
 from services.common.errors import DeadLetter, UnknownTaskError
 from services.common.events import CallbackEvent, MidiRequest
 from services.common.keys import (
@@ -52,17 +52,28 @@ class Tracking:
 
 def tracking_handler(tracking: Tracking) -> RecordHandler:
     """A record handler for the tracker's three topics, dispatched by topic."""
-    by_topic = {
-        tracking.topics.requests: _on_request,
-        tracking.topics.callbacks: _on_callback,
-        tracking.topics.notes: _on_notes,
+
+    async def on_request(record: ConsumerRecord[bytes, bytes]) -> None:
+        await _on_request(tracking, record.value or b"")
+
+    async def on_notes(record: ConsumerRecord[bytes, bytes]) -> None:
+        await _on_notes(tracking, record.value or b"")
+
+    async def on_callback(event: CallbackEvent) -> None:
+        await _on_callback(tracking, event)
+
+    by_topic: dict[str, RecordHandler] = {
+        tracking.topics.requests: on_request,
+        # The consumer's own wrapper decodes, binds the log context, refuses bad task ids.
+        tracking.topics.callbacks: callback_handler(on_callback),
+        tracking.topics.notes: on_notes,
     }
 
     async def handle(record: ConsumerRecord[bytes, bytes]) -> None:
         act = by_topic.get(record.topic)
         if act is None:  # pragma: no cover - the consumer subscribes to these topics only
             raise DeadLetter("unexpected_topic", f"the tracker does not read {record.topic}")
-        await act(tracking, record.value or b"")
+        await act(record)
 
     return handle
 
@@ -81,10 +92,7 @@ async def _on_request(tracking: Tracking, value: bytes) -> None:
         tracking.on_request()
 
 
-async def _on_callback(tracking: Tracking, value: bytes) -> None:
-    event = CallbackEvent.decode(value)
-    if not is_valid_task_id(event.task_id):
-        raise DeadLetter("invalid_task_id", TASK_ID_RULE)
+async def _on_callback(tracking: Tracking, event: CallbackEvent) -> None:
     payload = _payload(event.body)
     if payload is None or callback_kind(payload) != "midi":
         return  # another operation's callback, or not JSON: not a MIDI task of ours
