@@ -27,6 +27,7 @@ def add_control_routes(app: web.Application) -> None:
     app.router.add_get(f"{CONTROL_PREFIX}/health", health)
     app.router.add_get(f"{CONTROL_PREFIX}/tasks", list_tasks)
     app.router.add_get(f"{CONTROL_PREFIX}/tasks/{{task_id}}", show_task)
+    app.router.add_get(f"{CONTROL_PREFIX}/tasks/{{task_id}}/callback", show_callback)
     app.router.add_get(f"{CONTROL_PREFIX}/requests", list_requests)
     app.router.add_get(f"{CONTROL_PREFIX}/scripts", list_scripts)
     app.router.add_put(f"{CONTROL_PREFIX}/scripts/{{source_task_id}}", put_script)
@@ -55,6 +56,17 @@ async def show_task(request: web.Request) -> web.Response:
     return web.json_response(task.describe())
 
 
+async def show_callback(request: web.Request) -> web.Response:
+    """The exact bytes the task's callbacks carry (dropped ones too): what a receiver must
+    have kept, byte for byte. 409 while the task is still running."""
+    task = request.app[STATE].tasks.get(request.match_info["task_id"])
+    if task is None:
+        return _error(404, "no such task")
+    if task.callback_body is None:
+        return _error(409, "the task has not ended: no callback body yet")
+    return web.Response(body=task.callback_body, content_type="application/json")
+
+
 async def list_requests(request: web.Request) -> web.Response:
     """The API request log (time, method, endpoint, taskId, HTTP status, body code), and
     the most requests received in any rate window."""
@@ -63,7 +75,7 @@ async def list_requests(request: web.Request) -> web.Response:
     busiest = busiest_window([entry["time"] for entry in state.requests], window)
     return web.json_response(
         {
-            "requests": state.requests,
+            "requests": list(state.requests),
             "busiestWindow": {"seconds": window, "requests": busiest},
         }
     )

@@ -41,6 +41,8 @@ async def run_task(state: SimState, session: aiohttp.ClientSession, task: SimTas
     fate = task.fate
     await asyncio.sleep(fate.completion_seconds)
     task.completed_ms = state.now_ms()
+    body = json.dumps(callback_payload(task.task_id, fate, task.midi_data)).encode()
+    task.callback_body = body
     _log.info("task_completed", task_id=task.task_id, outcome=fate.outcome)
     plan = fate.callback
     if plan.mode == "drop":
@@ -49,7 +51,6 @@ async def run_task(state: SimState, session: aiohttp.ClientSession, task: SimTas
         return
     if plan.mode == "delay":
         await asyncio.sleep(plan.delay_seconds)
-    body = json.dumps(callback_payload(task.task_id, fate, task.midi_data)).encode()
     await _deliver(state, session, task, body, delivery=1)
     if plan.mode == "twice":
         await asyncio.sleep(state.config.duplicate_gap_seconds)

@@ -54,6 +54,8 @@ class SimTask:
     fate: Fate
     midi_data: dict[str, Any] | None
     completed_ms: int | None = None
+    #: The exact bytes its callbacks carry, once the task has ended.
+    callback_body: bytes | None = None
     attempts: list[Attempt] = field(default_factory=list)
 
     @property
@@ -128,6 +130,10 @@ class RateWindow:
         return True
 
 
+#: The request log keeps the latest this many API requests (a long soak sends more).
+REQUEST_LOG_LIMIT = 200_000
+
+
 class SimState:
     """Tasks by id, scripts by source task id, the current faults and the request log."""
 
@@ -137,7 +143,7 @@ class SimState:
         self.faults: Faults = config.faults
         self.scripts: dict[str, Script] = dict(config.scripts)
         self.tasks: dict[str, SimTask] = {}
-        self.requests: list[dict[str, Any]] = []
+        self.requests: deque[dict[str, Any]] = deque(maxlen=REQUEST_LOG_LIMIT)
         self.rate = RateWindow(config.rate_limit_requests, config.rate_limit_window_seconds, clock)
         # One stream of draws for the API faults, in request order.
         self._api_rng = random.Random(f"{config.seed}:api")

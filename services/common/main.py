@@ -51,12 +51,14 @@ def serve(
     shutdown_timeout: float = 10.0,
     keepalive_timeout: float = 75.0,
     hooks: ServeHooks | None = None,
+    reuse_port: Callable[[Settings], bool] | None = None,
 ) -> None:
     """Run ``factory(settings)`` on ``address(settings)``; SIGTERM drains and exits 0.
 
     ``shutdown_timeout`` is how long handlers still running when the listener closes get
     before the resources are released; ``keepalive_timeout`` how long an idle connection
-    stays open (both default to ``aiohttp.web.run_app``'s values).
+    stays open (both default to ``aiohttp.web.run_app``'s values); ``reuse_port`` whether
+    other processes may listen on the same port (SO_REUSEPORT).
     """
     settings = load_settings(program)
     configure_logging(settings.log)
@@ -71,20 +73,23 @@ def serve(
         keepalive_timeout=keepalive_timeout,
     )
     try:
-        asyncio.run(_serve(runner, address(settings), hooks or ServeHooks()))
+        shared = reuse_port is not None and reuse_port(settings)
+        asyncio.run(_serve(runner, address(settings), shared, hooks or ServeHooks()))
     except PipelineError as exc:
         # Start-up failed (no broker, bad storage): say what, exit non-zero, no traceback.
         structlog.get_logger(program).error("startup_failed", error=str(exc))
         sys.exit(f"{program}: cannot start: {exc}")
 
 
-async def _serve(runner: web.AppRunner, address: tuple[str, int], hooks: ServeHooks) -> None:
+async def _serve(
+    runner: web.AppRunner, address: tuple[str, int], reuse_port: bool, hooks: ServeHooks
+) -> None:
     app = runner.app
     signals = _Signals()
     try:
         try:
             await runner.setup()
-            await _listen(runner, *address)
+            await _listen(runner, *address, reuse_port=reuse_port)
         except asyncio.CancelledError:
             signals.uncancel()
             return  # stopped while starting: only what started is cleaned up
@@ -102,9 +107,9 @@ async def _serve(runner: web.AppRunner, address: tuple[str, int], hooks: ServeHo
         hooks.stopped(app)
 
 
-async def _listen(runner: web.AppRunner, host: str, port: int) -> None:
+async def _listen(runner: web.AppRunner, host: str, port: int, *, reuse_port: bool) -> None:
     try:
-        await web.TCPSite(runner, host, port).start()
+        await web.TCPSite(runner, host, port, reuse_port=reuse_port or None).start()
     except OSError as exc:
         raise ConfigError(
             f"cannot listen on {host}:{port}: {exc.strerror or exc} "

@@ -179,6 +179,12 @@ class KafkaSettings:
 class IngestSettings:
     host: str = setting("INGEST_HOST", "0.0.0.0", "ingest listen address")
     port: int = setting("INGEST_PORT", 8080, "ingest HTTP port", minimum=0)
+    reuse_port: bool = setting(
+        "INGEST_REUSE_PORT",
+        False,
+        "let several ingest processes listen on one port (SO_REUSEPORT, Linux): the kernel "
+        "spreads connections over them, as a Service spreads them over pods",
+    )
     webhook_secrets: tuple[Secret, ...] = setting(
         "SUNO_WEBHOOK_SECRETS", (), "webhook HMAC keys, comma-separated"
     )

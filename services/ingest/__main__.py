@@ -25,6 +25,7 @@ def main() -> None:
         shutdown_timeout=_STRAGGLER_SECONDS,
         keepalive_timeout=_KEEPALIVE_SECONDS,
         hooks=HOOKS,
+        reuse_port=lambda s: s.ingest.reuse_port,
     )
 
 

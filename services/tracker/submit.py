@@ -20,11 +20,12 @@ from services.common.errors import (
     OutcomeUnknownError,
     ProviderPermanentError,
     ProviderRetryableError,
+    RegistryUnavailableError,
 )
 
 from .metrics import SubmitOutcome
 from .provider import ProviderClient
-from .registry import Registry
+from .registry import Registry, Task
 from .schedule import callback_url
 
 __all__ = ["WAKE_SUBMITTER", "SubmitResult", "submit_request"]
@@ -76,8 +77,30 @@ async def submit_request(
         await registry.release_submission(request_id)
         log.warning("submission_deferred", request_id=request_id, error=str(exc))
         return SubmitResult("deferred", reason=str(exc))
-    task = await registry.submitted(
-        request_id, task_id, first_poll_at=timedelta(seconds=poll_after_seconds)
+    task = await _record_answer(
+        registry, request_id, task_id, timedelta(seconds=poll_after_seconds)
     )
     log.info("task_submitted", request_id=request_id, task_id=task.task_id)
     return SubmitResult("submitted", task_id=task_id)
+
+
+#: Backoff of the answer's write while PostgreSQL is away: first and longest pause.
+_WRITE_RETRY_SECONDS = (0.2, 5.0)
+
+
+async def _record_answer(
+    registry: Registry, request_id: str, task_id: str, first_poll_after: timedelta
+) -> Task:
+    """Write the provider's answer, waiting out a registry outage: until it is written the
+    task id lives only in this process, and giving up would turn a known task into an
+    unknown outcome (for an operator, if its callback is lost too)."""
+    pause, longest = _WRITE_RETRY_SECONDS
+    while True:
+        try:
+            return await registry.submitted(request_id, task_id, first_poll_at=first_poll_after)
+        except RegistryUnavailableError as exc:
+            log.warning(
+                "submission_write_retry", request_id=request_id, task_id=task_id, error=str(exc)
+            )
+            await asyncio.sleep(pause)
+            pause = min(pause * 2, longest)

@@ -88,6 +88,28 @@ class TestScripts:
         data = (await record_info(client, task_id))["data"]
         assert data["successFlag"] == 1 and data["midiData"]["state"] == "complete"
 
+    async def test_the_control_api_shows_the_exact_callback_body(
+        self, sim: SimFactory, receiver: ReceiverFactory
+    ) -> None:
+        """``/_sim/tasks/{id}/callback`` is byte for byte what was sent; a dropped task has
+        one too (what polling must recover); a running task has none yet (409)."""
+        client, target = await sim(webhook_key=KEY), await receiver()
+        sent = await submit(client, "src-body", target.url())
+        await settled(client, sent, attempts=1)
+        async with client.get(f"/_sim/tasks/{sent}/callback") as answer:
+            assert answer.status == 200 and await answer.read() == target.received[0][2]
+        await script(client, "src-kept", callback="drop")
+        dropped = await submit(client, "src-kept", target.url())
+        await settled(client, dropped, attempts=3)
+        async with client.get(f"/_sim/tasks/{dropped}/callback") as answer:
+            assert find_task_id(json.loads(await answer.read())) == dropped
+        await script(client, "src-long", completion_seconds=30)
+        running = await submit(client, "src-long", target.url())
+        async with client.get(f"/_sim/tasks/{running}/callback") as answer:
+            assert answer.status == 409
+        async with client.get("/_sim/tasks/nope/callback") as answer:
+            assert answer.status == 404
+
     async def test_twice_sends_the_same_body_twice(
         self, sim: SimFactory, receiver: ReceiverFactory
     ) -> None:
