@@ -28,7 +28,7 @@ from prometheus_client import CollectorRegistry
 from services.common.callback import CallbackKind, callback_kind
 from services.common.consumer import EventHandler
 from services.common.consumer_app import STORAGE, create_consumer_app
-from services.common.errors import DeadLetter
+from services.common.errors import DeadLetter, ObjectNotFoundError
 from services.common.events import CallbackEvent, sha256_hex
 from services.common.kafka import Publisher
 from services.common.keys import task_key
@@ -163,18 +163,30 @@ class Processor:
         self, event: CallbackEvent, midi: bytes | None
     ) -> tuple[MidiLocation | None, datetime | None]:
         """Where the file went and when, or nothing when the task has no file, or when the
-        task's file is already a newer callback's (:func:`midi_version`)."""
+        task's file is already a newer callback's of other content (:func:`midi_version`)."""
         if midi is None:
             return None, None
-        uri = await self._storage.put_versioned(midi_key(event.task_id), midi, midi_version(event))
+        key = midi_key(event.task_id)
+        uri = await self._storage.put_versioned(key, midi, midi_version(event))
         if uri is None:
             # Two bodies of one task can reach the processor out of order (a replay, a
             # record taken over after a rebalance): the older one never replaces the file.
-            log.info("midi_superseded", received_at=event.received_at.isoformat())
-            return None, None
+            # The same body received twice (a repeat the dedupe did not catch) rendered
+            # the same file: its event points at it like its twin's.
+            if not await self._holds(key, midi):
+                log.info("midi_superseded", received_at=event.received_at.isoformat())
+                return None, None
+            return MidiLocation(self._storage.uri(key), sha256_hex(midi), len(midi)), None
         written_at = datetime.now(UTC)
         self._metrics.midi_written_bytes.inc(len(midi))
         return MidiLocation(uri=uri, sha256=sha256_hex(midi), size_bytes=len(midi)), written_at
+
+    async def _holds(self, key: str, midi: bytes) -> bool:
+        """Whether the stored file is byte for byte ``midi``."""
+        try:
+            return await self._storage.get(key) == midi
+        except ObjectNotFoundError:
+            return False
 
 
 def _notes_event(

@@ -35,12 +35,12 @@ def event(body: bytes, received_at: datetime) -> CallbackEvent:
 
 
 async def newer_then_older(
-    settings: Settings, publisher: Publisher
+    settings: Settings, publisher: Publisher, *, same_body: bool = False
 ) -> tuple[CallbackEvent, bytes, list[dict[str, Any]]]:
-    """Process the newer body, then the older one; return the newer, the file kept, and
-    the two notes events."""
+    """Process the newer body, then the older one (or the same body received earlier);
+    return the newer, the file kept, and the two notes events."""
     newer = event(callback_body("task-twice", pitch=70), T0 + timedelta(seconds=5))
-    older = event(callback_body("task-twice", pitch=40), T0)
+    older = event(callback_body("task-twice", pitch=70 if same_body else 40), T0)
     for each in (newer, older):
         await publisher.publish(
             settings.kafka.topics.callbacks, key=b"task-twice", value=each.encode(), timeout=10
@@ -75,6 +75,17 @@ class TestNewerWins:
         assert kept == process_callback(newer.body).midi
         assert events[0]["delivery_key"] == newer.delivery_key
         assert events[0]["midi"] is not None and events[1]["midi"] is None
+
+    async def test_the_same_body_received_twice_out_of_order(
+        self, settings: Settings, publisher: Publisher
+    ) -> None:
+        """A repeat of the body the dedupe missed, processed after its later twin: the file
+        is the same rendering, so both events point at it and agree (one rendering key,
+        one content)."""
+        newer, kept, events = await newer_then_older(settings, publisher, same_body=True)
+        assert kept == process_callback(newer.body).midi
+        assert events[0]["rendering_key"] == events[1]["rendering_key"]
+        assert events[1]["midi"] is not None and events[1]["midi"] == events[0]["midi"]
 
     @pytest.mark.s3
     async def test_older_body_keeps_the_newer_file_s3(
