@@ -1,5 +1,5 @@
 # The two commands a new machine needs: `make run` and `make test`.
-.PHONY: run test send-example demo tasks lint typecheck bench-ingest bench-processor kafka clean
+.PHONY: run test send-example demo tasks chaos lint typecheck bench-ingest bench-processor bench-chaos kafka clean
 
 PYTHON := .venv/bin/python
 
@@ -20,6 +20,10 @@ demo: ## on a running `make run`: three tasks (delivered, lost and recovered by 
 tasks: ## the tracker's tasks and their states (on a running `make run`)
 	@DATABASE_URL=$$(.venv/bin/python -c 'import json; print(json.load(open("data/local-run.json"))["database"])') $(PYTHON) -m services.tracker tasks $(ARGS)
 
+chaos: ## one chaos run (about 3 minutes): every part killed in turn, then the ledger
+	@scripts/bootstrap.sh --test
+	@$(PYTHON) -m devenv.chaos $(ARGS)
+
 kafka: ## only a local Kafka broker on 127.0.0.1:9092
 	@scripts/bootstrap.sh
 	@$(PYTHON) -m devenv.kafka
@@ -32,6 +36,10 @@ bench-processor: ## normalize + render + write vs pretty_midi (prints ratios)
 	@scripts/bootstrap.sh
 	@$(PYTHON) -m bench.processor.bench
 	@$(PYTHON) -m bench.processor.loop_stall
+
+bench-chaos: ## the chaos soak: 10,000 tasks over 10 minutes of faults, its ledger and throughput
+	@scripts/bootstrap.sh --test
+	@$(PYTHON) -m bench.chaos.soak $(ARGS)
 
 lint:
 	@.venv/bin/ruff check services devenv tests bench

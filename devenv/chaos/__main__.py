@@ -17,6 +17,9 @@ import tempfile
 from dataclasses import replace
 from pathlib import Path
 
+from ..kafka import BrokerStartError
+from ..postgres import PostgresStartError
+from ..redis import RedisStartError
 from .run import CI, SOAK, run
 
 PROGRAM = "python -m devenv.chaos"
@@ -43,6 +46,8 @@ def main(argv: list[str] | None = None) -> None:
         ledger = asyncio.run(run(seed, sizing, run_dir))
     except KeyboardInterrupt:
         sys.exit(f"{PROGRAM}: interrupted (seed {seed}; logs in {run_dir})")
+    except (BrokerStartError, PostgresStartError, RedisStartError, RuntimeError) as exc:
+        sys.exit(f"{PROGRAM}: cannot run: {exc} (logs in {run_dir})")
     print(ledger.table(), flush=True)
     if not ledger.ok:
         sys.exit(f"{PROGRAM}: FAILED: reproduce with --seed {seed} (logs in {run_dir})")

@@ -81,6 +81,8 @@ class Ledger:
     restarts_on_their_own: int = 0
     bad_http: dict[str, int] = field(default_factory=dict)
     load_seconds: float = 0.0
+    #: From the end of the load until every accepted request was terminal.
+    settle_seconds: float = 0.0
     lost: list[str] = field(default_factory=list)
     mismatched: list[str] = field(default_factory=list)
     problems: list[str] = field(default_factory=list)
@@ -109,7 +111,8 @@ class Ledger:
             ("kills (SIGKILL) by target", kills),
             ("freezes (SIGSTOP) by target", freezes),
             ("restarts after an exit of its own", str(self.restarts_on_their_own)),
-            ("throughput", f"{self.requests / max(self.load_seconds, 1e-9):.1f} tasks/s held"),
+            ("load", f"{self.load_seconds:.0f} s, then {self.settle_seconds:.0f} s to settle"),
+            ("throughput", self.throughput()),
             ("lost", str(len(self.lost))),
             ("mismatched", str(len(self.mismatched))),
             ("other problems", str(len(self.problems))),
@@ -125,6 +128,12 @@ class Ledger:
             if len(items) > 20:
                 lines.append(f"  {title}: ... and {len(items) - 20} more")
         return "\n".join(lines)
+
+    def throughput(self) -> str:
+        """Requests accepted per second of load, and tasks ended per second of the run."""
+        offered = self.requests / max(self.load_seconds, 1e-9)
+        ended = self.requests / max(self.load_seconds + self.settle_seconds, 1e-9)
+        return f"{offered:.1f} tasks/s accepted, {ended:.1f} tasks/s ended (load + settle)"
 
     # -- the checks ----------------------------------------------------------------------
 

@@ -4,7 +4,6 @@ the same request id until the tracker accepts them), and bad inputs sent on purp
 from __future__ import annotations
 
 import asyncio
-import json
 import time
 from dataclasses import dataclass, field
 from typing import Final
@@ -23,11 +22,12 @@ __all__ = ["BAD_RECORD_KEY_PREFIX", "BadInputs", "Load", "request_id", "send_bad
 #: Keys of the records the run writes to the callbacks topic on purpose: not Avro at all.
 BAD_RECORD_KEY_PREFIX: Final = "chaos-bad-"
 _BAD_RECORDS: Final = (b"not an avro record", b'{"code": 200}', b"\x00\x01\x02")
-#: Bodies the ingest must refuse with a 4xx: (what, body, signed with the right key).
+#: Bodies the ingest must refuse with a 4xx: (what, body, the task id signed, or None to
+#: send no signature).
 _BAD_BODIES: Final = (
-    ("not JSON", b"{not json", True),
-    ("no task id", b'{"code": 200, "msg": "success", "data": {}}', True),
-    ("unsigned", b'{"code": 200, "data": {"task_id": "chaos-unsigned"}}', False),
+    ("not JSON", b"{not json", "chaos-bad-body"),
+    ("no task id", b'{"code": 200, "msg": "success", "data": {}}', "chaos-bad-body"),
+    ("unsigned", b'{"code": 200, "data": {"task_id": "chaos-unsigned"}}', None),
 )
 _REQUEST_TIMEOUT: Final = aiohttp.ClientTimeout(total=5)
 
@@ -100,18 +100,16 @@ async def send_bad_inputs(system: System, http: aiohttp.ClientSession) -> BadInp
     return bad
 
 
-async def _answer(system: System, http: aiohttp.ClientSession, body: bytes, signed: bool) -> int:
+async def _answer(
+    system: System, http: aiohttp.ClientSession, body: bytes, signed: str | None
+) -> int:
     """The ingest's answer, retried while no replica answers or it is unavailable (503)."""
     while True:
         headers = {"Content-Type": "application/json"}
-        if signed:
+        if signed is not None:
             stamp = str(int(time.time()))
-            task_id = "chaos-bad-body"
-            with_id = json.loads(body) if body.startswith(b'{"') else None
-            if isinstance(with_id, dict) and isinstance(with_id.get("data"), dict):
-                task_id = with_id["data"].get("task_id", task_id)
             headers["X-Webhook-Timestamp"] = stamp
-            headers["X-Webhook-Signature"] = sign(WEBHOOK_KEY.encode(), task_id, stamp)
+            headers["X-Webhook-Signature"] = sign(WEBHOOK_KEY.encode(), signed, stamp)
         try:
             async with http.post(
                 system.url("ingest", CALLBACK_PATH),

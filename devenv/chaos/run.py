@@ -68,9 +68,11 @@ async def run(seed: int, sizing: Sizing, run_dir: Path, say: Say = print) -> Led
             await conductor
             load_seconds = time.monotonic() - started
             say(f"load done in {load_seconds:.0f} s ({load.tries} tries); settling")
+            settling = time.monotonic()
             operator = await settle(system, http, load, sizing.settle_seconds, say)
+            settled = time.monotonic() - settling
             ledger = await keep_ledger(system, http, seed, load, bad, operator, deadline=60.0)
-            ledger.load_seconds = load_seconds
+            ledger.load_seconds, ledger.settle_seconds = load_seconds, settled
     finally:
         if supervisor is not None:
             supervisor.cancel()

@@ -1,5 +1,5 @@
 """JSON errors for every HTTP service: ``{"error": {"code", "message"}}``, whatever aiohttp
-or a bug raises (the last word on every answer)."""
+or a bug raises (the last word on every answer); a dependency briefly away is a 503."""
 
 from __future__ import annotations
 
@@ -9,9 +9,14 @@ import structlog
 from aiohttp import web
 from aiohttp.typedefs import Handler
 
-__all__ = ["http_error", "json_errors"]
+from .errors import Transient
+
+__all__ = ["RETRY_AFTER_SECONDS", "http_error", "json_errors"]
 
 log = structlog.get_logger(__name__)
+
+#: How soon a client may try again when a dependency is briefly away (503).
+RETRY_AFTER_SECONDS: Final = 5
 
 _HTTP_CODES: Final = {
     404: "not_found",
@@ -45,6 +50,19 @@ async def json_errors(request: web.Request, handler: Handler) -> web.StreamRespo
         elif exc.status == 405:
             message = f"{request.method} is not allowed here; allowed: {exc.headers.get('Allow')}"
         return http_error(exc.status, code, message, headers=headers)
+    except Transient as exc:
+        # A dependency is away (PostgreSQL restarting, say): the client should try again.
+        # The message names what failed, not where (no addresses in answers).
+        what = str(exc).partition(":")[0]
+        log.warning(
+            "dependency_unavailable", method=request.method, path=request.path, error=str(exc)
+        )
+        return http_error(
+            503,
+            "unavailable",
+            f"{what}; try again in a few seconds",
+            headers={"Retry-After": str(RETRY_AFTER_SECONDS)},
+        )
     except Exception:
         # Last resort only: every known bad input has its own answer above this line.
         log.exception("unexpected_error", method=request.method, path=request.path)
