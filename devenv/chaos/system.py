@@ -119,12 +119,17 @@ class Service:
             self.exits += 1
             self.spawn()
 
-    def stop(self) -> None:
+    def terminate(self) -> None:
+        """SIGTERM (after a SIGCONT: a frozen process cannot act on it); see :meth:`stop`."""
         self.held = True
+        self.signal(signal.SIGCONT)
+        self.signal(signal.SIGTERM)
+
+    def stop(self) -> None:
+        """Terminate, then wait (SIGKILL after 20 s)."""
+        self.terminate()
         if self.process is None or self.process.poll() is not None:
             return
-        self.signal(signal.SIGCONT)  # a frozen process cannot act on SIGTERM
-        self.signal(signal.SIGTERM)
         try:
             self.process.wait(20)
         except subprocess.TimeoutExpired:
@@ -235,7 +240,9 @@ class System:
         _wait_http(self.url("ingest", "/readyz"), "the ingest", self._target_service("ingest-a"))
 
     def stop(self) -> None:
-        """Services first (they drain), then the simulator, then the servers."""
+        """Services first (they drain, all at once), then the simulator, then the servers."""
+        for service in self.services:
+            service.terminate()
         for service in self.services:
             service.stop()
         if self.simulator is not None:
