@@ -25,6 +25,7 @@ __all__ = [
     "PRODUCER_COPIES",
     "VARIABLES",
     "ArchiverSettings",
+    "ConsoleSettings",
     "IngestSettings",
     "KafkaSettings",
     "LogSettings",
@@ -361,6 +362,14 @@ class TrackerSettings:
 
 
 @dataclass(frozen=True)
+class ConsoleSettings:
+    host: str = setting("CONSOLE_HOST", "0.0.0.0", "console (task browser) HTTP listen address")
+    port: int = setting(
+        "CONSOLE_PORT", 8084, "console HTTP port (pages, read API, health)", minimum=0
+    )
+
+
+@dataclass(frozen=True)
 class LogSettings:
     level: str = setting(
         "LOG_LEVEL",
@@ -382,6 +391,7 @@ class Settings:
     processor: ProcessorSettings = field(default_factory=ProcessorSettings)
     archiver: ArchiverSettings = field(default_factory=ArchiverSettings)
     tracker: TrackerSettings = field(default_factory=TrackerSettings)
+    console: ConsoleSettings = field(default_factory=ConsoleSettings)
     log: LogSettings = field(default_factory=LogSettings)
 
     @classmethod

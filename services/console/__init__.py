@@ -1,0 +1,2 @@
+"""The console: a read API over the task registry and the archive, and the web pages that
+show every task, its history and its notes."""

@@ -1,0 +1,194 @@
+"""The console's read API (``/api/v1/``): tasks, counts, one task's timeline, its notes,
+its MIDI file and its raw body. Described in ``openapi.yaml`` beside this module.
+
+Read-only: nothing here writes to the registry or the storage. Every bad parameter is a
+400 with a JSON error naming it; a task or file that is not there is a 404.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime
+from typing import Any
+
+import orjson
+from aiohttp import web
+from aiohttp.typedefs import Handler
+
+from services.common.errors import ObjectNotFoundError
+from services.common.http import http_error
+from services.common.keys import task_key
+from services.common.storage import Storage
+from services.processor.app import midi_key
+from services.tracker.registry import Registry, Task, TaskState
+
+from .notes import UnreadableBodyError, newest_body, notes_document
+from .queries import (
+    MAX_LIMIT,
+    MIN_QUERY_LENGTH,
+    Cursor,
+    InvalidCursorError,
+    TaskFilter,
+    counts,
+    find_task,
+    list_tasks,
+    task_detail,
+)
+
+__all__ = ["API_PREFIX", "DEFAULT_LIMIT", "REGISTRY", "STORAGE", "setup_api"]
+
+API_PREFIX = "/api/v1"
+DEFAULT_LIMIT = 50
+
+REGISTRY = web.AppKey("console_registry", Registry)
+STORAGE = web.AppKey("console_storage", Storage)
+
+
+def setup_api(app: web.Application) -> None:
+    app.router.add_get(f"{API_PREFIX}/tasks", _list)
+    app.router.add_get(f"{API_PREFIX}/counts", _counts)
+    app.router.add_get(f"{API_PREFIX}/tasks/{{id}}", _show)
+    app.router.add_get(f"{API_PREFIX}/tasks/{{id}}/notes", _notes)
+    app.router.add_get(f"{API_PREFIX}/tasks/{{id}}/midi", _midi)
+    app.router.add_get(f"{API_PREFIX}/tasks/{{id}}/raw", _raw)
+
+
+class _BadParameter(Exception):
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+
+
+def _filter(query: Any) -> tuple[TaskFilter, int, Cursor | None]:
+    """The list's parameters, or :class:`_BadParameter` for the first wrong one."""
+    state = None
+    if (text := query.get("state")) is not None:
+        try:
+            state = TaskState(text)
+        except ValueError:
+            choices = ", ".join(s.value for s in TaskState)
+            raise _BadParameter("invalid_state", f"state must be one of {choices}") from None
+    q = query.get("q")
+    if q is not None and (len(q) < MIN_QUERY_LENGTH or not q.isascii() or not q.isprintable()):
+        raise _BadParameter(
+            "invalid_query",
+            f"q must be at least {MIN_QUERY_LENGTH} printable ASCII characters: "
+            "a task id or request id, or the start of one",
+        )
+    where = TaskFilter(state, _time(query, "since"), _time(query, "until"), q)
+    try:
+        limit = int(query.get("limit", str(DEFAULT_LIMIT)))
+    except ValueError:
+        limit = 0
+    if not 1 <= limit <= MAX_LIMIT:
+        raise _BadParameter("invalid_limit", f"limit must be an integer from 1 to {MAX_LIMIT}")
+    cursor = None
+    if (text := query.get("cursor")) is not None:
+        try:
+            cursor = Cursor.decode(text)
+        except InvalidCursorError as exc:
+            raise _BadParameter("invalid_cursor", str(exc)) from None
+    return where, limit, cursor
+
+
+def _time(query: Any, name: str) -> datetime | None:
+    text = query.get(name)
+    if text is None:
+        return None
+    try:
+        value = datetime.fromisoformat(text)
+    except ValueError:
+        raise _BadParameter(
+            f"invalid_{name}",
+            f"{name} must be an ISO 8601 date and time, e.g. 2026-11-30T12:00:00Z",
+        ) from None
+    # Without an offset, UTC: the registry's times are all UTC.
+    return value if value.tzinfo is not None else value.replace(tzinfo=UTC)
+
+
+async def _list(request: web.Request) -> web.Response:
+    try:
+        where, limit, cursor = _filter(request.query)
+    except _BadParameter as exc:
+        return http_error(400, exc.code, exc.message)
+    page = await list_tasks(request.app[REGISTRY], where, limit=limit, cursor=cursor)
+    return _json({"tasks": page.tasks, "next_cursor": page.next_cursor})
+
+
+async def _counts(request: web.Request) -> web.Response:
+    return _json(await counts(request.app[REGISTRY]))
+
+
+TaskHandler = Callable[[web.Request, Task], Awaitable[web.Response]]
+
+
+def _with_task(handler: TaskHandler) -> Handler:
+    """The handler, given the task ``{id}`` names (task id or request id); 404 without one."""
+
+    async def handle(request: web.Request) -> web.Response:
+        key = request.match_info["id"]
+        task = await find_task(request.app[REGISTRY], key)
+        if task is None:
+            return http_error(404, "not_found", f"no task or request {key!r} in the registry")
+        return await handler(request, task)
+
+    return handle
+
+
+@_with_task
+async def _show(request: web.Request, task: Task) -> web.Response:
+    return _json(await task_detail(request.app[REGISTRY], task))
+
+
+@_with_task
+async def _notes(request: web.Request, task: Task) -> web.Response:
+    archived = await newest_body(request.app[REGISTRY], request.app[STORAGE], task)
+    if archived is None:
+        return _no_body(task)
+    try:
+        body = await asyncio.to_thread(lambda: orjson.dumps(notes_document(archived)))
+    except UnreadableBodyError as exc:
+        return http_error(422, "unreadable_body", str(exc))
+    return web.Response(body=body, content_type="application/json")
+
+
+@_with_task
+async def _midi(request: web.Request, task: Task) -> web.Response:
+    missing = http_error(404, "no_midi", f"no MIDI file for task {task.task_id!r} (yet)")
+    if task.task_id is None:
+        return missing
+    try:
+        midi = await request.app[STORAGE].get(midi_key(task.task_id))
+    except ObjectNotFoundError:
+        return missing
+    return _attachment(midi, "audio/midi", f"{task_key(task.task_id)}.mid")
+
+
+@_with_task
+async def _raw(request: web.Request, task: Task) -> web.Response:
+    archived = await newest_body(request.app[REGISTRY], request.app[STORAGE], task)
+    if archived is None:
+        return _no_body(task)
+    name = f"{task_key(archived.task_id)}-{archived.body_sha256[:12]}.json"
+    return _attachment(archived.body, "application/json", name)
+
+
+def _no_body(task: Task) -> web.Response:
+    return http_error(
+        404, "no_body", f"no archived result body for task {task.task_id or task.request_id!r}"
+    )
+
+
+def _attachment(body: bytes, content_type: str, filename: str) -> web.Response:
+    """``filename`` is made of task_key's characters (letters, digits, ``-_%``): safe to quote."""
+    return web.Response(
+        body=body,
+        content_type=content_type,
+        headers={"Content-Disposition": f'attachment; filename="{filename}"'},
+    )
+
+
+def _json(document: dict[str, Any]) -> web.Response:
+    return web.Response(body=orjson.dumps(document), content_type="application/json")

@@ -1,0 +1,80 @@
+"""The console as an aiohttp application: the registry's pool and the storage as
+``cleanup_ctx`` resources, the read API, the pages, and the ops routes.
+
+It only reads: the registry (``DATABASE_URL``, whose schema it migrates like every
+registry client) and the storage the processor and the archiver write (the storage
+settings). Any number of replicas can run; none holds state of its own.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Awaitable, Callable
+
+from aiohttp import web
+from prometheus_client import CollectorRegistry
+
+from services.common.errors import ConfigError
+from services.common.http import json_errors
+from services.common.settings import Settings
+from services.common.storage import open_storage
+from services.common.web import READINESS, REGISTRY, SETTINGS, add_ops_routes
+from services.tracker.registry import Registry
+
+from .api import REGISTRY as TASKS
+from .api import STORAGE, setup_api
+from .pages import security_headers, setup_pages
+
+__all__ = ["POOL_SIZE", "create_app"]
+
+#: Connections one console holds at most: reads are short, a handful serves many users.
+POOL_SIZE = 5
+
+
+def create_app(settings: Settings, *, registry: CollectorRegistry | None = None) -> web.Application:
+    """The console for ``settings``; ``registry`` collects its metrics (a fresh one if not
+    given). Refuses to start without ``DATABASE_URL``."""
+    url = settings.tracker.database_url
+    if url is None or not url.get().strip():
+        raise ConfigError("the console needs DATABASE_URL: the task registry's PostgreSQL URL")
+    app = web.Application(middlewares=[security_headers, json_errors])
+    app[SETTINGS] = settings
+    app[REGISTRY] = registry or CollectorRegistry()
+    app.cleanup_ctx.append(_registry_ctx(url.get()))
+    app.cleanup_ctx.append(_storage_ctx)
+    add_ops_routes(app)
+    setup_api(app)
+    setup_pages(app)
+    app[READINESS] = _ready(app)
+    return app
+
+
+def _registry_ctx(url: str) -> Callable[[web.Application], AsyncIterator[None]]:
+    async def ctx(app: web.Application) -> AsyncIterator[None]:
+        app[TASKS] = await Registry.connect(url, min_size=1, max_size=POOL_SIZE)
+        try:
+            yield
+        finally:
+            await app[TASKS].close()
+
+    return ctx
+
+
+async def _storage_ctx(app: web.Application) -> AsyncIterator[None]:
+    async with open_storage(app[SETTINGS].storage) as storage:
+        app[STORAGE] = storage
+        yield
+
+
+def _ready(app: web.Application) -> Callable[[], Awaitable[bool]]:
+    """Ready while the registry answers: without it no page has anything to show."""
+
+    async def ready() -> bool:
+        if TASKS not in app:
+            return False
+        try:
+            await app[TASKS].ping()
+        except Exception:
+            return False
+        return True
+
+    return ready

@@ -1,0 +1,90 @@
+"""A task's notes as the console draws them: its newest archived body, normalized by the
+processor's own :func:`~services.processor.normalize.normalize`, so the piano roll shows
+exactly what the MIDI file was made from (programs and channels as the renderer lays them).
+
+The bodies a task received are the registry's deliveries; their bytes are the archiver's
+(``raw/<task key>/<sha256>.json``). The newest is the one the processor's file is made of:
+the latest ``received_at``, then the greater SHA-256 (:func:`~services.processor.app.midi_version`).
+A delivery whose body is not archived yet is passed over for the next newest.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Any
+
+from services.archiver.archive import raw_key
+from services.common.errors import ObjectNotFoundError
+from services.common.storage import Storage
+from services.processor.normalize import normalize
+from services.processor.render import layout_tracks
+from services.tracker.registry import Registry, Task
+
+__all__ = ["ArchivedBody", "UnreadableBodyError", "newest_body", "notes_document"]
+
+
+class UnreadableBodyError(ValueError):
+    """An archived body that is not a JSON object: there are no notes to show."""
+
+
+@dataclass(frozen=True, slots=True)
+class ArchivedBody:
+    task_id: str
+    body_sha256: str
+    body: bytes
+
+
+async def newest_body(registry: Registry, storage: Storage, task: Task) -> ArchivedBody | None:
+    """The task's newest archived body, or ``None`` when none of its bodies is archived."""
+    if task.task_id is None:
+        return None
+    deliveries = await registry.deliveries(task.pk)
+    for delivery in sorted(deliveries, key=lambda d: (d.received_at, d.body_sha256), reverse=True):
+        try:
+            body = await storage.get(raw_key(task.task_id, delivery.body_sha256))
+        except ObjectNotFoundError:
+            continue
+        return ArchivedBody(task.task_id, delivery.body_sha256, body)
+    return None
+
+
+def notes_document(archived: ArchivedBody) -> dict[str, Any]:
+    """The notes document of the API (CPU work: run it off the event loop).
+
+    Notes are ``[pitch, start_seconds, end_seconds, velocity]`` in the provider's order,
+    velocity 0..1 as sent (1.0 when absent); ``state`` is the normalizer's (``complete``,
+    ``failed``, ``unknown``), ``dropped_notes`` its counts by reason.
+    """
+    try:
+        payload = json.loads(archived.body)
+    except (ValueError, RecursionError) as exc:
+        raise UnreadableBodyError(f"the archived body is not JSON: {exc}") from exc
+    if not isinstance(payload, dict):
+        raise UnreadableBodyError(f"the archived body is a JSON {type(payload).__name__}")
+    normalized = normalize(payload)
+    instruments = []
+    duration = 0.0
+    for instrument, layout in zip(
+        normalized.instruments, layout_tracks(normalized.instruments), strict=True
+    ):
+        notes = [[note.pitch, note.start, note.end, note.velocity] for note in instrument.notes]
+        duration = max([duration, *(note.end for note in instrument.notes)])
+        instruments.append(
+            {
+                "name": instrument.name,
+                "program": layout.program,
+                "channel": layout.channel,
+                "is_drum": layout.is_drum,
+                "note_count": len(notes),
+                "notes": notes,
+            }
+        )
+    return {
+        "task_id": archived.task_id,
+        "body_sha256": archived.body_sha256,
+        "state": normalized.state,
+        "duration_seconds": duration,
+        "instruments": instruments,
+        "dropped_notes": dict(normalized.dropped),
+    }

@@ -1,0 +1,231 @@
+"""The console's reads of the task registry: filtered pages of tasks, counts, one timeline.
+
+Read-only, over the registry's own pool. The list is paged by keyset on
+``(created_at DESC, id DESC)``: a page costs the same at the millionth task as at the
+first, and a task created while someone pages never shifts the pages after it. Its SQL is
+assembled from fixed fragments holding only the filters given, so each combination gets
+its own plan on the indexes of migration 0004 (a generic ``$1 IS NULL OR ...`` plan would
+not use them).
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import dataclasses
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from services.tracker.registry import Registry, Task, TaskState, registry_errors
+
+__all__ = [
+    "MAX_LIMIT",
+    "MIN_QUERY_LENGTH",
+    "Cursor",
+    "InvalidCursorError",
+    "TaskFilter",
+    "TaskPage",
+    "counts",
+    "find_task",
+    "list_tasks",
+    "task_detail",
+    "task_summary",
+    "timeline",
+]
+
+#: The most tasks one page holds.
+MAX_LIMIT = 200
+#: The shortest ``q`` prefix searched (a shorter one would match a good part of the table).
+MIN_QUERY_LENGTH = 3
+
+
+class InvalidCursorError(ValueError):
+    """A cursor this module did not make (or made for another list)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Cursor:
+    """Where a page ended: the last task's creation time and row id."""
+
+    created_at: datetime
+    pk: int
+
+    def encode(self) -> str:
+        micros = (self.created_at - _EPOCH) // _MICROSECOND
+        return base64.urlsafe_b64encode(f"{micros}.{self.pk}".encode()).decode().rstrip("=")
+
+    @classmethod
+    def decode(cls, text: str) -> Cursor:
+        try:
+            raw = base64.urlsafe_b64decode(text + "=" * (-len(text) % 4)).decode("ascii")
+            micros, pk = (int(part) for part in raw.split("."))
+            return cls(_EPOCH + micros * _MICROSECOND, pk)
+        except (ValueError, binascii.Error, OverflowError) as exc:
+            raise InvalidCursorError(
+                f"invalid cursor {text!r}: pass a next_cursor as given"
+            ) from exc
+
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_MICROSECOND = datetime.resolution
+
+
+@dataclass(frozen=True, slots=True)
+class TaskFilter:
+    state: TaskState | None = None
+    since: datetime | None = None
+    until: datetime | None = None
+    #: A task id or request id, or a prefix of either.
+    q: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class TaskPage:
+    tasks: list[dict[str, Any]]
+    next_cursor: str | None
+
+
+def _prefix_bounds(prefix: str) -> tuple[str, str]:
+    """``[prefix, upper)``: every text starting with ``prefix``, in byte order
+    (``text_pattern_ops``), is in it; ids are ASCII, so the last character's successor is
+    one byte more."""
+    return prefix, prefix[:-1] + chr(ord(prefix[-1]) + 1)
+
+
+def _list_sql(where: TaskFilter, cursor: Cursor | None, limit: int) -> tuple[str, list[object]]:
+    conditions: list[str] = []
+    args: list[object] = []
+
+    def arg(value: object) -> str:
+        args.append(value)
+        return f"${len(args)}"
+
+    if where.state is not None:
+        conditions.append(f"state = {arg(where.state.value)}")
+    if where.since is not None:
+        conditions.append(f"created_at >= {arg(where.since)}")
+    if where.until is not None:
+        conditions.append(f"created_at < {arg(where.until)}")
+    if where.q is not None:
+        low, high = (arg(bound) for bound in _prefix_bounds(where.q))
+        conditions.append(
+            f"((task_id ~>=~ {low} AND task_id ~<~ {high})"
+            f" OR (request_id ~>=~ {low} AND request_id ~<~ {high}))"
+        )
+    if cursor is not None:
+        conditions.append(f"(created_at, id) < ({arg(cursor.created_at)}, {arg(cursor.pk)})")
+    sql = (
+        "SELECT t.*, (SELECT count(*) FROM task_deliveries d WHERE d.task = t.id) AS deliveries"
+        " FROM tasks t"
+        + (" WHERE " + " AND ".join(conditions) if conditions else "")
+        + f" ORDER BY created_at DESC, id DESC LIMIT {arg(limit + 1)}"
+    )
+    return sql, args
+
+
+async def list_tasks(
+    registry: Registry, where: TaskFilter, *, limit: int, cursor: Cursor | None = None
+) -> TaskPage:
+    """One page of tasks, newest first; ``next_cursor`` is ``None`` on the last page."""
+    sql, args = _list_sql(where, cursor, limit)
+    async with registry_errors("list tasks"):
+        rows = await registry.pool.fetch(sql, *args)
+    more = len(rows) > limit
+    rows = rows[:limit]
+    tasks = [task_summary(_task(row), int(row["deliveries"])) for row in rows]
+    last = rows[-1] if more else None
+    following = Cursor(last["created_at"], last["id"]).encode() if last is not None else None
+    return TaskPage(tasks, following)
+
+
+def _task(row: Any) -> Task:
+    names = {field.name for field in dataclasses.fields(Task)} - {"pk", "state"}
+    return Task(pk=row["id"], state=TaskState(row["state"]), **{name: row[name] for name in names})
+
+
+async def counts(registry: Registry) -> dict[str, Any]:
+    by_state = await registry.counts_by_state()
+    return {
+        "counts": {state.value: by_state.get(state, 0) for state in TaskState},
+        "oldest_open_seconds": await registry.oldest_open_age(),
+    }
+
+
+def _iso(value: datetime | None) -> str | None:
+    return None if value is None else value.isoformat()
+
+
+def task_summary(task: Task, deliveries: int) -> dict[str, Any]:
+    """The list's view of a task (TaskSummary in the OpenAPI description)."""
+    return {
+        "task_id": task.task_id,
+        "request_id": task.request_id,
+        "state": task.state.value,
+        "origin": task.origin,
+        "created_at": _iso(task.created_at),
+        "updated_at": _iso(task.updated_at),
+        "poll_count": task.poll_count,
+        "deliveries": deliveries,
+    }
+
+
+_DETAIL_FIELDS = ("source_task_id", "audio_id", "submit_outcome", "submit_reason")
+_DETAIL_TIMES = (
+    "next_poll_at",
+    "requested_at",
+    "submitted_at",
+    "completed_at",
+    "failed_at",
+    "empty_at",
+    "expired_at",
+    "last_polled_at",
+)
+
+
+async def find_task(registry: Registry, key: str) -> Task | None:
+    """The task whose provider task id or request id is ``key``."""
+    return await registry.get(key) or await registry.get_by_request(key)
+
+
+async def task_detail(registry: Registry, task: Task) -> dict[str, Any]:
+    """The task with every field an operator reads, and its timeline."""
+    deliveries = await registry.deliveries(task.pk)
+    document = task_summary(task, len(deliveries))
+    document.update({name: getattr(task, name) for name in _DETAIL_FIELDS})
+    document.update({name: _iso(getattr(task, name)) for name in _DETAIL_TIMES})
+    return {"task": document, "timeline": await timeline(registry, task)}
+
+
+async def timeline(registry: Registry, task: Task) -> list[dict[str, Any]]:
+    """Transitions, deliveries and polls in one list by time; at one instant in the order
+    they were recorded, transitions before deliveries before polls."""
+    events: list[tuple[datetime, int, int, dict[str, Any]]] = []
+    for index, move in enumerate(await registry.history(task.pk)):
+        old = move.from_state.value if move.from_state is not None else None
+        summary = f"{old} -> {move.to_state.value}" if old else move.to_state.value
+        if move.reason:
+            summary += f" ({move.reason})"
+        detail: dict[str, Any] = {"from": old, "to": move.to_state.value, "reason": move.reason}
+        events.append((move.at, 0, index, _event(move.at, "transition", summary, detail)))
+    for index, body in enumerate(await registry.deliveries(task.pk)):
+        verified = "verified" if body.verified else "not verified"
+        summary = f"result by {body.source} ({verified})"
+        detail = {
+            "source": body.source,
+            "body_sha256": body.body_sha256,
+            "verified": body.verified,
+            "first_seen_at": body.first_seen_at.isoformat(),
+        }
+        events.append(
+            (body.received_at, 1, index, _event(body.received_at, "delivery", summary, detail))
+        )
+    for index, poll in enumerate(await registry.polls(task.pk)):
+        detail = {"outcome": poll.outcome, "detail": poll.detail, "owner": poll.owner}
+        events.append((poll.at, 2, index, _event(poll.at, "poll", f"poll: {poll.outcome}", detail)))
+    events.sort(key=lambda event: event[:3])
+    return [event for *_, event in events]
+
+
+def _event(at: datetime, kind: str, summary: str, detail: dict[str, Any]) -> dict[str, Any]:
+    return {"at": at.isoformat(), "kind": kind, "summary": summary, "detail": detail}
