@@ -1,0 +1,200 @@
+"""The real console on a real local port, over a fresh registry and a tmp storage: the
+``console`` fixture, shared by the API tests and the browser tests."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+import threading
+import uuid
+from collections.abc import Coroutine, Iterator
+from concurrent.futures import Future
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any, TypeVar
+
+import pytest
+from aiohttp import web
+
+from devenv.simulator.results import midi_data
+from services.archiver.archive import archive_event
+from services.common.events import CallbackEvent
+from services.common.settings import Secret, Settings
+from services.common.storage import LocalStorage
+from services.console.app import create_app
+from services.processor.app import Processed, midi_key, process_callback
+from services.tracker.registry import Registry, TaskState
+from tests.archiver.support import callback_body
+
+T = TypeVar("T")
+
+
+def unique(prefix: str) -> str:
+    return f"{prefix}-{uuid.uuid4().hex[:12]}"
+
+
+def simulated_body(task_id: str, *, seed: int = 7) -> bytes:
+    """A success callback as the provider simulator makes them: one to four instruments,
+    often ``Drums``, hundreds of notes, times as numbers or numeric strings."""
+    data = midi_data(seed, task_id, "success")
+    payload = {"code": 200, "msg": "success", "data": {"taskId": task_id, **(data or {})}}
+    return json.dumps(payload).encode()
+
+
+@dataclass(frozen=True)
+class CreatedTask:
+    """What :meth:`Console.completed_task` made: ids, the archived body and the MIDI file
+    (``None`` when the body renders none: a failure or no notes)."""
+
+    task_id: str
+    request_id: str
+    body: bytes
+    body_sha256: str
+    midi: bytes | None
+
+
+@dataclass
+class Console:
+    """The console under test, serving in a thread of its own (so blocking clients, a
+    browser driven by Selenium, can talk to it from the test's thread).
+
+    ``url`` is its base URL (``http://127.0.0.1:<port>``, no trailing slash). ``registry``
+    is a connected :class:`Registry` on the console's database, bound to the console's
+    event loop: call it through :meth:`run` (blocking, from a plain test) or :meth:`arun`
+    (awaitable, from an async test), e.g. ``console.run(console.registry.request(...))``.
+    ``storage`` is the console's local storage, rooted at ``data_dir``.
+    """
+
+    url: str
+    registry: Registry
+    storage: LocalStorage
+    data_dir: Path
+    loop: asyncio.AbstractEventLoop
+
+    def run(self, coroutine: Coroutine[Any, Any, T]) -> T:
+        """Run ``coroutine`` on the console's loop and wait for its result."""
+        return asyncio.run_coroutine_threadsafe(coroutine, self.loop).result(timeout=60)
+
+    async def arun(self, coroutine: Coroutine[Any, Any, T]) -> T:
+        """:meth:`run` for async tests: awaits instead of blocking the test's loop."""
+        return await asyncio.wrap_future(asyncio.run_coroutine_threadsafe(coroutine, self.loop))
+
+    def completed_task(
+        self,
+        *,
+        body: bytes | None = None,
+        task_id: str | None = None,
+        received_at: datetime | None = None,
+    ) -> CreatedTask:
+        """A task requested, submitted, delivered by callback and completed, as the
+        pipeline would leave it: the body archived by the archiver's own
+        :func:`archive_event`, the MIDI file rendered by the processor's
+        :func:`process_callback` at its key, the delivery and the transition recorded by the
+        registry. ``body`` defaults to a two-note callback; :func:`simulated_body` makes a
+        richer one (build it with the same ``task_id``)."""
+        return self.run(self._completed_task(body, task_id or unique("task"), received_at))
+
+    async def _completed_task(
+        self, body: bytes | None, task_id: str, received_at: datetime | None
+    ) -> CreatedTask:
+        body = callback_body(task_id) if body is None else body
+        request_id = unique("req")
+        registry = self.registry
+        await registry.request(request_id, unique("source"), None, "http://ingest/callback")
+        await registry.submitted(request_id, task_id, timedelta(minutes=5))
+        event = callback_event(task_id, body, received_at or datetime.now(UTC), request_id)
+        await archive_event(self.storage, event)
+        processed = await asyncio.to_thread(process_callback, body)
+        midi = processed.midi if isinstance(processed, Processed) else None
+        if midi is not None:
+            await self.storage.put(midi_key(task_id), midi)
+        await registry.record_delivery(
+            task_id,
+            body_sha256=event.body_sha256,
+            received_at=event.received_at,
+            verified=True,
+            source="callback",
+            request_id=request_id,
+        )
+        await registry.transition(task_id, TaskState.COMPLETED, reason="notes event")
+        return CreatedTask(task_id, request_id, body, event.body_sha256, midi)
+
+
+def callback_event(
+    task_id: str, body: bytes, received_at: datetime, request_id: str
+) -> CallbackEvent:
+    return CallbackEvent(
+        task_id=task_id,
+        received_at=received_at,
+        body=body,
+        body_sha256=hashlib.sha256(body).hexdigest(),
+        code=200,
+        msg="success",
+        state="complete",
+        signature="VERIFIED",
+        headers={"Content-Type": "application/json"},
+        request_id=request_id,
+    )
+
+
+def console_settings(database_url: str, data_dir: Path) -> Settings:
+    return Settings.from_env({}).with_overrides(
+        tracker={"database_url": Secret(database_url)},
+        storage={"data_dir": data_dir},
+        console={"host": "127.0.0.1", "port": 0},
+    )
+
+
+@pytest.fixture(name="console")
+def fixture_console(database_url: str, tmp_path: Path) -> Iterator[Console]:
+    """The real console app (:func:`services.console.app.create_app`) on 127.0.0.1 and a
+    free port, over the test's fresh database (migrated by the console at start-up) and a
+    local storage in ``tmp_path / "data"``, served by a thread with its own event loop;
+    stopped, and its resources released, after the test."""
+    data_dir = tmp_path / "data"
+    app = create_app(console_settings(database_url, data_dir))
+    loop = asyncio.new_event_loop()
+    started: Future[tuple[str, Registry]] = Future()
+    thread = threading.Thread(
+        target=_serve, args=(app, loop, database_url, started), name="console", daemon=True
+    )
+    thread.start()
+    url, registry = started.result(timeout=60)
+    try:
+        yield Console(url, registry, LocalStorage(data_dir), data_dir, loop)
+    finally:
+        loop.call_soon_threadsafe(loop.stop)
+        thread.join(30)
+
+
+def _serve(
+    app: web.Application,
+    loop: asyncio.AbstractEventLoop,
+    database_url: str,
+    started: Future[tuple[str, Registry]],
+) -> None:
+    asyncio.set_event_loop(loop)
+    runner = web.AppRunner(app, access_log=None)
+
+    async def start() -> tuple[str, Registry]:
+        await runner.setup()
+        await web.TCPSite(runner, "127.0.0.1", 0).start()
+        host, port = runner.addresses[0][:2]
+        return f"http://{host}:{port}", await Registry.connect(database_url, max_size=2)
+
+    try:
+        url, registry = loop.run_until_complete(start())
+    except BaseException as exc:
+        started.set_exception(exc)
+        loop.run_until_complete(runner.cleanup())
+        loop.close()
+        return
+    started.set_result((url, registry))
+    try:
+        loop.run_forever()
+    finally:
+        loop.run_until_complete(registry.close())
+        loop.run_until_complete(runner.cleanup())
+        loop.close()
