@@ -14,6 +14,8 @@ from typing import Final
 from aiohttp import web
 from aiohttp.typedefs import Handler
 
+from services.common.http import http_error
+
 __all__ = ["SECURITY_HEADERS", "STATIC_DIR", "security_headers", "setup_pages"]
 
 STATIC_DIR: Final = Path(__file__).resolve().parent / "static"
@@ -46,13 +48,28 @@ def setup_pages(app: web.Application) -> None:
     ``/static/<file>`` their assets."""
     app.router.add_get("/", _page("index.html"))
     app.router.add_get("/tasks/{id}", _page("task.html"))
-    app.router.add_static("/static/", STATIC_DIR, show_index=False, follow_symlinks=False)
+    app.router.add_get("/static/{path:.+}", _asset)
 
 
 def _page(name: str) -> Handler:
     path = STATIC_DIR / name
 
     async def page(_request: web.Request) -> web.FileResponse:
-        return web.FileResponse(path, headers={"Cache-Control": "no-cache"})
+        return web.FileResponse(path, headers=_REVALIDATE)
 
     return page
+
+
+#: Served files are revalidated (ETag, Last-Modified) on each use: a new release's pages
+#: never run with the last release's scripts.
+_REVALIDATE: Final = {"Cache-Control": "no-cache"}
+
+
+async def _asset(request: web.Request) -> web.StreamResponse:
+    """A file below :data:`STATIC_DIR` (never outside it, symlinks included); a JSON 404
+    otherwise (aiohttp's own static route answers an empty one)."""
+    name = request.match_info["path"]
+    path = (STATIC_DIR / name).resolve()
+    if not path.is_relative_to(STATIC_DIR) or not path.is_file():
+        return http_error(404, "not_found", f"no such file: /static/{name}")
+    return web.FileResponse(path, headers=_REVALIDATE)

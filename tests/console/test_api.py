@@ -7,6 +7,7 @@ import hashlib
 import json
 from datetime import UTC, datetime, timedelta
 from typing import Any
+from urllib.parse import quote
 
 import pytest
 import requests
@@ -218,6 +219,15 @@ class TestTask:
         assert task["task_id"] == made.task_id and task["state"] == "completed"
         assert task["deliveries"] == 1 and task["completed_at"] is not None
         assert task["source_task_id"].startswith("source-") and task["submit_outcome"] is None
+
+    def test_an_id_with_a_slash_is_percent_encoded(self, console: Console) -> None:
+        """Task ids may hold ``/`` (any printable ASCII): encoded as %2F they still name it."""
+        made = console.completed_task(task_id="folder/task:1")
+        path = f"{TASKS}/{quote(made.task_id, safe='')}"
+        assert ok(console, path)["task"]["task_id"] == made.task_id
+        assert get(console, f"{path}/raw").content == made.body
+        midi = get(console, f"{path}/midi")
+        assert midi.headers["Content-Disposition"] == 'attachment; filename="folder%2Ftask%3A1.mid"'
 
     def test_unknown_task_is_404(self, console: Console) -> None:
         """An id the registry does not know: 404 as JSON, on every task route."""
