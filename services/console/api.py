@@ -18,7 +18,7 @@ from aiohttp.typedefs import Handler
 
 from services.common.errors import ObjectNotFoundError
 from services.common.http import http_error
-from services.common.keys import task_key
+from services.common.keys import is_valid_request_id, is_valid_task_id, task_key
 from services.common.storage import Storage
 from services.processor.app import midi_key
 from services.tracker.registry import Registry, Task, TaskState
@@ -99,13 +99,14 @@ def _time(query: Any, name: str) -> datetime | None:
         return None
     try:
         value = datetime.fromisoformat(text)
-    except ValueError:
+        # Without an offset, UTC: the registry's times are all UTC.
+        value = (value if value.tzinfo is not None else value.replace(tzinfo=UTC)).astimezone(UTC)
+    except (ValueError, OverflowError):
         raise _BadParameter(
             f"invalid_{name}",
             f"{name} must be an ISO 8601 date and time, e.g. 2026-11-30T12:00:00Z",
         ) from None
-    # Without an offset, UTC: the registry's times are all UTC.
-    return value if value.tzinfo is not None else value.replace(tzinfo=UTC)
+    return value
 
 
 async def _list(request: web.Request) -> web.Response:
@@ -129,7 +130,10 @@ def _with_task(handler: TaskHandler) -> Handler:
 
     async def handle(request: web.Request) -> web.Response:
         key = request.match_info["id"]
-        task = await find_task(request.app[REGISTRY], key)
+        # An id no task can have (a NUL, say, which PostgreSQL's text cannot even hold)
+        # is not looked up.
+        known = is_valid_task_id(key) or is_valid_request_id(key)
+        task = await find_task(request.app[REGISTRY], key) if known else None
         if task is None:
             return http_error(404, "not_found", f"no task or request {key!r} in the registry")
         return await handler(request, task)

@@ -60,6 +60,8 @@ class Cursor:
         try:
             raw = base64.urlsafe_b64decode(text + "=" * (-len(text) % 4)).decode("ascii")
             micros, pk = (int(part) for part in raw.split("."))
+            if not 0 < pk < 2**63:  # a row id is a positive bigint
+                raise ValueError(f"row id {pk} out of range")
             return cls(_EPOCH + micros * _MICROSECOND, pk)
         except (ValueError, binascii.Error, OverflowError) as exc:
             raise InvalidCursorError(

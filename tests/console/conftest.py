@@ -26,6 +26,7 @@ from services.common.storage import LocalStorage
 from services.console.app import create_app
 from services.processor.app import Processed, midi_key, process_callback
 from services.tracker.registry import Registry, TaskState
+from services.tracker.schedule import notes_outcome
 from tests.archiver.support import callback_body
 
 T = TypeVar("T")
@@ -88,12 +89,12 @@ class Console:
         task_id: str | None = None,
         received_at: datetime | None = None,
     ) -> CreatedTask:
-        """A task requested, submitted, delivered by callback and completed, as the
-        pipeline would leave it: the body archived by the archiver's own
-        :func:`archive_event`, the MIDI file rendered by the processor's
-        :func:`process_callback` at its key, the delivery and the transition recorded by the
-        registry. ``body`` defaults to a two-note callback; :func:`simulated_body` makes a
-        richer one (build it with the same ``task_id``)."""
+        """A task requested, submitted, delivered by callback and ended, as the pipeline
+        would leave it (``completed``; ``failed`` or ``empty`` when the body says so): the
+        body archived by the archiver's own :func:`archive_event`, the MIDI file rendered
+        by the processor's :func:`process_callback` at its key, the delivery and the
+        transitions recorded by the registry. ``body`` defaults to a two-note callback;
+        :func:`simulated_body` makes a richer one (build it with the same ``task_id``)."""
         return self.run(self._completed_task(body, task_id or unique("task"), received_at))
 
     async def _completed_task(
@@ -118,7 +119,11 @@ class Console:
             source="callback",
             request_id=request_id,
         )
-        await registry.transition(task_id, TaskState.COMPLETED, reason="notes event")
+        if isinstance(processed, Processed):
+            normalized = processed.normalized
+            outcome = notes_outcome(normalized.state, normalized.note_count)
+            if outcome is not None:
+                await registry.transition(task_id, TaskState(outcome), reason="notes event")
         return CreatedTask(task_id, request_id, body, event.body_sha256, midi)
 
 

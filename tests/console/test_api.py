@@ -383,6 +383,7 @@ class TestDownloads:
         failed = json.dumps({"code": 501, "msg": "failed", "data": {"taskId": task_id}})
         made = console.completed_task(task_id=task_id, body=failed.encode())
         assert made.midi is None
+        assert ok(console, f"{TASKS}/{task_id}")["task"]["state"] == "failed"
         assert_error(get(console, f"{TASKS}/{task_id}/midi"), 404, "no_midi")
         assert ok(console, f"{TASKS}/{task_id}/notes")["state"] == "failed"
 
