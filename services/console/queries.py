@@ -28,6 +28,7 @@ __all__ = [
     "TaskPage",
     "counts",
     "find_task",
+    "list_sql",
     "list_tasks",
     "task_detail",
     "task_summary",
@@ -95,7 +96,8 @@ def _prefix_bounds(prefix: str) -> tuple[str, str]:
     return prefix, prefix[:-1] + chr(ord(prefix[-1]) + 1)
 
 
-def _list_sql(where: TaskFilter, cursor: Cursor | None, limit: int) -> tuple[str, list[object]]:
+def list_sql(where: TaskFilter, cursor: Cursor | None, limit: int) -> tuple[str, list[object]]:
+    """The page's query and its arguments (one row more than ``limit``: is there a next?)."""
     conditions: list[str] = []
     args: list[object] = []
 
@@ -130,7 +132,7 @@ async def list_tasks(
     registry: Registry, where: TaskFilter, *, limit: int, cursor: Cursor | None = None
 ) -> TaskPage:
     """One page of tasks, newest first; ``next_cursor`` is ``None`` on the last page."""
-    sql, args = _list_sql(where, cursor, limit)
+    sql, args = list_sql(where, cursor, limit)
     async with registry_errors("list tasks"):
         rows = await registry.pool.fetch(sql, *args)
     more = len(rows) > limit
