@@ -22,6 +22,8 @@
     │   ├── MigrationError   the database's schema is not one this code can migrate
     │   └── UnknownTaskError no task has the task id or request id given
     ├── CommandError         a CLI problem the user can fix; ``status`` is the exit status
+    ├── InvalidRequestError  an HTTP request parameter the user can fix (services.console);
+    │                        ``code`` names it in the 400 answer
     ├── ProviderError        the Suno API refused or did not answer (services.tracker.provider);
     │   │                    ``code``, ``endpoint``, ``attempts`` say which call and how often
     │   ├── ProviderRetryableError  may succeed later: retried with backoff, then raised
@@ -62,6 +64,7 @@ __all__ = [
     "EventEncodeError",
     "InsufficientCreditsError",
     "InvalidEventError",
+    "InvalidRequestError",
     "KafkaUnavailableError",
     "MaintenanceError",
     "MigrationError",
@@ -200,6 +203,14 @@ class CommandError(PipelineError):
     def __init__(self, message: str, status: int = 1) -> None:
         super().__init__(message)
         self.status = status
+
+
+class InvalidRequestError(PipelineError):
+    """A request parameter the user can fix: answered 400 with ``code`` and the message."""
+
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(message)
+        self.code = code
 
 
 class ProviderError(PipelineError):

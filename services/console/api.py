@@ -16,19 +16,18 @@ import orjson
 from aiohttp import web
 from aiohttp.typedefs import Handler
 
-from services.common.errors import ObjectNotFoundError
+from services.common.errors import InvalidRequestError, ObjectNotFoundError
 from services.common.http import http_error
 from services.common.keys import is_valid_request_id, is_valid_task_id, task_key
 from services.common.storage import Storage
 from services.processor.app import midi_key
 from services.tracker.registry import Registry, Task, TaskState
 
-from .notes import UnreadableBodyError, newest_body, notes_document
+from .notes import newest_body, notes_document
 from .queries import (
     MAX_LIMIT,
     MIN_QUERY_LENGTH,
     Cursor,
-    InvalidCursorError,
     TaskFilter,
     counts,
     find_task,
@@ -54,25 +53,18 @@ def setup_api(app: web.Application) -> None:
     app.router.add_get(f"{API_PREFIX}/tasks/{{id}}/raw", _raw)
 
 
-class _BadParameter(Exception):
-    def __init__(self, code: str, message: str) -> None:
-        super().__init__(message)
-        self.code = code
-        self.message = message
-
-
 def _filter(query: Any) -> tuple[TaskFilter, int, Cursor | None]:
-    """The list's parameters, or :class:`_BadParameter` for the first wrong one."""
+    """The list's parameters; :class:`InvalidRequestError` for the first wrong one."""
     state = None
     if (text := query.get("state")) is not None:
         try:
             state = TaskState(text)
         except ValueError:
             choices = ", ".join(s.value for s in TaskState)
-            raise _BadParameter("invalid_state", f"state must be one of {choices}") from None
+            raise InvalidRequestError("invalid_state", f"state must be one of {choices}") from None
     q = query.get("q")
     if q is not None and (len(q) < MIN_QUERY_LENGTH or not q.isascii() or not q.isprintable()):
-        raise _BadParameter(
+        raise InvalidRequestError(
             "invalid_query",
             f"q must be at least {MIN_QUERY_LENGTH} printable ASCII characters: "
             "a task id or request id, or the start of one",
@@ -83,13 +75,12 @@ def _filter(query: Any) -> tuple[TaskFilter, int, Cursor | None]:
     except ValueError:
         limit = 0
     if not 1 <= limit <= MAX_LIMIT:
-        raise _BadParameter("invalid_limit", f"limit must be an integer from 1 to {MAX_LIMIT}")
+        raise InvalidRequestError(
+            "invalid_limit", f"limit must be an integer from 1 to {MAX_LIMIT}"
+        )
     cursor = None
     if (text := query.get("cursor")) is not None:
-        try:
-            cursor = Cursor.decode(text)
-        except InvalidCursorError as exc:
-            raise _BadParameter("invalid_cursor", str(exc)) from None
+        cursor = Cursor.decode(text)
     return where, limit, cursor
 
 
@@ -102,7 +93,7 @@ def _time(query: Any, name: str) -> datetime | None:
         # Without an offset, UTC: the registry's times are all UTC.
         value = (value if value.tzinfo is not None else value.replace(tzinfo=UTC)).astimezone(UTC)
     except (ValueError, OverflowError):
-        raise _BadParameter(
+        raise InvalidRequestError(
             f"invalid_{name}",
             f"{name} must be an ISO 8601 date and time, e.g. 2026-11-30T12:00:00Z",
         ) from None
@@ -112,8 +103,8 @@ def _time(query: Any, name: str) -> datetime | None:
 async def _list(request: web.Request) -> web.Response:
     try:
         where, limit, cursor = _filter(request.query)
-    except _BadParameter as exc:
-        return http_error(400, exc.code, exc.message)
+    except InvalidRequestError as exc:
+        return http_error(400, exc.code, str(exc))
     page = await list_tasks(request.app[REGISTRY], where, limit=limit, cursor=cursor)
     return _json({"tasks": page.tasks, "next_cursor": page.next_cursor})
 
@@ -151,10 +142,12 @@ async def _notes(request: web.Request, task: Task) -> web.Response:
     archived = await newest_body(request.app[REGISTRY], request.app[STORAGE], task)
     if archived is None:
         return _no_body(task)
-    try:
-        body = await asyncio.to_thread(lambda: orjson.dumps(notes_document(archived)))
-    except UnreadableBodyError as exc:
-        return http_error(422, "unreadable_body", str(exc))
+    document = await asyncio.to_thread(notes_document, archived)
+    if document is None:
+        return http_error(
+            422, "unreadable_body", f"the archived body {archived.body_sha256} is not a JSON object"
+        )
+    body = await asyncio.to_thread(orjson.dumps, document)
     return web.Response(body=body, content_type="application/json")
 
 

@@ -21,11 +21,7 @@ from services.processor.normalize import normalize
 from services.processor.render import layout_tracks
 from services.tracker.registry import Registry, Task
 
-__all__ = ["ArchivedBody", "UnreadableBodyError", "newest_body", "notes_document"]
-
-
-class UnreadableBodyError(ValueError):
-    """An archived body that is not a JSON object: there are no notes to show."""
+__all__ = ["ArchivedBody", "newest_body", "notes_document"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -49,8 +45,10 @@ async def newest_body(registry: Registry, storage: Storage, task: Task) -> Archi
     return None
 
 
-def notes_document(archived: ArchivedBody) -> dict[str, Any]:
-    """The notes document of the API (CPU work: run it off the event loop).
+def notes_document(archived: ArchivedBody) -> dict[str, Any] | None:
+    """The notes document of the API, ``None`` when the body is not a JSON object (the
+    ingest accepts no other, so only a damaged archive holds one). CPU work: run it off
+    the event loop.
 
     Notes are ``[pitch, start_seconds, end_seconds, velocity]`` in the provider's order,
     velocity 0..1 as sent (1.0 when absent); ``state`` is the normalizer's (``complete``,
@@ -58,10 +56,10 @@ def notes_document(archived: ArchivedBody) -> dict[str, Any]:
     """
     try:
         payload = json.loads(archived.body)
-    except (ValueError, RecursionError) as exc:
-        raise UnreadableBodyError(f"the archived body is not JSON: {exc}") from exc
+    except (ValueError, RecursionError):
+        return None
     if not isinstance(payload, dict):
-        raise UnreadableBodyError(f"the archived body is a JSON {type(payload).__name__}")
+        return None
     normalized = normalize(payload)
     instruments = []
     duration = 0.0

@@ -17,13 +17,13 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
+from services.common.errors import InvalidRequestError
 from services.tracker.registry import Registry, Task, TaskState, registry_errors
 
 __all__ = [
     "MAX_LIMIT",
     "MIN_QUERY_LENGTH",
     "Cursor",
-    "InvalidCursorError",
     "TaskFilter",
     "TaskPage",
     "counts",
@@ -41,10 +41,6 @@ MAX_LIMIT = 200
 MIN_QUERY_LENGTH = 3
 
 
-class InvalidCursorError(ValueError):
-    """A cursor this module did not make (or made for another list)."""
-
-
 @dataclass(frozen=True, slots=True)
 class Cursor:
     """Where a page ended: the last task's creation time and row id."""
@@ -58,16 +54,17 @@ class Cursor:
 
     @classmethod
     def decode(cls, text: str) -> Cursor:
+        """The cursor :meth:`encode` made; :class:`InvalidRequestError` for any other text."""
         try:
             raw = base64.urlsafe_b64decode(text + "=" * (-len(text) % 4)).decode("ascii")
             micros, pk = (int(part) for part in raw.split("."))
             if not 0 < pk < 2**63:  # a row id is a positive bigint
                 raise ValueError(f"row id {pk} out of range")
             return cls(_EPOCH + micros * _MICROSECOND, pk)
-        except (ValueError, binascii.Error, OverflowError) as exc:
-            raise InvalidCursorError(
-                f"invalid cursor {text!r}: pass a next_cursor as given"
-            ) from exc
+        except (ValueError, binascii.Error, OverflowError):
+            raise InvalidRequestError(
+                "invalid_cursor", f"invalid cursor {text!r}: pass a next_cursor as given"
+            ) from None
 
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
