@@ -69,7 +69,11 @@ async def _asset(request: web.Request) -> web.StreamResponse:
     """A file below :data:`STATIC_DIR` (never outside it, symlinks included); a JSON 404
     otherwise (aiohttp's own static route answers an empty one)."""
     name = request.match_info["path"]
-    path = (STATIC_DIR / name).resolve()
-    if not path.is_relative_to(STATIC_DIR) or not path.is_file():
+    try:
+        path = (STATIC_DIR / name).resolve()
+        found = path.is_relative_to(STATIC_DIR) and path.is_file()
+    except (OSError, ValueError):  # a NUL byte, a name too long for the file system
+        found = False
+    if not found:
         return http_error(404, "not_found", f"no such file: /static/{name}")
     return web.FileResponse(path, headers=_REVALIDATE)

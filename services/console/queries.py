@@ -12,13 +12,18 @@ from __future__ import annotations
 
 import base64
 import binascii
-import dataclasses
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
 from services.common.errors import InvalidRequestError
-from services.tracker.registry import Registry, Task, TaskState, registry_errors
+from services.tracker.registry import (
+    Registry,
+    Task,
+    TaskState,
+    registry_errors,
+    task_from_row,
+)
 
 __all__ = [
     "MAX_LIMIT",
@@ -134,15 +139,10 @@ async def list_tasks(
         rows = await registry.pool.fetch(sql, *args)
     more = len(rows) > limit
     rows = rows[:limit]
-    tasks = [task_summary(_task(row), int(row["deliveries"])) for row in rows]
+    tasks = [task_summary(task_from_row(row), int(row["deliveries"])) for row in rows]
     last = rows[-1] if more else None
     following = Cursor(last["created_at"], last["id"]).encode() if last is not None else None
     return TaskPage(tasks, following)
-
-
-def _task(row: Any) -> Task:
-    names = {field.name for field in dataclasses.fields(Task)} - {"pk", "state"}
-    return Task(pk=row["id"], state=TaskState(row["state"]), **{name: row[name] for name in names})
 
 
 async def counts(registry: Registry) -> dict[str, Any]:

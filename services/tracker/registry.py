@@ -44,6 +44,7 @@ __all__ = [
     "When",
     "registry_errors",
     "setup_registry",
+    "task_from_row",
 ]
 
 DeliverySource = Literal["callback", "poll"]
@@ -131,7 +132,8 @@ class Poll:
 _TASK_COLUMNS = tuple(f.name for f in fields(Task) if f.name != "pk")
 
 
-def _task(row: Record) -> Task:
+def task_from_row(row: Record) -> Task:
+    """A ``tasks`` row (``SELECT *``; other columns are ignored) as a :class:`Task`."""
     values: dict[str, Any] = {name: row[name] for name in _TASK_COLUMNS}
     values["state"] = TaskState(row["state"])
     return Task(pk=row["id"], **values)
@@ -275,11 +277,11 @@ class Registry:
                 callback_url,
             )
             if row is not None:
-                return _task(row), True
+                return task_from_row(row), True
             existing = await conn.fetchrow("SELECT * FROM tasks WHERE request_id = $1", request_id)
         if existing is None:  # pragma: no cover - rows with a request id are never deleted
             raise RegistryError(f"request {request_id!r} conflicted with a row that is gone")
-        return _task(existing), False
+        return task_from_row(existing), False
 
     async def claim_submission(self, request_id: str, owner: str) -> Task | None:
         """Mark the intent as being submitted by ``owner``, if no attempt was ever started;
@@ -294,7 +296,7 @@ class Registry:
             request_id,
             owner,
         )
-        return _task(row) if row is not None else None
+        return task_from_row(row) if row is not None else None
 
     async def claimable(self, limit: int) -> list[Task]:
         """Requests no attempt was ever started for, oldest first: what the submitter
@@ -305,7 +307,7 @@ class Registry:
             " ORDER BY created_at, id LIMIT $1",
             limit,
         )
-        return [_task(row) for row in rows]
+        return [task_from_row(row) for row in rows]
 
     async def submitted(self, request_id: str, task_id: str, first_poll_at: When) -> Task:
         """The provider answered with ``task_id``: the intent becomes a submitted task, first
@@ -320,14 +322,14 @@ class Registry:
                     intent["id"],
                     *_when(first_poll_at),
                 )
-                return _task(row or intent)
+                return task_from_row(row or intent)
             if intent["task_id"] is not None or intent["state"] != "requested":
                 raise RegistryError(
                     f"request {request_id!r} is {intent['state']} with task "
                     f"{intent['task_id']!r}: it cannot take task {task_id!r}"
                 )
             row = await _link(conn, intent, task_id, first_poll_at, "submitted")
-        return _task(row)
+        return task_from_row(row)
 
     @staticmethod
     async def _intent(conn: PoolConnectionProxy[Record], request_id: str) -> Record:
@@ -373,7 +375,7 @@ class Registry:
         async with self._tx("record a rejection") as conn:
             intent = await self._intent(conn, request_id)
             if intent["state"] != "requested":
-                return _task(intent)
+                return task_from_row(intent)
             row = await conn.fetchrow(
                 """
                 UPDATE tasks SET state = 'failed', failed_at = now(), updated_at = now(),
@@ -387,7 +389,7 @@ class Registry:
                 _INSERT_TRANSITION, intent["id"], "requested", "failed", None, reason
             )
         assert row is not None
-        return _task(row)
+        return task_from_row(row)
 
     async def submission_unknown(self, request_id: str, reason: str) -> Task:
         """Whether the provider created a task cannot be known (a timeout after sending):
@@ -403,7 +405,7 @@ class Registry:
         )
         if row is None:
             return await self._by_request(request_id)
-        return _task(row)
+        return task_from_row(row)
 
     async def unknown_submissions(
         self, stale_after: timedelta = timedelta(minutes=5)
@@ -420,7 +422,7 @@ class Registry:
             """,
             stale_after,
         )
-        return [_task(row) for row in rows]
+        return [task_from_row(row) for row in rows]
 
     # -- what the provider tells ---------------------------------------------------------
 
@@ -468,7 +470,7 @@ class Registry:
                 received_at,
                 verified,
             )
-        return _task(row)
+        return task_from_row(row)
 
     async def transition(
         self,
@@ -535,7 +537,7 @@ class Registry:
             limit,
             float(lease_seconds),
         )
-        return sorted((_task(row) for row in rows), key=lambda t: (t.next_poll_at, t.pk))
+        return sorted((task_from_row(row) for row in rows), key=lambda t: (t.next_poll_at, t.pk))
 
     async def poll_done(
         self,
@@ -594,7 +596,7 @@ class Registry:
             """,
             retention,
         )
-        return [_task(row) for row in rows]
+        return [task_from_row(row) for row in rows]
 
     # -- for metrics and alerts ----------------------------------------------------------
 
@@ -629,13 +631,13 @@ class Registry:
 
     async def get(self, task_id: str) -> Task | None:
         row = await self._one("read a task", "SELECT * FROM tasks WHERE task_id = $1", task_id)
-        return _task(row) if row is not None else None
+        return task_from_row(row) if row is not None else None
 
     async def get_by_request(self, request_id: str) -> Task | None:
         row = await self._one(
             "read a task", "SELECT * FROM tasks WHERE request_id = $1", request_id
         )
-        return _task(row) if row is not None else None
+        return task_from_row(row) if row is not None else None
 
     async def _by_request(self, request_id: str) -> Task:
         task = await self.get_by_request(request_id)
@@ -679,7 +681,7 @@ class Registry:
             state.value if state is not None else None,
             limit,
         )
-        return [_task(row) for row in rows]
+        return [task_from_row(row) for row in rows]
 
 
 async def _lock_task_id(conn: PoolConnectionProxy[Record], task_id: str) -> None:

@@ -49,6 +49,8 @@ class TestPages:
         assert response.content == (STATIC_DIR / "task.html").read_bytes()
         assert get(console, "/static/../app.py").status_code == 404
         assert get(console, "/static/%2e%2e/app.py").status_code in (403, 404)
+        for odd in ("%00", "x" * 300, "a%00b/c"):
+            assert get(console, f"/static/{odd}").status_code == 404, odd
         missing = get(console, "/static/nothing.js")
         assert missing.status_code == 404
         assert missing.json()["error"]["code"] == "not_found"
