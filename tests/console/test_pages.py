@@ -5,6 +5,9 @@ from __future__ import annotations
 import pytest
 import requests
 
+from services.common.errors import ConfigError
+from services.common.settings import Settings
+from services.console.app import create_app
 from services.console.pages import SECURITY_HEADERS, STATIC_DIR
 
 from .conftest import Console
@@ -60,6 +63,13 @@ class TestPages:
         assert get(console, "/healthz").json() == {"status": "ok"}
         assert get(console, "/readyz").json() == {"status": "ready"}
         assert get(console, "/metrics").status_code == 200
+
+
+class TestStartup:
+    def test_refuses_to_start_without_the_registry(self) -> None:
+        """No DATABASE_URL: a configuration error naming it, before anything starts."""
+        with pytest.raises(ConfigError, match="DATABASE_URL"):
+            create_app(Settings.from_env({}))
 
 
 class TestSecurityHeaders:
