@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator, Awaitable, Callable
 
 from aiohttp import web
-from prometheus_client import CollectorRegistry
+from prometheus_client import CollectorRegistry, Gauge
 
 from services.common.errors import ConfigError
 from services.common.http import json_errors
@@ -39,12 +39,17 @@ def create_app(settings: Settings, *, registry: CollectorRegistry | None = None)
     app = web.Application(middlewares=[security_headers, json_errors])
     app[SETTINGS] = settings
     app[REGISTRY] = registry or CollectorRegistry()
+    ready = Gauge(
+        "console_ready",
+        "1 while the task registry answers, else 0 (refreshed at every scrape and /readyz).",
+        registry=app[REGISTRY],
+    )
     app.cleanup_ctx.append(_registry_ctx(url.get()))
     app.cleanup_ctx.append(_storage_ctx)
     add_ops_routes(app)
     setup_api(app)
     setup_pages(app)
-    app[READINESS] = _ready(app)
+    app[READINESS] = _ready(app, ready)
     return app
 
 
@@ -65,16 +70,18 @@ async def _storage_ctx(app: web.Application) -> AsyncIterator[None]:
         yield
 
 
-def _ready(app: web.Application) -> Callable[[], Awaitable[bool]]:
+def _ready(app: web.Application, gauge: Gauge) -> Callable[[], Awaitable[bool]]:
     """Ready while the registry answers: without it no page has anything to show."""
 
     async def ready() -> bool:
-        if TASKS not in app:
-            return False
-        try:
-            await app[TASKS].ping()
-        except Exception:
-            return False
-        return True
+        answered = False
+        if TASKS in app:
+            try:
+                await app[TASKS].ping()
+                answered = True
+            except Exception:  # away, or refusing: not ready either way
+                answered = False
+        gauge.set(1 if answered else 0)
+        return answered
 
     return ready

@@ -62,7 +62,9 @@ class TestPages:
         """Health, readiness (the registry answers) and metrics, like every service."""
         assert get(console, "/healthz").json() == {"status": "ok"}
         assert get(console, "/readyz").json() == {"status": "ready"}
-        assert get(console, "/metrics").status_code == 200
+        metrics = get(console, "/metrics")
+        assert metrics.status_code == 200
+        assert "console_ready 1.0" in metrics.text
 
 
 class TestStartup:
