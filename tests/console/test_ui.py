@@ -123,6 +123,7 @@ class TestTaskPage:
             href = browser.find(css).get_attribute("href") or ""
             with urllib.request.urlopen(href) as answer:
                 assert answer.read() == expected, css
+        assert_clean_log(browser)
 
     def test_an_unknown_task_says_so(self, browser: Browser, console: Any) -> None:
         """The API's 404 becomes a readable message on the page."""

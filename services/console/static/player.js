@@ -42,10 +42,11 @@ export class Player {
     this.onState(this.state);
   }
 
-  /** Stops every sounding voice; the position stays where playback was. */
-  stop() {
+  /** Stops every sounding voice; the position stays where playback was, or goes back to
+   * the start with `rewind` (the end was reached). */
+  stop(rewind = false) {
     if (this.state !== "playing") return;
-    this.offset = Math.min(this.position(), this.duration);
+    this.offset = rewind ? 0 : Math.min(this.position(), this.duration);
     clearInterval(this.timer);
     for (const voice of this.voices) voice.stop();
     this.voices.clear();
@@ -72,8 +73,7 @@ export class Player {
   schedule() {
     const now = this.position();
     if (now >= this.duration) {
-      this.stop();
-      this.offset = 0;
+      this.stop(true);
       return;
     }
     while (this.next < this.events.length && this.events[this.next].note[1] < now + LOOKAHEAD) {

@@ -132,7 +132,7 @@ function showRoll(doc) {
   });
   canvas.addEventListener("click", (event) => {
     if (player.state === "playing") return;
-    player.seek(roll.timeAtX(event.clientX - canvas.getBoundingClientRect().left));
+    player.seek(Math.min(roll.duration, roll.timeAtX(event.clientX - canvas.getBoundingClientRect().left)));
     tick(false);
   });
   document.getElementById("zoom-in").addEventListener("click", () => roll.zoom(1.5));
