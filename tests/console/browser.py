@@ -34,12 +34,17 @@ def open_task_page(browser: Browser, url: str) -> None:
     browser.wait_for_attribute("#task-page", "data-status", "ready")
 
 
+def drawn_count(browser: Browser) -> int:
+    """The piano roll's count of drawn notes, now."""
+    return int(browser.find("#roll").get_attribute("data-notes-drawn") or "-1")
+
+
 def notes_drawn(browser: Browser, expected: int) -> int:
     """The canvas' count of drawn notes once it is ``expected``, else the last count seen
     (so that a wrong count fails the test's assertion with both numbers)."""
     with contextlib.suppress(TimeoutException):
         browser.wait_for_attribute("#roll", "data-notes-drawn", str(expected))
-    return int(browser.find("#roll").get_attribute("data-notes-drawn") or "-1")
+    return drawn_count(browser)
 
 
 def cursor_seconds(browser: Browser) -> float:

@@ -9,9 +9,7 @@ from __future__ import annotations
 
 import json
 import urllib.request
-from typing import Any
-
-import pytest
+from typing import TYPE_CHECKING
 
 from devenv.simulator.results import midi_data
 from services.processor.normalize import normalize
@@ -25,6 +23,9 @@ from .browser import (
     row_states,
     wait_for_rows,
 )
+
+if TYPE_CHECKING:  # the fixture's module, which pytest loads itself
+    from .conftest import Console, CreatedTask
 
 #: A simulator seed and task id whose callback has three instruments (drums among them),
 #: every one with notes, so hiding the first lowers the count.
@@ -42,12 +43,12 @@ def note_counts(body: bytes) -> list[int]:
     return [len(instrument.notes) for instrument in normalize(json.loads(body)).instruments]
 
 
-def completed(console: Any) -> Any:
+def completed(console: Console) -> CreatedTask:
     return console.completed_task(body=provider_body(TASK_ID), task_id=TASK_ID)
 
 
 class TestTaskList:
-    def test_lists_tasks_and_filters_by_state(self, browser: Browser, console: Any) -> None:
+    def test_lists_tasks_and_filters_by_state(self, browser: Browser, console: Console) -> None:
         """Both tasks are listed; the state filter leaves the completed one, in the URL too."""
         created = completed(console)
         console.run(console.registry.request("ui-req-open", "ui-source", None, "http://ingest/cb"))
@@ -66,7 +67,7 @@ class TestTaskList:
         browser.screenshot("list")
         assert_clean_log(browser)
 
-    def test_a_shared_filtered_url_opens_filtered(self, browser: Browser, console: Any) -> None:
+    def test_a_shared_filtered_url_opens_filtered(self, browser: Browser, console: Console) -> None:
         """A filtered view's URL, opened afresh, shows the same filter and rows."""
         completed(console)
         console.run(console.registry.request("ui-req-open", "ui-source", None, "http://ingest/cb"))
@@ -75,10 +76,35 @@ class TestTaskList:
         assert browser.find("#filter-state").get_attribute("value") == "requested"
         assert_clean_log(browser)
 
+    def test_older_pages_through_the_list(self, browser: Browser, console: Console) -> None:
+        """With a page of two, Older shows the third task and then has nowhere to go."""
+        for n in range(3):
+            console.run(console.registry.request(f"ui-req-{n}", "ui-source", None, "http://cb"))
+        browser.open(f"{console.url}/?limit=2")
+        assert [r.get_attribute("data-id") for r in wait_for_rows(browser)] == [
+            "ui-req-2",
+            "ui-req-1",
+        ]
+        browser.find("#older").click()
+        browser.wait_until(lambda: "cursor=" in browser.driver.current_url, "the older page")
+        assert [r.get_attribute("data-id") for r in wait_for_rows(browser)] == ["ui-req-0"]
+        assert not browser.find("#older").is_enabled()
+        assert_clean_log(browser)
+
+    def test_counts_follow_new_tasks(self, browser: Browser, console: Console) -> None:
+        """The counts refresh on their own: a task requested after the page opened shows up."""
+        browser.open(f"{console.url}/")
+        browser.wait_for_attribute("#counts", "data-status", "ready")
+        requested = ".count[data-state='requested'] .count-value"
+        assert browser.find(requested).text == "0"
+        console.run(console.registry.request("ui-req-late", "ui-source", None, "http://cb"))
+        browser.wait_until(lambda: browser.find(requested).text == "1", "the counts to refresh")
+        assert_clean_log(browser)
+
 
 class TestTaskPage:
     def test_piano_roll_draws_the_notes_of_visible_instruments(
-        self, browser: Browser, console: Any
+        self, browser: Browser, console: Console
     ) -> None:
         """Every kept note is drawn; hiding the first instrument removes exactly its notes."""
         created = completed(console)
@@ -94,7 +120,7 @@ class TestTaskPage:
         assert notes_drawn(browser, sum(counts) - counts[0]) == sum(counts) - counts[0]
         assert_clean_log(browser)
 
-    def test_opens_by_request_id_too(self, browser: Browser, console: Any) -> None:
+    def test_opens_by_request_id_too(self, browser: Browser, console: Console) -> None:
         """The page of our request id shows the same task and its notes."""
         created = completed(console)
         open_task_page(browser, f"{console.url}/tasks/{created.request_id}")
@@ -102,7 +128,9 @@ class TestTaskPage:
         assert notes_drawn(browser, sum(note_counts(created.body))) > 0
         assert_clean_log(browser)
 
-    def test_playback_starts_and_the_cursor_follows(self, browser: Browser, console: Any) -> None:
+    def test_playback_starts_and_the_cursor_follows(
+        self, browser: Browser, console: Console
+    ) -> None:
         """Play switches to playing and the cursor moves with the audio clock; stop stops."""
         created = completed(console)
         open_task_page(browser, f"{console.url}/tasks/{created.task_id}")
@@ -114,7 +142,7 @@ class TestTaskPage:
         assert_clean_log(browser)
 
     def test_download_links_give_the_midi_file_and_the_raw_body(
-        self, browser: Browser, console: Any
+        self, browser: Browser, console: Console
     ) -> None:
         """The page's links fetch the rendered file and the archived body, byte for byte."""
         created = completed(console)
@@ -125,7 +153,7 @@ class TestTaskPage:
                 assert answer.read() == expected, css
         assert_clean_log(browser)
 
-    def test_an_unknown_task_says_so(self, browser: Browser, console: Any) -> None:
+    def test_an_unknown_task_says_so(self, browser: Browser, console: Console) -> None:
         """The API's 404 becomes a readable message on the page."""
         browser.open(f"{console.url}/tasks/no-such-task")
         browser.wait_for_attribute("#task-page", "data-status", "error")

@@ -29,6 +29,7 @@ from tests.fixtures.browser import Browser
 from .browser import (
     assert_clean_log,
     cursor_seconds,
+    drawn_count,
     notes_drawn,
     open_task_page,
     row_states,
@@ -226,6 +227,20 @@ class TestTaskPageOnHarness:
         first = NOTES["instruments"][0]
         browser.find("#lanes input[data-index='0']").click()
         assert notes_drawn(browser, total - first["note_count"]) == total - first["note_count"]
+        assert_clean_log(browser)
+
+    def test_zoom_narrows_the_view_and_fit_shows_everything(
+        self, browser: Browser, harness: str
+    ) -> None:
+        """Zoomed in, only the notes in view are drawn; Fit draws every note again."""
+        total = sum(i["note_count"] for i in NOTES["instruments"])
+        open_task_page(browser, f"{harness}/tasks/{TASK_ID}")
+        assert notes_drawn(browser, total) == total
+        for _ in range(4):
+            browser.find("#zoom-in").click()
+        browser.wait_until(lambda: drawn_count(browser) < total, "fewer notes in view")
+        browser.find("#zoom-fit").click()
+        assert notes_drawn(browser, total) == total
         assert_clean_log(browser)
 
     def test_playback_moves_the_cursor(self, browser: Browser, harness: str) -> None:

@@ -7,6 +7,8 @@ import { el, formatDuration, formatTime, showStatus, stateBadge } from "./dom.js
 const STATES = ["requested", "submitted", "completed", "failed", "empty", "expired"];
 const COUNTS_EVERY_MS = 5000;
 const FILTERS = ["state", "since", "until", "q"];
+// Kept from the address but not in the form: `limit` (page size) and `cursor` (the page).
+const PAGING = ["limit", "cursor"];
 
 const form = document.getElementById("filters");
 const table = document.getElementById("tasks");
@@ -29,7 +31,7 @@ function toIso(localValue) {
 
 function queryFromUrl() {
   const params = new URLSearchParams(location.search);
-  return Object.fromEntries([...FILTERS, "cursor"].map((key) => [key, params.get(key) || ""]));
+  return Object.fromEntries([...FILTERS, ...PAGING].map((key) => [key, params.get(key) || ""]));
 }
 
 function fillForm(query) {
@@ -45,6 +47,7 @@ function queryFromForm() {
     since: toIso(form.elements.since.value),
     until: toIso(form.elements.until.value),
     q: form.elements.q.value.trim(),
+    limit: queryFromUrl().limit,
     cursor: "",
   };
 }
