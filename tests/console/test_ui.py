@@ -153,6 +153,15 @@ class TestTaskPage:
                 assert answer.read() == expected, css
         assert_clean_log(browser)
 
+    def test_a_task_without_a_body_has_no_roll(self, browser: Browser, console: Console) -> None:
+        """A task still waiting for its result shows its header and says it has no notes."""
+        console.run(console.registry.request("ui-req-open", "ui-source", None, "http://cb"))
+        open_task_page(browser, f"{console.url}/tasks/ui-req-open")
+        assert browser.find("#task-state [data-state]").text == "requested"
+        assert browser.find("#roll-status").text.startswith("No notes")
+        assert not browser.find("#play").is_enabled()
+        assert_clean_log(browser, allowed_404=1)
+
     def test_an_unknown_task_says_so(self, browser: Browser, console: Console) -> None:
         """The API's 404 becomes a readable message on the page."""
         browser.open(f"{console.url}/tasks/no-such-task")
