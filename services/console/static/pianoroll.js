@@ -21,11 +21,14 @@ export class PianoRoll {
       color: PALETTE[index % PALETTE.length],
       visible: true,
     }));
-    const ends = doc.instruments.flatMap((i) => i.notes.map((n) => n[2]));
-    this.duration = Math.max(doc.duration_seconds || 0, ...ends, 0.5);
-    const pitches = doc.instruments.flatMap((i) => i.notes.map((n) => n[0]));
-    this.low = Math.max(0, Math.min(...pitches, 60) - 2);
-    this.high = Math.min(127, Math.max(...pitches, 71) + 2);
+    // A loop, not Math.min(...all): a long task's notes would overflow the call stack.
+    let [low, high, end] = [60, 71, doc.duration_seconds || 0.5];
+    for (const [pitch, , noteEnd] of doc.instruments.flatMap((i) => i.notes)) {
+      [low, high, end] = [Math.min(low, pitch), Math.max(high, pitch), Math.max(end, noteEnd)];
+    }
+    this.duration = end;
+    this.low = Math.max(0, low - 2);
+    this.high = Math.min(127, high + 2);
     this.cursor = 0;
     this.pps = 0;
     this.pending = false;
