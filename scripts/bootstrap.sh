@@ -3,8 +3,9 @@
 #   scripts/bootstrap.sh          Python deps (uv, locked), Kafka jars (Maven), Debian's
 #                                 postgresql (the tracker's task registry)
 #   scripts/bootstrap.sh --test   the above, plus the servers the tests start
-#                                 (Debian's redis-server, redis-sentinel and prometheus)
-#                                 and kustomize
+#                                 (Debian's redis-server, redis-sentinel and prometheus),
+#                                 kustomize, and Debian's chromium + chromium-driver (the
+#                                 console's browser tests)
 #   scripts/bootstrap.sh --bench  the above, plus wrk, vegeta and redis-server for the benchmarks
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -68,6 +69,8 @@ fi
 
 if $want_test; then
   apt_install redis-server redis-sentinel prometheus
+  # The console's browser tests drive Debian's headless Chromium through its chromedriver.
+  apt_install chromium chromium-driver
   # The Debian packages enable system services; the tests start their own servers.
   for service in redis-server redis-sentinel prometheus; do
     if command -v systemctl >/dev/null && systemctl is-active --quiet "$service" 2>/dev/null; then

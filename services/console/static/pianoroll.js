@@ -1,0 +1,215 @@
+// The piano roll: one colour per instrument on a shared pitch axis, drums as short hits,
+// a time ruler, zoom and horizontal scroll. The canvas only ever covers the visible
+// window (a spacer gives the scroller its width), so a long task never needs a huge canvas.
+
+export const PALETTE = ["#1f6feb", "#d1242f", "#1a7f37", "#9a6700", "#8250df", "#bf3989", "#0a7b83", "#bc4c00"];
+const GUTTER = 44; // left strip with the octave labels, px
+const RULER = 22; // top strip with the time ruler, px
+const PAD = 16; // room after the last note, px
+const MAX_PPS = 2000; // most pixels per second when zoomed in
+const BLACK_KEYS = new Set([1, 3, 6, 8, 10]);
+const RULER_STEPS = [0.05, 0.1, 0.2, 0.5, 1, 2, 5, 10, 15, 30, 60, 120, 300];
+
+export class PianoRoll {
+  /** Draws `doc` (the notes document of the API) into `canvas`, inside `scroller`. */
+  constructor(canvas, scroller, spacer, doc) {
+    this.canvas = canvas;
+    this.scroller = scroller;
+    this.spacer = spacer;
+    this.instruments = doc.instruments.map((instrument, index) => ({
+      ...instrument,
+      color: PALETTE[index % PALETTE.length],
+      visible: true,
+    }));
+    // A loop, not Math.min(...all): a long task's notes would overflow the call stack.
+    let [low, high, end] = [60, 71, doc.duration_seconds || 0.5];
+    for (const [pitch, , noteEnd] of doc.instruments.flatMap((i) => i.notes)) {
+      [low, high, end] = [Math.min(low, pitch), Math.max(high, pitch), Math.max(end, noteEnd)];
+    }
+    this.duration = end;
+    this.low = Math.max(0, low - 2);
+    this.high = Math.min(127, high + 2);
+    this.cursor = 0;
+    this.pps = 0;
+    this.pending = false;
+    scroller.addEventListener("scroll", () => this.requestDraw());
+    scroller.addEventListener("wheel", (event) => this.onWheel(event), { passive: false });
+    new ResizeObserver(() => this.layout()).observe(scroller);
+    this.layout();
+    this.fit();
+  }
+
+  get viewWidth() {
+    return Math.max(200, this.scroller.clientWidth);
+  }
+
+  /** Sizes the canvas to the scroller's width and the pitch range, sharp on any display. */
+  layout() {
+    const rows = this.high - this.low + 1;
+    this.rowHeight = Math.max(4, Math.min(14, Math.floor(360 / rows)));
+    const width = this.viewWidth;
+    const height = RULER + rows * this.rowHeight;
+    const ratio = window.devicePixelRatio || 1;
+    this.canvas.width = Math.round(width * ratio);
+    this.canvas.height = Math.round(height * ratio);
+    this.canvas.style.width = `${width}px`;
+    this.canvas.style.height = `${height}px`;
+    this.setScale(this.pps || this.fitPps());
+  }
+
+  fitPps() {
+    return (this.viewWidth - GUTTER - PAD) / this.duration;
+  }
+
+  /** Sets pixels per second, keeping the time under `anchorX` (canvas px) in place. */
+  setScale(pps, anchorX = GUTTER) {
+    const time = this.timeAtX(anchorX);
+    this.pps = Math.min(MAX_PPS, Math.max(this.fitPps(), pps));
+    const content = GUTTER + this.duration * this.pps + PAD;
+    this.spacer.style.width = `${Math.max(0, content - this.viewWidth)}px`;
+    this.scroller.scrollLeft = Math.max(0, time * this.pps - (anchorX - GUTTER));
+    this.requestDraw();
+  }
+
+  fit() {
+    this.setScale(this.fitPps());
+  }
+
+  zoom(factor, anchorX = GUTTER + (this.viewWidth - GUTTER) / 2) {
+    this.setScale(this.pps * factor, anchorX);
+  }
+
+  onWheel(event) {
+    if (!event.ctrlKey) return; // plain wheel: the scroller scrolls as usual
+    event.preventDefault();
+    const x = event.clientX - this.canvas.getBoundingClientRect().left;
+    this.zoom(event.deltaY < 0 ? 1.25 : 0.8, Math.max(GUTTER, x));
+  }
+
+  /** Seconds at canvas x (px from the canvas' left edge). */
+  timeAtX(x) {
+    if (!this.pps) return 0;
+    return Math.max(0, (x - GUTTER + this.scroller.scrollLeft) / this.pps);
+  }
+
+  setVisible(index, visible) {
+    this.instruments[index].visible = visible;
+    this.requestDraw();
+  }
+
+  /** Moves the cursor; with `follow`, scrolls so that it stays in view. */
+  setCursor(seconds, follow = false) {
+    this.cursor = seconds;
+    this.canvas.dataset.cursorSeconds = seconds.toFixed(3);
+    if (follow) {
+      const x = GUTTER + seconds * this.pps - this.scroller.scrollLeft;
+      if (x < GUTTER || x > this.viewWidth - PAD) {
+        this.scroller.scrollLeft = Math.max(0, seconds * this.pps - (this.viewWidth - GUTTER) * 0.1);
+      }
+    }
+    this.requestDraw();
+  }
+
+  requestDraw() {
+    if (this.pending) return;
+    this.pending = true;
+    requestAnimationFrame(() => {
+      this.pending = false;
+      this.draw();
+    });
+  }
+
+  draw() {
+    const ctx = this.canvas.getContext("2d");
+    const ratio = this.canvas.width / this.viewWidth;
+    ctx.setTransform(ratio, 0, 0, ratio, 0, 0);
+    ctx.clearRect(0, 0, this.viewWidth, this.canvas.height / ratio);
+    this.drawRows(ctx);
+    this.drawRuler(ctx);
+    ctx.save();
+    ctx.beginPath();
+    ctx.rect(GUTTER, RULER, this.viewWidth - GUTTER, this.canvas.height / ratio - RULER);
+    ctx.clip();
+    const drawn = this.drawNotes(ctx);
+    this.drawCursor(ctx);
+    ctx.restore();
+    this.canvas.dataset.notesDrawn = String(drawn);
+  }
+
+  rowY(pitch) {
+    return RULER + (this.high - pitch) * this.rowHeight;
+  }
+
+  xOf(seconds) {
+    return GUTTER + seconds * this.pps - this.scroller.scrollLeft;
+  }
+
+  drawRows(ctx) {
+    for (let pitch = this.low; pitch <= this.high; pitch += 1) {
+      ctx.fillStyle = BLACK_KEYS.has(pitch % 12) ? "#eef1f4" : "#ffffff";
+      ctx.fillRect(GUTTER, this.rowY(pitch), this.viewWidth, this.rowHeight);
+    }
+    ctx.fillStyle = "#f6f8fa";
+    ctx.fillRect(0, RULER, GUTTER, this.canvas.height);
+    ctx.font = "11px system-ui, sans-serif";
+    ctx.textBaseline = "bottom";
+    for (let pitch = this.low; pitch <= this.high; pitch += 1) {
+      if (pitch % 12 !== 0) continue;
+      if (this.rowY(pitch) + this.rowHeight - 12 < RULER) continue; // no room under the ruler
+      const y = this.rowY(pitch) + this.rowHeight; // the bottom edge of the C row
+      ctx.fillStyle = "#b6bec8";
+      ctx.fillRect(0, y - 1, this.viewWidth, 1);
+      ctx.fillStyle = "#424a53";
+      ctx.fillText(`C${pitch / 12 - 1}`, 6, y - 2);
+    }
+    ctx.fillStyle = "#d0d7de";
+    ctx.fillRect(GUTTER - 1, RULER, 1, this.canvas.height);
+  }
+
+  drawRuler(ctx) {
+    ctx.fillStyle = "#f6f8fa";
+    ctx.fillRect(0, 0, this.viewWidth, RULER);
+    const step = RULER_STEPS.find((s) => s * this.pps >= 64) ?? RULER_STEPS.at(-1);
+    const first = Math.floor(this.timeAtX(GUTTER) / step) * step;
+    const last = this.timeAtX(this.viewWidth);
+    ctx.fillStyle = "#424a53";
+    ctx.textBaseline = "top";
+    for (let t = first; t <= last; t += step) {
+      const x = this.xOf(t);
+      if (x < GUTTER) continue;
+      ctx.fillRect(x, RULER - 6, 1, 6);
+      ctx.fillText(`${+t.toFixed(2)}s`, x + 3, 4);
+    }
+    ctx.fillRect(0, RULER - 1, this.viewWidth, 1);
+  }
+
+  /** Draws the notes of the visible instruments inside the window; returns how many. */
+  drawNotes(ctx) {
+    let drawn = 0;
+    const left = this.timeAtX(GUTTER);
+    const right = this.timeAtX(this.viewWidth);
+    for (const instrument of this.instruments) {
+      if (!instrument.visible) continue;
+      ctx.fillStyle = instrument.color;
+      for (const [pitch, start, end, velocity] of instrument.notes) {
+        if (start > right || (instrument.is_drum ? start : end) < left) continue;
+        ctx.globalAlpha = 0.45 + 0.55 * velocity;
+        const y = this.rowY(pitch);
+        if (instrument.is_drum) {
+          ctx.fillRect(this.xOf(start) - 2, y - 2, 4, this.rowHeight + 4); // a hit, not a bar
+        } else {
+          const width = Math.max(2, (end - start) * this.pps - 1);
+          ctx.fillRect(this.xOf(start), y + 1, width, this.rowHeight - 2);
+        }
+        drawn += 1;
+      }
+    }
+    ctx.globalAlpha = 1;
+    return drawn;
+  }
+
+  drawCursor(ctx) {
+    ctx.fillStyle = "#cf222e";
+    ctx.fillRect(this.xOf(this.cursor) - 1, RULER, 2, this.canvas.height);
+  }
+}
