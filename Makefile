@@ -1,5 +1,5 @@
 # The two commands a new machine needs: `make run` and `make test`.
-.PHONY: run test send-example demo tasks chaos lint typecheck bench-ingest bench-processor bench-chaos kafka clean
+.PHONY: run test send-example demo tasks chaos lint typecheck bench-ingest bench-processor bench-chaos bench-console kafka clean
 
 PYTHON := .venv/bin/python
 
@@ -40,6 +40,10 @@ bench-processor: ## normalize + render + write vs pretty_midi (prints ratios)
 bench-chaos: ## the chaos soak: 10,000 tasks over 10 minutes of faults, its ledger and throughput
 	@scripts/bootstrap.sh --test
 	@$(PYTHON) -m bench.chaos.soak $(ARGS)
+
+bench-console: ## the console: list p99 at 1,000,000 tasks, page weight, piano roll draw time
+	@scripts/bootstrap.sh --test
+	@$(PYTHON) -m bench.console.run $(ARGS)
 
 lint:
 	@.venv/bin/ruff check services devenv tests bench

@@ -4,56 +4,40 @@
 from __future__ import annotations
 
 import asyncio
-import hashlib
-import json
 import threading
-import uuid
 from collections.abc import Coroutine, Iterator
 from concurrent.futures import Future
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import datetime
 from pathlib import Path
 from typing import Any, TypeVar
 
 import pytest
 from aiohttp import web
 
-from devenv.simulator.results import midi_data
-from services.archiver.archive import archive_event
-from services.common.events import CallbackEvent
+from devenv.console_seed import (
+    CreatedTask,
+    callback_event,
+    seed_completed_task,
+    simulated_body,
+    unique,
+)
 from services.common.settings import Secret, Settings
 from services.common.storage import LocalStorage
 from services.console.app import create_app
-from services.processor.app import Processed, midi_key, process_callback
-from services.tracker.registry import Registry, TaskState
-from services.tracker.schedule import notes_outcome
+from services.tracker.registry import Registry
 from tests.archiver.support import callback_body
 
 T = TypeVar("T")
 
-
-def unique(prefix: str) -> str:
-    return f"{prefix}-{uuid.uuid4().hex[:12]}"
-
-
-def simulated_body(task_id: str, *, seed: int = 7) -> bytes:
-    """A success callback as the provider simulator makes them: one to four instruments,
-    often ``Drums``, hundreds of notes, times as numbers or numeric strings."""
-    data = midi_data(seed, task_id, "success")
-    payload = {"code": 200, "msg": "success", "data": {"taskId": task_id, **(data or {})}}
-    return json.dumps(payload).encode()
-
-
-@dataclass(frozen=True)
-class CreatedTask:
-    """What :meth:`Console.completed_task` made: ids, the archived body and the MIDI file
-    (``None`` when the body renders none: a failure or no notes)."""
-
-    task_id: str
-    request_id: str
-    body: bytes
-    body_sha256: str
-    midi: bytes | None
+__all__ = [
+    "Console",
+    "CreatedTask",
+    "callback_event",
+    "fixture_console",
+    "simulated_body",
+    "unique",
+]
 
 
 @dataclass
@@ -101,47 +85,7 @@ class Console:
         self, body: bytes | None, task_id: str, received_at: datetime | None
     ) -> CreatedTask:
         body = callback_body(task_id) if body is None else body
-        request_id = unique("req")
-        registry = self.registry
-        await registry.request(request_id, unique("source"), None, "http://ingest/callback")
-        await registry.submitted(request_id, task_id, timedelta(minutes=5))
-        event = callback_event(task_id, body, received_at or datetime.now(UTC), request_id)
-        await archive_event(self.storage, event)
-        processed = await asyncio.to_thread(process_callback, body)
-        midi = processed.midi if isinstance(processed, Processed) else None
-        if midi is not None:
-            await self.storage.put(midi_key(task_id), midi)
-        await registry.record_delivery(
-            task_id,
-            body_sha256=event.body_sha256,
-            received_at=event.received_at,
-            verified=True,
-            source="callback",
-            request_id=request_id,
-        )
-        if isinstance(processed, Processed):
-            normalized = processed.normalized
-            outcome = notes_outcome(normalized.state, normalized.note_count)
-            if outcome is not None:
-                await registry.transition(task_id, TaskState(outcome), reason="notes event")
-        return CreatedTask(task_id, request_id, body, event.body_sha256, midi)
-
-
-def callback_event(
-    task_id: str, body: bytes, received_at: datetime, request_id: str
-) -> CallbackEvent:
-    return CallbackEvent(
-        task_id=task_id,
-        received_at=received_at,
-        body=body,
-        body_sha256=hashlib.sha256(body).hexdigest(),
-        code=200,
-        msg="success",
-        state="complete",
-        signature="VERIFIED",
-        headers={"Content-Type": "application/json"},
-        request_id=request_id,
-    )
+        return await seed_completed_task(self.registry, self.storage, body, task_id, received_at)
 
 
 def console_settings(database_url: str, data_dir: Path) -> Settings:

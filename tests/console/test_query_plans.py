@@ -12,6 +12,7 @@ from typing import Any
 
 import pytest
 
+from devenv.console_seed import bulk_tasks_sql
 from services.console.queries import Cursor, TaskFilter, list_sql
 from services.tracker.registry import Registry, TaskState
 
@@ -20,22 +21,7 @@ pytestmark = [pytest.mark.postgres, pytest.mark.slow]
 ROWS = 100_000
 LIMIT = 50
 
-#: 100 000 tasks over 30 days, a sixth in each state, ids like the provider's and ours;
-#: one delivery for each ended task.
-GENERATE = f"""
-INSERT INTO tasks (request_id, task_id, origin, state, created_at, updated_at)
-SELECT 'req-' || md5('r' || i), CASE WHEN i % 6 = 0 THEN NULL ELSE md5('t' || i) END,
-       'tracker',
-       (ARRAY['requested', 'submitted', 'completed', 'failed', 'empty', 'expired'])[i % 6 + 1],
-       timestamptz '2026-11-01' + (i % 43200) * interval '1 minute',
-       timestamptz '2026-11-01'
-FROM generate_series(1, {ROWS}) AS i;
-INSERT INTO task_deliveries (task, body_sha256, source, received_at, verified)
-SELECT id, encode(sha256(id::text::bytea), 'hex'), 'callback', created_at, true
-FROM tasks WHERE state IN ('completed', 'failed', 'empty');
-ANALYZE tasks;
-ANALYZE task_deliveries;
-"""
+GENERATE = bulk_tasks_sql(ROWS)
 
 
 def md5(text: str) -> str:
