@@ -13,6 +13,7 @@ from typing import Any
 import aiohttp
 import pytest
 import requests
+import schemathesis
 from structlog.testing import capture_logs
 
 from services.archiver.archive import archive_event
@@ -63,7 +64,13 @@ def post(
     )
 
 
+SPEC = Path(__file__).resolve().parents[2] / "services" / "console" / "openapi.yaml"
+
+
 def error(response: requests.Response) -> str:
+    """The error code of an action's answer, which must be one the description documents."""
+    schema = schemathesis.openapi.from_path(str(SPEC))
+    schema["/api/v1/tasks/{id}/replay"]["POST"].validate_response(response)
     code: str = response.json()["error"]["code"]
     return code
 
