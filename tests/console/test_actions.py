@@ -18,8 +18,10 @@ from structlog.testing import capture_logs
 
 from services.archiver.archive import archive_event
 from services.archiver.replay import REPLAY_HEADER
+from services.common.errors import ConfigError
 from services.common.events import CallbackEvent
-from services.common.settings import Secret, Settings
+from services.common.settings import ConsoleSettings, Secret, Settings
+from services.console.auth import Operators
 from tests.helpers import read_topic
 
 from .conftest import Console, callback_event, console_settings, running_console, unique
@@ -161,6 +163,14 @@ class TestRefusals:
         response = post(guarded, request_id)
         assert (response.status_code, error(response)) == (404, "no_body")
 
+    def test_the_operator_is_logged_never_the_secret(self, guarded: Console) -> None:
+        """A token's operator is logged by its place in the list."""
+        with capture_logs() as logs:
+            assert post(guarded, "no-such-task").status_code == 404
+        actions = [entry for entry in logs if entry["event"] == "console_action"]
+        assert [(a["operator"], a["status"]) for a in actions] == [("token-1", 404)]
+        assert all(TOKEN not in repr(entry) for entry in logs)
+
     def test_the_console_says_actions_are_on(self, guarded: Console) -> None:
         document = requests.get(f"{guarded.url}/api/v1/console", timeout=30).json()
         assert document == {"read_only": False, "actions": True}
@@ -282,3 +292,9 @@ def test_kafka_away_is_503_and_pages_still_work(settings: Settings, database_url
         response = post(console, created.task_id)
         assert (response.status_code, error(response)) == (503, "kafka_unavailable")
         assert response.headers["Retry-After"]
+
+
+@pytest.mark.parametrize("credential", ["no-colon", ":password", "user:"])
+def test_a_credential_that_is_no_pair_is_refused_at_start(credential: str) -> None:
+    with pytest.raises(ConfigError, match="user:password"):
+        Operators.from_settings(ConsoleSettings(operator_credentials=(Secret(credential),)))
