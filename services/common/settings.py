@@ -367,6 +367,25 @@ class ConsoleSettings:
     port: int = setting(
         "CONSOLE_PORT", 8084, "console HTTP port (pages, read API, health)", minimum=0
     )
+    operator_tokens: tuple[Secret, ...] = setting(
+        "CONSOLE_OPERATOR_TOKENS",
+        (),
+        "bearer tokens accepted for console actions (replay), comma-separated",
+    )
+    operator_credentials: tuple[Secret, ...] = setting(
+        "CONSOLE_OPERATOR_CREDENTIALS",
+        (),
+        "basic-auth user:password pairs accepted for console actions, comma-separated",
+    )
+    trusted_identity_header: str = setting(
+        "CONSOLE_TRUSTED_IDENTITY_HEADER",
+        "",
+        "header naming the operator, set by an authenticating proxy that strips it from "
+        "clients (e.g. X-Forwarded-User); empty = off",
+    )
+    read_only: bool = setting(
+        "CONSOLE_READ_ONLY", False, "refuse every console action (403 read_only)"
+    )
 
 
 @dataclass(frozen=True)

@@ -35,7 +35,7 @@ from .queries import (
     task_detail,
 )
 
-__all__ = ["API_PREFIX", "DEFAULT_LIMIT", "REGISTRY", "STORAGE", "setup_api"]
+__all__ = ["API_PREFIX", "DEFAULT_LIMIT", "REGISTRY", "STORAGE", "setup_api", "with_task"]
 
 API_PREFIX = "/api/v1"
 DEFAULT_LIMIT = 50
@@ -116,7 +116,7 @@ async def _counts(request: web.Request) -> web.Response:
 TaskHandler = Callable[[web.Request, Task], Awaitable[web.Response]]
 
 
-def _with_task(handler: TaskHandler) -> Handler:
+def with_task(handler: TaskHandler) -> Handler:
     """The handler, given the task ``{id}`` names (task id or request id); 404 without one."""
 
     async def handle(request: web.Request) -> web.Response:
@@ -132,12 +132,12 @@ def _with_task(handler: TaskHandler) -> Handler:
     return handle
 
 
-@_with_task
+@with_task
 async def _show(request: web.Request, task: Task) -> web.Response:
     return _json(await task_detail(request.app[REGISTRY], task))
 
 
-@_with_task
+@with_task
 async def _notes(request: web.Request, task: Task) -> web.Response:
     archived = await newest_body(request.app[REGISTRY], request.app[STORAGE], task)
     if archived is None:
@@ -151,7 +151,7 @@ async def _notes(request: web.Request, task: Task) -> web.Response:
     return web.Response(body=body, content_type="application/json")
 
 
-@_with_task
+@with_task
 async def _midi(request: web.Request, task: Task) -> web.Response:
     missing = http_error(404, "no_midi", f"no MIDI file for task {task.task_id!r} (yet)")
     if task.task_id is None:
@@ -163,7 +163,7 @@ async def _midi(request: web.Request, task: Task) -> web.Response:
     return _attachment(midi, "audio/midi", f"{task_key(task.task_id)}.mid")
 
 
-@_with_task
+@with_task
 async def _raw(request: web.Request, task: Task) -> web.Response:
     archived = await newest_body(request.app[REGISTRY], request.app[STORAGE], task)
     if archived is None:

@@ -1,9 +1,11 @@
-"""The console as an aiohttp application: the registry's pool and the storage as
-``cleanup_ctx`` resources, the read API, the pages, and the ops routes.
+"""The console as an aiohttp application: the registry's pool, the storage and the Kafka
+publisher as ``cleanup_ctx`` resources, the read API, the actions, the pages, and the ops
+routes.
 
-It only reads: the registry (``DATABASE_URL``, whose schema it migrates like every
-registry client) and the storage the processor and the archiver write (the storage
-settings). Any number of replicas can run; none holds state of its own.
+It reads the registry (``DATABASE_URL``, whose schema it migrates like every registry
+client) and the storage the processor and the archiver write (the storage settings); its
+only writes are the operators' actions, records published to Kafka. Any number of
+replicas can run; none holds state of its own.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from services.common.storage import open_storage
 from services.common.web import READINESS, REGISTRY, SETTINGS, add_ops_routes
 from services.tracker.registry import Registry
 
+from .actions import setup_actions
 from .api import REGISTRY as TASKS
 from .api import STORAGE, setup_api
 from .pages import security_headers, setup_pages
@@ -48,6 +51,7 @@ def create_app(settings: Settings, *, registry: CollectorRegistry | None = None)
     app.cleanup_ctx.append(_storage_ctx)
     add_ops_routes(app)
     setup_api(app)
+    setup_actions(app)
     setup_pages(app)
     app[READINESS] = _ready(app, ready)
     return app

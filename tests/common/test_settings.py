@@ -130,6 +130,8 @@ class TestDeclarations:
             "DATABASE_URL",
             "SUNO_API_KEY",
             "TRACKER_API_TOKENS",
+            "CONSOLE_OPERATOR_TOKENS",
+            "CONSOLE_OPERATOR_CREDENTIALS",
         }
 
 

@@ -7,6 +7,7 @@ import asyncio
 import threading
 from collections.abc import Coroutine, Iterator
 from concurrent.futures import Future
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -88,11 +89,13 @@ class Console:
         return await seed_completed_task(self.registry, self.storage, body, task_id, received_at)
 
 
-def console_settings(database_url: str, data_dir: Path) -> Settings:
+def console_settings(database_url: str, data_dir: Path, **console: Any) -> Settings:
+    """The console's settings over ``database_url`` and ``data_dir``; ``console`` overrides
+    its own (operators, read-only)."""
     return Settings.from_env({}).with_overrides(
         tracker={"database_url": Secret(database_url)},
         storage={"data_dir": data_dir},
-        console={"host": "127.0.0.1", "port": 0},
+        console={"host": "127.0.0.1", "port": 0, **console},
     )
 
 
@@ -102,8 +105,18 @@ def fixture_console(database_url: str, tmp_path: Path) -> Iterator[Console]:
     free port, over the test's fresh database (migrated by the console at start-up) and a
     local storage in ``tmp_path / "data"``, served by a thread with its own event loop;
     stopped, and its resources released, after the test."""
-    data_dir = tmp_path / "data"
-    app = create_app(console_settings(database_url, data_dir))
+    with running_console(console_settings(database_url, tmp_path / "data")) as console:
+        yield console
+
+
+@contextmanager
+def running_console(settings: Settings) -> Iterator[Console]:
+    """The console of ``settings`` (whose storage must be local), served as the ``console``
+    fixture serves it, until the block ends."""
+    url_secret = settings.tracker.database_url
+    assert url_secret is not None
+    database_url, data_dir = url_secret.get(), settings.storage.data_dir
+    app = create_app(settings)
     loop = asyncio.new_event_loop()
     started: Future[tuple[str, Registry]] = Future()
     thread = threading.Thread(

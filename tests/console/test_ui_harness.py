@@ -117,6 +117,11 @@ async def counts(_request: web.Request) -> web.Response:
     return web.json_response({"counts": tally, "oldest_open_seconds": 600.0})
 
 
+async def console_info(_request: web.Request) -> web.Response:
+    """A read-only console: the harness takes no action."""
+    return web.json_response({"read_only": True, "actions": False})
+
+
 async def task(request: web.Request) -> web.Response:
     if request.match_info["id"] != TASK_ID:
         return error(404, "task_not_found", f"no task {request.match_info['id']!r}")
@@ -170,6 +175,7 @@ def harness_app() -> web.Application:
     app.router.add_static("/static/", STATIC)
     app.router.add_get("/api/v1/tasks", list_tasks)
     app.router.add_get("/api/v1/counts", counts)
+    app.router.add_get("/api/v1/console", console_info)
     app.router.add_get("/api/v1/tasks/{id}", task)
     app.router.add_get("/api/v1/tasks/{id}/notes", notes)
     return app

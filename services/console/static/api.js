@@ -1,5 +1,6 @@
-// The console's read API in one place: every page fetches through getJson, so an error
-// answer always surfaces as an ApiError carrying the server's own code and message.
+// The console's API in one place: every page fetches through getJson (reads) and postJson
+// (actions), so an error answer always surfaces as an ApiError carrying the server's own
+// code and message.
 
 export class ApiError extends Error {
   constructor(status, code, message) {
@@ -18,9 +19,26 @@ export async function getJson(path, params = {}) {
   }
   const search = query.toString();
   const url = search ? `${path}?${search}` : path;
+  return request(url, { headers: { Accept: "application/json" } });
+}
+
+/**
+ * POSTs `body` as JSON to `path` (an action) and parses the answer. Same-origin
+ * credentials go along: basic-auth ones the browser holds, or asks for on a 401 challenge.
+ */
+export async function postJson(path, body = {}) {
+  return request(path, {
+    method: "POST",
+    headers: { Accept: "application/json", "Content-Type": "application/json" },
+    body: JSON.stringify(body),
+    credentials: "same-origin",
+  });
+}
+
+async function request(url, init) {
   let response;
   try {
-    response = await fetch(url, { headers: { Accept: "application/json" } });
+    response = await fetch(url, init);
   } catch (error) {
     throw new ApiError(0, "unreachable", `the console did not answer (${error.message})`);
   }
@@ -30,7 +48,7 @@ export async function getJson(path, params = {}) {
     throw new ApiError(
       response.status,
       detail ? detail.code : "http_error",
-      detail ? detail.message : `HTTP ${response.status} from ${path}`,
+      detail ? detail.message : `HTTP ${response.status} from ${url}`,
     );
   }
   return body;

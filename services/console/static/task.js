@@ -1,6 +1,7 @@
 // One task's page: its header and timeline, its instruments, and its notes as a piano roll
 // that plays in the browser. The task id comes from the address (/tasks/<id>).
 
+import { setupActions } from "./actions.js";
 import { ApiError, getJson, taskApi } from "./api.js";
 import { el, formatTime, showStatus, stateBadge } from "./dom.js";
 import { PianoRoll } from "./pianoroll.js";
@@ -164,6 +165,7 @@ async function main() {
     const { task, timeline } = await getJson(taskApi(taskId));
     showSummary(task);
     showTimeline(timeline);
+    await setupActions(taskId);
     await loadNotes();
     showStatus(status, "");
     page.dataset.status = "ready";

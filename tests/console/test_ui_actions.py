@@ -1,0 +1,118 @@
+"""The task page's actions in Debian's headless Chromium against the real console: a replay
+from the page with an operator's credentials reaches Kafka, one without them is refused and
+the page says so, and a read-only console offers none."""
+
+from __future__ import annotations
+
+import base64
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from services.common.events import CallbackEvent
+from services.common.kafka import Publisher
+from services.common.settings import Secret, Settings
+from tests.fixtures.browser import Browser
+from tests.helpers import read_topic
+
+from .browser import open_task_page
+from .conftest import Console, console_settings, running_console
+
+pytestmark = [pytest.mark.postgres]
+
+USER, PASSWORD = "ops", "correct horse"
+OPERATORS = {"operator_credentials": (Secret(f"{USER}:{PASSWORD}"),)}
+
+
+@contextmanager
+def signed_in(browser: Browser, user: str, password: str) -> Iterator[None]:
+    """The browser sends basic-auth credentials with every request, as it does once the
+    operator has answered its sign-in prompt (which a headless browser cannot show)."""
+    token = base64.b64encode(f"{user}:{password}".encode()).decode()
+    driver = browser.driver
+    driver.execute_cdp_cmd("Network.enable", {})
+    driver.execute_cdp_cmd(
+        "Network.setExtraHTTPHeaders", {"headers": {"Authorization": f"Basic {token}"}}
+    )
+    try:
+        yield
+    finally:
+        driver.execute_cdp_cmd("Network.setExtraHTTPHeaders", {"headers": {}})
+
+
+def replay_from_page(browser: Browser, console: Console, task_id: str) -> Any:
+    """Opens the task's page, presses Replay and confirms; the outcome element once settled."""
+    open_task_page(browser, f"{console.url}/tasks/{task_id}")
+    assert browser.find("#actions").is_displayed()
+    browser.find("#replay").click()
+    assert browser.find("#replay-confirm").is_displayed()
+    browser.find("#replay-yes").click()
+    return browser.wait_until(
+        lambda: (
+            browser.find("#action-status").get_attribute("data-status")
+            in ("done", "refused", "error")
+            and browser.find("#action-status")
+        ),
+        "the replay's outcome",
+    )
+
+
+def severe(browser: Browser) -> list[str]:
+    return [str(e["message"]) for e in browser.console_entries() if e.get("level") == "SEVERE"]
+
+
+@pytest.mark.kafka
+async def test_replay_from_the_page_with_credentials(
+    browser: Browser, settings: Settings, publisher: Publisher, database_url: str
+) -> None:
+    """An operator's replay reaches the callbacks topic and the page says what was sent."""
+    base = console_settings(database_url, settings.storage.data_dir, **OPERATORS)
+    with running_console(base.with_overrides(kafka=settings.kafka)) as console:
+        created = console.completed_task()
+        with signed_in(browser, USER, PASSWORD):
+            outcome = replay_from_page(browser, console, created.task_id)
+            text = outcome.text
+            assert outcome.get_attribute("data-status") == "done", text
+            browser.screenshot("replayed")
+        assert "Replayed 1 archived body" in text
+        assert created.body_sha256[:12] in text
+        assert severe(browser) == []
+    records = await read_topic(settings.kafka.bootstrap_servers, settings.kafka.topics.callbacks, 1)
+    event = CallbackEvent.decode(records[0].value)
+    assert (event.body, event.replay) == (created.body, True)
+
+
+def test_an_unauthenticated_replay_is_refused_and_says_so(
+    browser: Browser, database_url: str, tmp_path: Path
+) -> None:
+    """Without credentials the server's 401 reaches the page, which shows its message.
+
+    The console takes bearer tokens only here: with basic credentials its 401 challenge
+    makes a browser ask for them, a prompt a headless one can neither show nor cancel
+    (the page shows the same message once the operator cancels it).
+    """
+    tokens = {"operator_tokens": (Secret("operator-token"),)}
+    settings = console_settings(database_url, tmp_path / "data", **tokens)
+    with running_console(settings) as console:
+        created = console.completed_task()
+        outcome = replay_from_page(browser, console, created.task_id)
+        assert outcome.get_attribute("data-status") == "refused"
+        assert "Refused: this action needs an operator" in outcome.text
+        assert "error" in (outcome.get_attribute("class") or "")
+        browser.screenshot("refused")
+        logged = severe(browser)
+        assert len(logged) == 1 and "status of 401" in logged[0], logged
+
+
+def test_a_read_only_console_offers_no_action(
+    browser: Browser, database_url: str, tmp_path: Path
+) -> None:
+    settings = console_settings(database_url, tmp_path / "data", read_only=True, **OPERATORS)
+    with running_console(settings) as console:
+        created = console.completed_task()
+        open_task_page(browser, f"{console.url}/tasks/{created.task_id}")
+        assert not browser.find("#actions").is_displayed()
+        assert not browser.find("#replay").is_displayed()
