@@ -22,6 +22,7 @@ from services.tracker.registry import Registry
 
 from .api import REGISTRY as TASKS
 from .api import STORAGE, setup_api
+from .health import setup_health
 from .pages import security_headers, setup_pages
 
 __all__ = ["POOL_SIZE", "create_app"]
@@ -48,6 +49,7 @@ def create_app(settings: Settings, *, registry: CollectorRegistry | None = None)
     app.cleanup_ctx.append(_storage_ctx)
     add_ops_routes(app)
     setup_api(app)
+    setup_health(app, settings.console)
     setup_pages(app)
     app[READINESS] = _ready(app, ready)
     return app
