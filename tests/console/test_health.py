@@ -4,12 +4,19 @@ tracker and the ingest running on real Kafka and PostgreSQL, read through their 
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import threading
 import uuid
+from collections.abc import Iterator
+from concurrent.futures import Future
+from pathlib import Path
 from typing import Any
 
 import aiohttp
 import pytest
 import requests
+from aiohttp import web
 from aiohttp.test_utils import TestServer
 from aiokafka import AIOKafkaProducer
 
@@ -20,10 +27,12 @@ from services.console.app import create_app
 from services.console.health import CONSUMERS
 from services.tracker.registry import Registry
 
+from ..fixtures.browser import Browser
 from ..fixtures.prometheus import PrometheusServer
 from ..helpers import eventually
 from ..observability.pipeline import Pipeline, pipeline_settings, running_pipeline
-from .conftest import Console, console_settings
+from .browser import assert_clean_log
+from .conftest import Console, _serve, console_settings
 
 Health = dict[str, Any]
 
@@ -194,3 +203,51 @@ async def test_health_reads_prometheus(
             await eventually(dead_lettered, timeout=60, interval=0.5, what="rate() > 0")
         finally:
             await console.close()
+
+
+@pytest.mark.postgres
+def test_the_list_page_shows_the_health_strip(
+    browser: Browser, console: Console, database_url: str, tmp_path: Path
+) -> None:
+    """A second real console reads the first one's real ``/metrics`` (its ``console_ready``
+    gauge) and a closed port: the strip shows one panel ready, one unreachable, and the
+    consumers not configured."""
+    gone = f"http://127.0.0.1:{free_port()}/metrics"
+    urls = f"console={console.url}/metrics,gone={gone}"
+    settings = console_settings(database_url, tmp_path / "viewer")
+    app = create_app(settings.with_overrides(console={"metrics_urls": urls}))
+    with serving(app, database_url) as viewer:
+        browser.open(f"{viewer}/")
+        browser.wait_for_attribute("#health", "data-status", "ready")
+        panels = {
+            panel.get_attribute("data-service"): panel.get_attribute("data-health")
+            for panel in browser.find_all("#health .health-panel")
+        }
+        assert panels == {
+            "processor": "not_configured",
+            "archiver": "not_configured",
+            "tracker": "not_configured",
+            "console": "ok",
+            "gone": "unreachable",
+        }
+        ready = browser.find("#health [data-service='console']")
+        assert "ready" in ready.text
+        lag = ready.find_element("css selector", "[data-signal='lag']")
+        assert lag.text.endswith("—")  # the console has no consumer lag
+        browser.screenshot("health")
+        assert_clean_log(browser)
+
+
+@contextlib.contextmanager
+def serving(app: web.Application, database_url: str) -> Iterator[str]:
+    """``app`` served like the ``console`` fixture's, from a thread; yields its base URL."""
+    loop = asyncio.new_event_loop()
+    started: Future[tuple[str, Registry]] = Future()
+    thread = threading.Thread(target=_serve, args=(app, loop, database_url, started), daemon=True)
+    thread.start()
+    url, _ = started.result(timeout=60)
+    try:
+        yield url
+    finally:
+        loop.call_soon_threadsafe(loop.stop)
+        thread.join(30)
