@@ -227,6 +227,11 @@ def _values(text: str) -> _Values:
     return _Values(samples)
 
 
+#: What a query that did not get an answer raises: no connection, a timeout, not JSON, not
+#: a query result.
+_QUERY_ERRORS = (aiohttp.ClientError, TimeoutError, ValueError, KeyError, IndexError, TypeError)
+
+
 @dataclass(frozen=True)
 class Prometheus:
     """Reads the same signals from Prometheus: ``up`` for reachability, ``rate(...[5m])``."""
@@ -245,11 +250,16 @@ class Prometheus:
 
     async def _one(self, http: aiohttp.ClientSession, name: str) -> ServiceHealth:
         queries = _queries(name, Signals.of(name))
-        try:
-            found = await asyncio.gather(*(self._query(http, q) for q in queries.values()))
-        except (aiohttp.ClientError, TimeoutError, ValueError, KeyError) as exc:
-            return _unreachable(name, f"Prometheus did not answer: {type(exc).__name__}")
-        got = dict(zip(queries, found, strict=True))
+        found = await asyncio.gather(
+            *(self._query(http, q) for q in queries.values()), return_exceptions=True
+        )
+        got: dict[str, float | None] = {}
+        for key, value in zip(queries, found, strict=True):
+            if isinstance(value, BaseException):
+                if not isinstance(value, _QUERY_ERRORS):
+                    raise value
+                return _unreachable(name, f"Prometheus did not answer: {type(value).__name__}")
+            got[key] = value
         if got["up"] is None:
             return _unreachable(name, f"Prometheus scrapes no job suno-midi-{name}")
         if got["up"] < 1:

@@ -167,6 +167,26 @@ def test_a_malformed_metrics_list_stops_the_start(urls: str, tmp_path: Any) -> N
         create_app(settings.with_overrides(console={"metrics_urls": urls}))
 
 
+@pytest.mark.postgres
+async def test_prometheus_away_is_unreachable_not_an_error(
+    database_url: str, tmp_path: Path
+) -> None:
+    """Nothing listens at CONSOLE_PROMETHEUS_URL: every panel says so, the answer is a 200."""
+    settings = console_settings(database_url, tmp_path)
+    away = f"http://127.0.0.1:{free_port()}"
+    console = await start_console(settings, database_url, prometheus_url=away)
+    try:
+        async with aiohttp.ClientSession() as http:
+            health = await read_health(http, console)
+    finally:
+        await console.close()
+    assert health["source"] == "prometheus"
+    assert {s["name"]: s["status"] for s in health["services"]} == dict.fromkeys(
+        ("processor", "archiver", "tracker", "ingest"), "unreachable"
+    )
+    assert all(s["message"].startswith("Prometheus did not answer") for s in health["services"])
+
+
 @pytest.mark.prometheus
 @pytest.mark.kafka
 @pytest.mark.postgres
