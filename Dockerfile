@@ -53,7 +53,8 @@ ENV PATH="/app/.venv/bin:${PATH}" \
 WORKDIR /app
 USER 10001:10001
 
-# ingest, processor and archiver (health and metrics only for the last two), tracker.
-EXPOSE 8080 8081 8082 8083
+# ingest, processor and archiver (health and metrics only for the last two), tracker,
+# console.
+EXPOSE 8080 8081 8082 8083 8084
 
 CMD ["suno-ingest"]

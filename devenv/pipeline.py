@@ -1,5 +1,5 @@
 """The whole system on one machine: a local Kafka broker, a local PostgreSQL, the provider
-simulator and the four services (ingest, processor, archiver, tracker).
+simulator, the four services (ingest, processor, archiver, tracker) and the console.
 
     python -m devenv.pipeline        # what `make run` does
     make demo                        # then: three tasks, one recovered by polling
@@ -37,6 +37,7 @@ SERVICES = (
     ("processor", [sys.executable, "-m", "services.processor"]),
     ("archiver", [sys.executable, "-m", "services.archiver", "run"]),
     ("tracker", [sys.executable, "-m", "services.tracker", "run"]),
+    ("console", [sys.executable, "-m", "services.console"]),
 )
 #: The simulator's API key (it stands in for the provider: nothing to protect).
 SIMULATOR_API_KEY = "sim-api-key"
@@ -144,9 +145,11 @@ def main() -> None:
             "processor": settings.processor.port,
             "archiver": settings.archiver.port,
             "tracker": settings.tracker.port,
+            "console": settings.console.port,
         }
         provider = _provider(env, data_dir, processes)
         _tracker_env(env, data_dir, ports["ingest"])
+        _console_env(env, ports)
         for name, command in SERVICES:
             process = subprocess.Popen(
                 command, env=env, start_new_session=True, preexec_fn=_die_with_parent
@@ -160,6 +163,7 @@ def main() -> None:
             {
                 "tracker": f"http://127.0.0.1:{ports['tracker']}",
                 "ingest": f"http://127.0.0.1:{ports['ingest']}",
+                "console": f"http://127.0.0.1:{ports['console']}",
                 "provider": env["SUNO_API_BASE_URL"],
                 "database": env["DATABASE_URL"],
                 "simulated": provider.startswith("the simulator"),
@@ -186,6 +190,8 @@ def main() -> None:
                     f":{ports['archiver']}/metrics, :{ports['tracker']}/metrics",
                     "  send a sample: make send-example",
                     "  see a task's whole life: make demo (three tasks; one recovered by polling)",
+                    f"  console:     http://127.0.0.1:{ports['console']}/ (every task, its "
+                    "notes and history; the services' health)",
                     "Ctrl-C stops everything.",
                     "",
                 ]
@@ -252,6 +258,13 @@ def _tracker_env(env: dict[str, str], data_dir: Path, ingest_port: int) -> None:
     """Our public callback URL (the local ingest) and a local API token."""
     env.setdefault("TRACKER_CALLBACK_URL", f"http://127.0.0.1:{ingest_port}/callbacks/suno/midi")
     env.setdefault("TRACKER_API_TOKENS", ensure_local_key(data_dir, TOKEN_FILE))
+
+
+def _console_env(env: dict[str, str], ports: dict[str, int]) -> None:
+    """The console's health strip reads the local services' own /metrics."""
+    services = ("processor", "archiver", "tracker", "ingest")
+    urls = ",".join(f"{name}=http://127.0.0.1:{ports[name]}/metrics" for name in services)
+    env.setdefault("CONSOLE_METRICS_URLS", urls)
 
 
 if __name__ == "__main__":

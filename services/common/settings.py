@@ -386,6 +386,24 @@ class ConsoleSettings:
     read_only: bool = setting(
         "CONSOLE_READ_ONLY", False, "refuse every console action (403 read_only)"
     )
+    metrics_urls: str = setting(
+        "CONSOLE_METRICS_URLS",
+        "",
+        "the health strip's sources: name=url pairs, comma-separated, of the services' "
+        "/metrics (processor, archiver, tracker, ingest); unused when CONSOLE_PROMETHEUS_URL "
+        "is set; empty: not configured",
+    )
+    prometheus_url: str | None = setting(
+        "CONSOLE_PROMETHEUS_URL",
+        None,
+        "Prometheus to read the health strip from (its rate() over 5 minutes) instead of "
+        "scraping the services",
+    )
+    health_timeout_seconds: float = setting(
+        "CONSOLE_HEALTH_TIMEOUT_SECONDS",
+        2.0,
+        "how long the health strip waits for one service's /metrics or one Prometheus query",
+    )
 
 
 @dataclass(frozen=True)

@@ -25,6 +25,7 @@ from services.tracker.registry import Registry
 from .actions import setup_actions
 from .api import REGISTRY as TASKS
 from .api import STORAGE, setup_api
+from .health import setup_health
 from .pages import security_headers, setup_pages
 
 __all__ = ["POOL_SIZE", "create_app"]
@@ -52,6 +53,7 @@ def create_app(settings: Settings, *, registry: CollectorRegistry | None = None)
     add_ops_routes(app)
     setup_api(app)
     setup_actions(app)
+    setup_health(app, settings.console)
     setup_pages(app)
     app[READINESS] = _ready(app, ready)
     return app

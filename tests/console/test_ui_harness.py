@@ -22,6 +22,7 @@ import pytest
 from aiohttp import web
 
 from devenv.simulator.results import midi_data
+from services.console.health import ServiceHealth
 from services.processor.normalize import normalize
 from services.processor.render import layout_tracks
 from tests.fixtures.browser import Browser
@@ -122,6 +123,25 @@ async def console_info(_request: web.Request) -> web.Response:
     return web.json_response({"read_only": True, "actions": False})
 
 
+#: One panel of each kind the strip draws, made by the console's own ServiceHealth.
+HEALTH = {
+    "source": "metrics",
+    "rates": "previous_scrape",
+    "registry_up": True,
+    "oldest_open_seconds": 600.0,
+    "services": [
+        ServiceHealth("processor", "ok", True, 3.0, 0.0, 0.25).as_json(),
+        ServiceHealth("archiver", "ok", False, 0.0, None, None).as_json(),
+        ServiceHealth("tracker", "unreachable", message="no answer: TimeoutError").as_json(),
+        ServiceHealth("ingest", "not_configured", message="not configured").as_json(),
+    ],
+}
+
+
+async def health(_request: web.Request) -> web.Response:
+    return web.json_response(HEALTH)
+
+
 async def task(request: web.Request) -> web.Response:
     if request.match_info["id"] != TASK_ID:
         return error(404, "task_not_found", f"no task {request.match_info['id']!r}")
@@ -176,6 +196,8 @@ def harness_app() -> web.Application:
     app.router.add_get("/api/v1/tasks", list_tasks)
     app.router.add_get("/api/v1/counts", counts)
     app.router.add_get("/api/v1/console", console_info)
+
+    app.router.add_get("/api/v1/health", health)
     app.router.add_get("/api/v1/tasks/{id}", task)
     app.router.add_get("/api/v1/tasks/{id}/notes", notes)
     return app
@@ -221,6 +243,32 @@ class TestListOnHarness:
         browser.open(f"{harness}/?q=break")
         browser.wait_for_attribute("#tasks", "data-status", "error")
         assert "the harness was asked to fail" in browser.find("#status").text
+
+    def test_the_health_strip_draws_each_verdict(self, browser: Browser, harness: str) -> None:
+        """Ready, not ready, unreachable (with its reason), not configured; figures as sent,
+        "—" where unknown."""
+        browser.open(f"{harness}/")
+        browser.wait_for_attribute("#health", "data-status", "ready")
+        panels = browser.find_all("#health .health-panel")
+        verdicts = [
+            (p.get_attribute("data-service"), p.get_attribute("data-health")) for p in panels
+        ]
+        assert verdicts == [
+            ("processor", "ok"),
+            ("archiver", "not-ready"),
+            ("tracker", "unreachable"),
+            ("ingest", "not_configured"),
+        ]
+
+        def figure(service: str, signal: str) -> str:
+            css = f"#health [data-service='{service}'] [data-signal='{signal}']"
+            return str(browser.find(css).text)
+
+        assert figure("processor", "lag").endswith(" 3")
+        assert figure("processor", "dead-letters").endswith(" 0.25")
+        assert figure("archiver", "errors").endswith("—")
+        assert "TimeoutError" in panels[2].text
+        assert_clean_log(browser)
 
 
 class TestTaskPageOnHarness:

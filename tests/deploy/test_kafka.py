@@ -7,7 +7,7 @@ from typing import Any
 from services.common.kafka import topic_specs
 from services.common.settings import KafkaSettings, TopicNames
 
-from .manifests import Build, pod_template
+from .manifests import NOT_KAFKA_CLIENTS, Build, pod_template
 
 TOPICS = TopicNames()
 ACL_OPERATIONS = {
@@ -180,6 +180,9 @@ class TestUsers:
         for deployment in build.of_kind("Deployment"):
             container = pod_template(deployment)[1]["containers"][0]
             env = build.container_env(container)
+            if deployment["metadata"]["name"] in NOT_KAFKA_CLIENTS:
+                assert not [name for name in env if name.startswith("KAFKA_")]
+                continue
             user = env["KAFKA_SASL_USERNAME"]
             assert user is not None
             assert user == deployment["metadata"]["name"]
@@ -218,6 +221,9 @@ class TestTls:
             _, pod = pod_template(deployment)
             container = pod["containers"][0]
             env = build.container_env(container)
+            if deployment["metadata"]["name"] in NOT_KAFKA_CLIENTS:
+                assert "KAFKA_SSL_CAFILE" not in env
+                continue
             if env["KAFKA_SECURITY_PROTOCOL"] != "SASL_SSL":
                 assert "KAFKA_SSL_CAFILE" not in env
                 continue

@@ -13,6 +13,8 @@ REDIS = {("TCP", 6379), ("TCP", 26379)}  # servers and Cluster nodes; Sentinels
 OBJECT_STORAGE = {("TCP", 443), ("TCP", 9000)}
 POSTGRES = {("TCP", 5432)}
 PROVIDER = {("TCP", 443)}  # the provider's HTTPS API
+SERVICE_METRICS = {("TCP", port) for port in (8080, 8081, 8082, 8083)}
+PROMETHEUS_API = {("TCP", 9090)}
 #: Where the cluster's own pods and services live: the provider egress must exclude them.
 PRIVATE_V4 = {"10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16"}
 
@@ -21,17 +23,20 @@ EXPECTED_EGRESS = {
     "suno-midi-processor": DNS | KAFKA | OBJECT_STORAGE,
     "suno-midi-archiver": DNS | KAFKA | OBJECT_STORAGE,
     "suno-midi-tracker": DNS | KAFKA | POSTGRES | PROVIDER,
+    "suno-midi-console": DNS | KAFKA | POSTGRES | OBJECT_STORAGE | SERVICE_METRICS | PROMETHEUS_API,
 }
 INGRESS_CONTROLLER = Peer(
     namespace="ingress-nginx", pods=(("app.kubernetes.io/name", "ingress-nginx"),)
 )
 PROMETHEUS = Peer(namespace="monitoring", pods=())
+NAMESPACE = Peer(namespace=None, pods=())  # any pod of the namespace
 TRACKER_CLIENTS = Peer(namespace="*", pods=(("suno-midi/tracker-client", "true"),))
 EXPECTED_INGRESS_PEERS = {
     "suno-midi-ingest": {INGRESS_CONTROLLER, PROMETHEUS},
     "suno-midi-processor": {PROMETHEUS},
     "suno-midi-archiver": {PROMETHEUS},
     "suno-midi-tracker": {TRACKER_CLIENTS, PROMETHEUS},
+    "suno-midi-console": {NAMESPACE, PROMETHEUS},
 }
 
 

@@ -116,6 +116,7 @@ class TestPodSecurity:
             "suno-midi-processor": "PROCESSOR_PORT",
             "suno-midi-archiver": "ARCHIVER_PORT",
             "suno-midi-tracker": "TRACKER_PORT",
+            "suno-midi-console": "CONSOLE_PORT",
         }
         for workload in build.workloads():
             container = _container(workload)

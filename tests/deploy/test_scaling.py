@@ -35,8 +35,8 @@ KNOWN_SCALED_OBJECT_SPEC = {
 KNOWN_AUTH_PARAMETERS = {"sasl", "username", "password", "tls", "ca", "cert", "key", "keyPassword"}
 #: Deployments with a fixed replica count instead of an autoscaler: the tracker's work is
 #: bounded by the provider's rate limit, not by its CPU or a lag; two replicas keep it
-#: running through a node loss or a rollout.
-FIXED_REPLICAS = {"suno-midi-tracker": 2}
+#: running through a node loss or a rollout. The console serves a handful of readers.
+FIXED_REPLICAS = {"suno-midi-tracker": 2, "suno-midi-console": 2}
 SASL_NAMES = {
     "SCRAM-SHA-512": "scram_sha512",
     "SCRAM-SHA-256": "scram_sha256",

@@ -3,11 +3,13 @@ tasks live their lives (one recovered by polling), and Ctrl-C leaves nothing beh
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
 import sys
 import time
+import urllib.request
 import uuid
 from pathlib import Path
 
@@ -44,6 +46,20 @@ def alive(pid: int) -> bool:
     return state != "Z"
 
 
+def check_console(data_dir: Path, port: str) -> None:
+    """The console answers at the URL the runner wrote, its health strip reading every
+    local service's /metrics."""
+    url = json.loads((data_dir / "local-run.json").read_text())["console"]
+    assert url == f"http://127.0.0.1:{port}"
+    with urllib.request.urlopen(f"{url}/", timeout=10) as page:
+        assert b"MIDI console" in page.read()
+    with urllib.request.urlopen(f"{url}/api/v1/health", timeout=10) as answer:
+        health = json.load(answer)
+    assert health["source"] == "metrics"
+    statuses = {service["name"]: service["status"] for service in health["services"]}
+    assert statuses == dict.fromkeys(("processor", "archiver", "tracker", "ingest"), "ok")
+
+
 def test_make_run_and_make_demo(kafka_broker: Broker, database_url: str, tmp_path: Path) -> None:
     """The runner on the session's Kafka and a fresh database (as with those variables
     set), everything else its own: the demo ends 0, its lost task recovered by a poll."""
@@ -60,7 +76,7 @@ def test_make_run_and_make_demo(kafka_broker: Broker, database_url: str, tmp_pat
         },
         **{
             f"{service}_PORT": str(free_port())
-            for service in ("INGEST", "PROCESSOR", "ARCHIVER", "TRACKER")
+            for service in ("INGEST", "PROCESSOR", "ARCHIVER", "TRACKER", "CONSOLE")
         },
         **{
             f"{service}_GROUP_ID": f"run-{suffix}-{service.lower()}"
@@ -86,7 +102,8 @@ def test_make_run_and_make_demo(kafka_broker: Broker, database_url: str, tmp_pat
             lines.append(line.rstrip("\n"))
         assert "The pipeline is running." in lines, "\n".join(lines[-30:])
         children = descendants(runner.pid)
-        assert len(children) >= 5  # the simulator and the four services, at least
+        assert len(children) >= 6  # the simulator, the four services and the console
+        check_console(tmp_path / "data", env["CONSOLE_PORT"])
         demo = subprocess.run(
             [sys.executable, "-m", "devenv.demo", "--timeout", "90"],
             env=env,
