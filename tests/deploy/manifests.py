@@ -50,10 +50,6 @@ WORKLOAD_KINDS = {"Deployment", "StatefulSet", "DaemonSet", "ReplicaSet", "Job",
 #: The services finish their in-flight work within this many seconds of SIGTERM.
 DRAIN_SECONDS = 15
 
-#: Workloads that are no Kafka client (no KafkaUser, no Kafka settings): the console reads
-#: the registry and the storage only.
-NOT_KAFKA_CLIENTS = frozenset({"suno-midi-console"})
-
 #: Variables a container may get besides the services' settings: the S3 client's
 #: credentials.
 EXTRA_ENV = {"AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"}

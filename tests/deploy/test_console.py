@@ -1,6 +1,7 @@
 """The console's manifests: it reads the tracker's registry through the tracker's own
 Secret (or the CloudNativePG cluster's), the storage the consumers write, Prometheus for
-its health strip, and is reachable inside the cluster only."""
+its health strip, and is reachable inside the cluster only. Its Kafka user, settings and
+CA are checked with every other client's in test_kafka."""
 
 from __future__ import annotations
 

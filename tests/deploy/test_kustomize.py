@@ -15,7 +15,6 @@ from .manifests import (
     COMPONENTS_DIR,
     ENSURE_KUSTOMIZE,
     EXTRA_ENV,
-    NOT_KAFKA_CLIENTS,
     OVERLAYS,
     OVERLAYS_DIR,
     REPO,
@@ -128,8 +127,7 @@ class TestKustomize:
                     for k, v in build.container_env(container).items()
                 }
                 settings = Settings.from_env(env)
-                if workload["metadata"]["name"] not in NOT_KAFKA_CLIENTS:
-                    assert settings.kafka.create_topics is False
+                assert settings.kafka.create_topics is False
                 assert settings.log.format == "json"
 
     def test_ensure_kustomize_is_idempotent(self, kustomize: Path) -> None:
