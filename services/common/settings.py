@@ -367,6 +367,11 @@ class ConsoleSettings:
     port: int = setting(
         "CONSOLE_PORT", 8084, "console HTTP port (pages, read API, health)", minimum=0
     )
+    dlq_group_id: str = setting(
+        "CONSOLE_DLQ_GROUP_ID",
+        "suno-midi-console-dlq",
+        "consumer group of the console's dead-letter indexer (dead letters into the registry)",
+    )
 
 
 @dataclass(frozen=True)

@@ -1,9 +1,11 @@
 """The console as an aiohttp application: the registry's pool and the storage as
 ``cleanup_ctx`` resources, the read API, the pages, and the ops routes.
 
-It only reads: the registry (``DATABASE_URL``, whose schema it migrates like every
-registry client) and the storage the processor and the archiver write (the storage
-settings). Any number of replicas can run; none holds state of its own.
+It reads the registry (``DATABASE_URL``, whose schema it migrates like every registry
+client) and the storage the processor and the archiver write (the storage settings); its
+one writer is the dead-letter indexer, which copies the dead-letter topic into the
+registry (:mod:`.deadletters`). Any number of replicas can run; none holds state of its
+own.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from services.tracker.registry import Registry
 
 from .api import REGISTRY as TASKS
 from .api import STORAGE, setup_api
+from .deadletters import indexer_ctx
 from .pages import security_headers, setup_pages
 
 __all__ = ["POOL_SIZE", "create_app"]
@@ -46,6 +49,7 @@ def create_app(settings: Settings, *, registry: CollectorRegistry | None = None)
     )
     app.cleanup_ctx.append(_registry_ctx(url.get()))
     app.cleanup_ctx.append(_storage_ctx)
+    app.cleanup_ctx.append(indexer_ctx)
     add_ops_routes(app)
     setup_api(app)
     setup_pages(app)
@@ -71,7 +75,8 @@ async def _storage_ctx(app: web.Application) -> AsyncIterator[None]:
 
 
 def _ready(app: web.Application, gauge: Gauge) -> Callable[[], Awaitable[bool]]:
-    """Ready while the registry answers: without it no page has anything to show."""
+    """Ready while the registry answers: without it no page has anything to show. Kafka
+    is not asked: the pages work without it, only dead letters arrive late."""
 
     async def ready() -> bool:
         answered = False

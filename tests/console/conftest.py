@@ -1,5 +1,6 @@
 """The real console on a real local port, over a fresh registry and a tmp storage: the
-``console`` fixture, shared by the API tests and the browser tests."""
+``console`` fixture, shared by the API tests and the browser tests; ``dlq_console`` is
+the same with its dead-letter indexer on the session broker."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ import threading
 import uuid
 from collections.abc import Coroutine, Iterator
 from concurrent.futures import Future
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -17,10 +19,15 @@ from typing import Any, TypeVar
 
 import pytest
 from aiohttp import web
+from aiokafka.structs import ConsumerRecord
+from prometheus_client import CollectorRegistry
 
 from devenv.simulator.results import midi_data
 from services.archiver.archive import archive_event
+from services.common.consumer import ConsumerLoop, callback_handler
 from services.common.events import CallbackEvent
+from services.common.kafka import Publisher
+from services.common.metrics import ConsumerMetrics
 from services.common.settings import Secret, Settings
 from services.common.storage import LocalStorage
 from services.console.app import create_app
@@ -28,8 +35,12 @@ from services.processor.app import Processed, midi_key, process_callback
 from services.tracker.registry import Registry, TaskState
 from services.tracker.schedule import notes_outcome
 from tests.archiver.support import callback_body
+from tests.helpers import read_topic
 
 T = TypeVar("T")
+
+#: What :func:`dead_letter` sends: no consumer decodes it.
+BAD_RECORD = b"\x00not an avro callback"
 
 
 def unique(prefix: str) -> str:
@@ -157,9 +168,61 @@ def fixture_console(database_url: str, tmp_path: Path) -> Iterator[Console]:
     """The real console app (:func:`services.console.app.create_app`) on 127.0.0.1 and a
     free port, over the test's fresh database (migrated by the console at start-up) and a
     local storage in ``tmp_path / "data"``, served by a thread with its own event loop;
-    stopped, and its resources released, after the test."""
+    stopped, and its resources released, after the test. No Kafka: its dead-letter
+    indexer keeps waiting for one, as the console does in production without a broker."""
     data_dir = tmp_path / "data"
-    app = create_app(console_settings(database_url, data_dir))
+    with serve_console(console_settings(database_url, data_dir), database_url) as console:
+        yield console
+
+
+def dlq_settings(settings: Settings, database_url: str) -> Settings:
+    """The test's broker and topics, its registry, a console group of its own."""
+    return settings.with_overrides(
+        tracker={"database_url": Secret(database_url)},
+        console={"host": "127.0.0.1", "port": 0, "dlq_group_id": unique("console-dlq")},
+    )
+
+
+@pytest.fixture(name="dlq_console")
+def fixture_dlq_console(settings: Settings, database_url: str) -> Iterator[Console]:
+    """The real console, its indexer on the test's dead-letter topic."""
+    with serve_console(dlq_settings(settings, database_url), database_url) as console:
+        yield console
+
+
+async def dead_letter(
+    settings: Settings, publisher: Publisher, keys: list[bytes]
+) -> list[ConsumerRecord[bytes, bytes]]:
+    """One undecodable callback per key, dead-lettered by a real consumer loop with the
+    consumers' own record handler; the dead letters as read back from the topic."""
+    topics = settings.kafka.topics
+
+    async def handle(_event: CallbackEvent) -> None:
+        raise AssertionError("no record of this test decodes")
+
+    loop = ConsumerLoop(
+        settings=settings.kafka,
+        role="test",
+        group_id=settings.processor.group_id,
+        topics=[topics.callbacks],
+        handler=callback_handler(handle),
+        publisher=publisher,
+        metrics=ConsumerMetrics("test", CollectorRegistry()),
+    )
+    for key in keys:
+        await publisher.publish(topics.callbacks, key=key, value=BAD_RECORD, timeout=10)
+    await loop.start()
+    try:
+        return await read_topic(settings.kafka.bootstrap_servers, topics.dlq, len(keys))
+    finally:
+        await loop.stop()
+
+
+@contextmanager
+def serve_console(settings: Settings, database_url: str) -> Iterator[Console]:
+    """The console of ``settings`` (the ``console`` fixture's, maybe with a broker)."""
+    data_dir = settings.storage.data_dir
+    app = create_app(settings)
     loop = asyncio.new_event_loop()
     started: Future[tuple[str, Registry]] = Future()
     thread = threading.Thread(

@@ -65,6 +65,7 @@ class TestList:
             "updated_at": tasks[1]["updated_at"],
             "poll_count": 0,
             "deliveries": 1,
+            "dead_letters": 0,
         }
         assert datetime.fromisoformat(tasks[1]["created_at"]).tzinfo is not None
         assert ok(console, TASKS)["next_cursor"] is None

@@ -18,10 +18,12 @@ from services.tracker.registry import Registry, TaskState
 pytestmark = [pytest.mark.postgres, pytest.mark.slow]
 
 ROWS = 100_000
+#: Tasks with a dead letter (migration 0005's triggers count them into ``tasks``).
+DEAD_LETTERED = 200
 LIMIT = 50
 
 #: 100 000 tasks over 30 days, a sixth in each state, ids like the provider's and ours;
-#: one delivery for each ended task.
+#: one delivery for each ended task; a dead letter for one task in 500.
 GENERATE = f"""
 INSERT INTO tasks (request_id, task_id, origin, state, created_at, updated_at)
 SELECT 'req-' || md5('r' || i), CASE WHEN i % 6 = 0 THEN NULL ELSE md5('t' || i) END,
@@ -33,8 +35,13 @@ FROM generate_series(1, {ROWS}) AS i;
 INSERT INTO task_deliveries (task, body_sha256, source, received_at, verified)
 SELECT id, encode(sha256(id::text::bytea), 'hex'), 'callback', created_at, true
 FROM tasks WHERE state IN ('completed', 'failed', 'empty');
+INSERT INTO dead_letters (dlq_topic, dlq_partition, dlq_offset, dlq_timestamp, task_id,
+                          headers, value_bytes, value_sha256)
+SELECT 'dlq', 0, i, timestamptz '2026-11-01', md5('t' || i), '{{}}', 0, ''
+FROM generate_series(1, {ROWS}, {ROWS // DEAD_LETTERED}) AS i;
 ANALYZE tasks;
 ANALYZE task_deliveries;
+ANALYZE dead_letters;
 """
 
 
@@ -58,7 +65,16 @@ CASES = {
     "a whole task id": (TaskFilter(q=md5("t7")), None),
     "a request id prefix": (TaskFilter(q=f"req-{md5('r8')[:4]}"), None),
     "a state and a prefix": (TaskFilter(state=TaskState.COMPLETED, q=md5("t8")[:4]), MIDDLE),
+    "with dead letters": (TaskFilter(has_dead_letters=True), MIDDLE),
+    "a state with dead letters": (
+        TaskFilter(state=TaskState.FAILED, has_dead_letters=True),
+        None,
+    ),
+    "without dead letters": (TaskFilter(has_dead_letters=False), MIDDLE),
 }
+#: The indexes the filter on dead letters must use: the few tasks that have some are not
+#: found by reading the list of all of them.
+DEAD_LETTERED_INDEXES = {"tasks_listing_dead_lettered", "tasks_listing_dead_lettered_by_state"}
 
 
 def nodes(plan: dict[str, Any]) -> Iterator[dict[str, Any]]:
@@ -86,7 +102,7 @@ async def plan_of(registry: Registry, where: TaskFilter, cursor: Cursor | None) 
 
 async def test_list_queries_use_indexes(big_registry: Registry) -> None:
     """Every filter combination: no sequential scan of the tasks, no sort of them, an
-    index of migration 0004 used."""
+    index of migration 0004 (or 0005's, for tasks with dead letters) used."""
     for name, (where, cursor) in CASES.items():
         plan = await plan_of(big_registry, where, cursor)
         found = list(nodes(plan))
@@ -102,6 +118,9 @@ async def test_list_queries_use_indexes(big_registry: Registry) -> None:
             "tasks_listing_by_state",
             "tasks_task_id_prefix",
             "tasks_request_id_prefix",
+            *DEAD_LETTERED_INDEXES,
         }, (name, summary)
+        if where.has_dead_letters:
+            assert indexes & DEAD_LETTERED_INDEXES, (name, summary)
         if where.q is None:  # the keyset order comes from the index: nothing to sort
             assert not any(node["Node Type"] == "Sort" for node in found), (name, summary)

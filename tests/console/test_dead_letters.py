@@ -1,0 +1,117 @@
+"""Dead letters in the console, end to end on the session broker and a real registry: a
+real consumer loop dead-letters bad records, the console's indexer writes them to the
+registry, and the list, its filter, the summary and the timeline show them."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+from typing import Any
+
+import aiohttp
+import pytest
+
+from services.common.kafka import Publisher
+from services.common.settings import Settings
+from services.console.deadletters import index_handler
+
+from ..helpers import eventually
+from .conftest import BAD_RECORD, Console, dead_letter, unique
+
+pytestmark = [pytest.mark.kafka, pytest.mark.postgres]
+
+TASKS = "/api/v1/tasks"
+
+
+async def get(console: Console, path: str, **params: str) -> Any:
+    async with (
+        aiohttp.ClientSession() as session,
+        session.get(console.url + path, params=params) as response,
+    ):
+        assert response.status == 200, await response.text()
+        return await response.json()
+
+
+async def indexed(console: Console, count: int) -> int:
+    """Wait until the indexer has written ``count`` rows."""
+
+    async def rows() -> int | None:
+        found = await console.arun(
+            console.registry.pool.fetchval("SELECT count(*) FROM dead_letters")
+        )
+        assert found <= count, f"{found} rows for {count} dead letters"
+        return found if found == count else None
+
+    return await eventually(rows, what=f"{count} dead letters indexed")
+
+
+class TestIndexer:
+    async def test_a_dead_letter_shows_in_list_filter_summary_and_timeline(
+        self, settings: Settings, publisher: Publisher, dlq_console: Console
+    ) -> None:
+        """A record the consumer loop dead-letters is a row, counts on its task, passes
+        the filter and is an event of the task's timeline with its headers."""
+        console = dlq_console
+        struck = console.completed_task()
+        spared = console.completed_task()
+        [record] = await dead_letter(settings, publisher, [struck.task_id.encode()])
+        await indexed(console, 1)
+
+        row = await console.arun(console.registry.pool.fetchrow("SELECT * FROM dead_letters"))
+        assert row["task_id"] == struck.task_id
+        assert row["reason"] == "undecodable"
+        assert row["source_topic"] == settings.kafka.topics.callbacks
+        assert row["consumer_group"] == settings.processor.group_id
+        assert (row["dlq_partition"], row["dlq_offset"]) == (record.partition, record.offset)
+        assert row["value_bytes"] == len(BAD_RECORD)
+        assert row["value_sha256"] == hashlib.sha256(BAD_RECORD).hexdigest()
+
+        listed = (await get(console, TASKS, has_dead_letters="true"))["tasks"]
+        assert [(t["task_id"], t["dead_letters"]) for t in listed] == [(struck.task_id, 1)]
+        clean = (await get(console, TASKS, has_dead_letters="false"))["tasks"]
+        assert [(t["task_id"], t["dead_letters"]) for t in clean] == [(spared.task_id, 0)]
+
+        shown = await get(console, f"{TASKS}/{struck.request_id}")
+        assert shown["task"]["dead_letters"] == 1
+        [event] = [e for e in shown["timeline"] if e["kind"] == "dead_letter"]
+        assert "undecodable" in event["summary"]
+        assert settings.processor.group_id in event["summary"]
+        detail = event["detail"]
+        assert detail["reason"] == "undecodable"
+        assert detail["source_topic"] == settings.kafka.topics.callbacks
+        assert detail["source_offset"] == 0
+        assert detail["headers"]["dlq.consumer.group"] == settings.processor.group_id
+        assert detail["headers"]["dlq.failed_at"] == event["at"]
+
+    async def test_the_same_record_indexed_twice_is_one_row(
+        self, settings: Settings, publisher: Publisher, dlq_console: Console
+    ) -> None:
+        """A record indexed again (redelivered after a rebalance, a restart) is no second
+        row and no second count."""
+        console = dlq_console
+        task = console.completed_task()
+        [record] = await dead_letter(settings, publisher, [task.task_id.encode()])
+        await indexed(console, 1)
+        handle = index_handler(console.registry)
+        await console.arun(handle(record))
+        await console.arun(handle(record))
+        assert await indexed(console, 1) == 1
+        shown = await get(console, f"{TASKS}/{task.task_id}")
+        assert shown["task"]["dead_letters"] == 1
+
+    async def test_a_dead_letter_before_its_task_counts_once_the_task_comes(
+        self, settings: Settings, publisher: Publisher, dlq_console: Console
+    ) -> None:
+        """A callback dead-lettered before the tracker records its task (or keyed by a
+        request id) counts on the task once it is there."""
+        console = dlq_console
+        early = unique("task")
+        await dead_letter(settings, publisher, [early.encode()])
+        await indexed(console, 1)
+        task = await asyncio.to_thread(console.completed_task, task_id=early)
+        await asyncio.to_thread(console.completed_task)  # one without
+        listed = (await get(console, TASKS, has_dead_letters="true"))["tasks"]
+        assert [(t["task_id"], t["dead_letters"]) for t in listed] == [(task.task_id, 1)]
+        shown = await get(console, f"{TASKS}/{task.task_id}")
+        assert shown["task"]["dead_letters"] == 1
+        assert [e["kind"] for e in shown["timeline"]].count("dead_letter") == 1
