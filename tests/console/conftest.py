@@ -35,7 +35,7 @@ from services.processor.app import Processed, midi_key, process_callback
 from services.tracker.registry import Registry, TaskState
 from services.tracker.schedule import notes_outcome
 from tests.archiver.support import callback_body
-from tests.helpers import read_topic
+from tests.helpers import eventually, read_topic
 
 T = TypeVar("T")
 
@@ -216,6 +216,48 @@ async def dead_letter(
         return await read_topic(settings.kafka.bootstrap_servers, topics.dlq, len(keys))
     finally:
         await loop.stop()
+
+
+async def indexed(console: Console, count: int) -> int:
+    """Wait until the indexer has written ``count`` rows."""
+
+    async def rows() -> int | None:
+        found = await console.arun(
+            console.registry.pool.fetchval("SELECT count(*) FROM dead_letters")
+        )
+        assert found <= count, f"{found} rows for {count} dead letters"
+        return found if found == count else None
+
+    return await eventually(rows, what=f"{count} dead letters indexed")
+
+
+def dead_letter_record(key: bytes, *, offset: int = 0) -> ConsumerRecord[bytes, bytes]:
+    """A record of the dead-letter topic as the consumer loop writes them, for tests
+    without a broker (:func:`dead_letter` makes real ones)."""
+    headers = [
+        ("dlq.reason", b"undecodable"),
+        ("dlq.error", b"not an Avro single-object message"),
+        ("dlq.source.topic", b"suno.midi.callbacks.v1"),
+        ("dlq.source.partition", b"0"),
+        ("dlq.source.offset", str(offset).encode()),
+        ("dlq.source.timestamp", b"1796070000000"),
+        ("dlq.consumer.group", b"suno-midi-processor"),
+        ("dlq.failed_at", datetime.now(UTC).isoformat().encode()),
+    ]
+    size = len(BAD_RECORD)
+    return ConsumerRecord(
+        "suno.midi.dlq.v1",
+        0,
+        offset,
+        1796070000000,
+        0,
+        key,
+        BAD_RECORD,
+        None,
+        len(key),
+        size,
+        headers,
+    )
 
 
 @contextmanager

@@ -187,6 +187,9 @@ class TestList:
             ({"cursor": "MTIz"}, "invalid_cursor"),
             ({"q": "ab"}, "invalid_query"),
             ({"q": "abc\u00e9"}, "invalid_query"),
+            ({"has_dead_letters": "yes"}, "invalid_has_dead_letters"),
+            ({"has_dead_letters": "True"}, "invalid_has_dead_letters"),
+            ({"has_dead_letters": ""}, "invalid_has_dead_letters"),
         ],
     )
     def test_bad_parameters_are_400(

@@ -15,8 +15,7 @@ from services.common.kafka import Publisher
 from services.common.settings import Settings
 from services.console.deadletters import index_handler
 
-from ..helpers import eventually
-from .conftest import BAD_RECORD, Console, dead_letter, unique
+from .conftest import BAD_RECORD, Console, dead_letter, indexed, unique
 
 pytestmark = [pytest.mark.kafka, pytest.mark.postgres]
 
@@ -30,19 +29,6 @@ async def get(console: Console, path: str, **params: str) -> Any:
     ):
         assert response.status == 200, await response.text()
         return await response.json()
-
-
-async def indexed(console: Console, count: int) -> int:
-    """Wait until the indexer has written ``count`` rows."""
-
-    async def rows() -> int | None:
-        found = await console.arun(
-            console.registry.pool.fetchval("SELECT count(*) FROM dead_letters")
-        )
-        assert found <= count, f"{found} rows for {count} dead letters"
-        return found if found == count else None
-
-    return await eventually(rows, what=f"{count} dead letters indexed")
 
 
 class TestIndexer:
