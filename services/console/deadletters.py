@@ -39,6 +39,8 @@ log = structlog.get_logger(__name__)
 
 #: Seconds between attempts to reach Kafka while it is away (doubling up to the last).
 _START_BACKOFF = (1.0, 30.0)
+#: Seconds between refreshes of the indexer's readiness gauge.
+_READY_EVERY = 10.0
 
 _INSERT = """
 INSERT INTO dead_letters (
@@ -55,11 +57,13 @@ def _text(value: str | None) -> str | None:
     return None if value is None else value.replace("\x00", "\ufffd")
 
 
-def _int(value: str | None) -> int | None:
+def _int(value: str | None, bits: int) -> int | None:
+    """A number that fits its column (``integer``: 32 bits, ``bigint``: 64), else NULL."""
     try:
-        return None if value is None else int(value)
+        number = None if value is None else int(value)
     except ValueError:
         return None
+    return number if number is not None and -(2 ** (bits - 1)) <= number < 2 ** (bits - 1) else None
 
 
 def _time(value: str | None) -> datetime | None:
@@ -90,8 +94,8 @@ def dead_letter_row(record: ConsumerRecord[bytes, bytes]) -> tuple[object, ...]:
         _text(letter.reason),
         _text(letter.header("dlq.error")),
         _text(letter.source_topic),
-        _int(letter.header("dlq.source.partition")),
-        _int(letter.header("dlq.source.offset")),
+        _int(letter.header("dlq.source.partition"), 32),
+        _int(letter.header("dlq.source.offset"), 64),
         _time(letter.header("dlq.source.timestamp")),
         _text(letter.header("dlq.consumer.group")),
         _time(letter.header("dlq.failed_at")),
@@ -132,16 +136,18 @@ async def indexer_ctx(app: web.Application) -> AsyncIterator[None]:
         metrics=metrics,
         unknown_schema="halt",
     )
-    starting = asyncio.create_task(_start(loop, settings.kafka), name="console-dlq-start")
+    running = asyncio.create_task(_run(loop, settings.kafka), name="console-dlq-indexer")
     try:
         yield
     finally:
-        starting.cancel()
-        await asyncio.gather(starting, return_exceptions=True)
+        running.cancel()
+        await asyncio.gather(running, return_exceptions=True)
         await loop.stop()
 
 
-async def _start(loop: ConsumerLoop, kafka: KafkaSettings) -> None:
+async def _run(loop: ConsumerLoop, kafka: KafkaSettings) -> None:
+    """Start ``loop`` once Kafka answers, then keep its ``console_dlq_ready`` gauge fresh
+    (the console's readiness does not ask Kafka, so no probe refreshes it)."""
     delay, longest = _START_BACKOFF
     while True:
         try:
@@ -150,8 +156,11 @@ async def _start(loop: ConsumerLoop, kafka: KafkaSettings) -> None:
             await ensure_topics(kafka, "console-dlq", [kafka.topics.dlq])
             await loop.start()
             log.info("dlq_indexer_started")
-            return
+            break
         except Exception as exc:  # KafkaUnavailableError mostly: try again, never give up
             log.warning("dlq_indexer_waiting_for_kafka", error=str(exc), retry_in=delay)
         await asyncio.sleep(delay)
         delay = min(delay * 2, longest)
+    while True:
+        await loop.ready()
+        await asyncio.sleep(_READY_EVERY)

@@ -6,10 +6,12 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import json
 from typing import Any
 
 import aiohttp
 import pytest
+from aiokafka.structs import ConsumerRecord
 
 from services.common.kafka import Publisher
 from services.common.settings import Settings
@@ -101,3 +103,26 @@ class TestIndexer:
         shown = await get(console, f"{TASKS}/{task.task_id}")
         assert shown["task"]["dead_letters"] == 1
         assert [e["kind"] for e in shown["timeline"]].count("dead_letter") == 1
+
+    async def test_a_record_of_another_producer_is_indexed_as_far_as_it_reads(
+        self, console: Console
+    ) -> None:
+        """Keyless, with headers missing, out of range or not text: a row with NULLs there,
+        never a record retried forever."""
+        headers = [
+            ("dlq.reason", b"bad\x00reason"),
+            ("dlq.source.partition", b"99999999999"),
+            ("dlq.source.offset", b"x"),
+            ("dlq.source.timestamp", b"9" * 30),
+            ("dlq.failed_at", b"yesterday"),
+            ("other", b"\xff"),
+        ]
+        record = ConsumerRecord("dlq", 2, 7, 1796070000000, 0, None, b"", None, 0, 0, headers)
+        await console.arun(index_handler(console.registry)(record))
+        row = await console.arun(console.registry.pool.fetchrow("SELECT * FROM dead_letters"))
+        assert row["task_id"] is None and row["reason"] == "bad\ufffdreason"
+        assert row["source_partition"] is None and row["source_offset"] is None
+        assert row["source_timestamp"] is None and row["failed_at"] is None
+        assert row["source_topic"] is None and row["consumer_group"] is None
+        assert json.loads(row["headers"])["other"] == "\ufffd"
+        assert row["value_sha256"] == hashlib.sha256(b"").hexdigest()
