@@ -40,10 +40,14 @@ CREATE INDEX tasks_listing_dead_lettered_by_state ON tasks (state, created_at DE
 -- callback dead-lettered by the processor before the tracker records it). Both sides take
 -- the key's advisory lock (first key 16; the registry's task-id locks use 14) before they
 -- look at the other table, so of two concurrent transactions the second sees the first's
--- row once it is committed: no dead letter is counted twice or never.
+-- row once it is committed: no dead letter is counted twice or never. A task's writer
+-- holds the task's row when its trigger takes the lock, so a dead letter locks the rows
+-- it will count on first: both take the two locks in the same order, and never deadlock.
 CREATE FUNCTION dead_letters_count_into_task() RETURNS trigger LANGUAGE plpgsql AS $$
 BEGIN
     IF NEW.task_id IS NOT NULL THEN
+        PERFORM 1 FROM tasks WHERE task_id = NEW.task_id OR request_id = NEW.task_id
+            FOR UPDATE;
         PERFORM pg_advisory_xact_lock(16, hashtext(NEW.task_id));
         UPDATE tasks SET dead_letters = dead_letters + 1
             WHERE task_id = NEW.task_id OR request_id = NEW.task_id;
