@@ -37,18 +37,22 @@ CREATE INDEX tasks_listing_dead_lettered_by_state ON tasks (state, created_at DE
     WHERE dead_letters > 0;
 
 -- The count is kept from both sides, since a dead letter may come before its task (a
--- callback dead-lettered by the processor before the tracker records it). Both sides take
--- the key's advisory lock (first key 16; the registry's task-id locks use 14) before they
--- look at the other table, so of two concurrent transactions the second sees the first's
--- row once it is committed: no dead letter is counted twice or never. A task's writer
--- holds the task's row when its trigger takes the lock, so a dead letter locks the rows
--- it will count on first: both take the two locks in the same order, and never deadlock.
+-- callback dead-lettered by the processor before the tracker records it). Two concurrent
+-- transactions, one writing a dead letter and one its task, would each miss the other's
+-- uncommitted row, so both sides take advisory lock (16, 0) before they look at the other
+-- table (the registry's task-id locks use first key 14): the task writers share it (one
+-- lock per transaction however many rows, and they never wait for each other), a dead
+-- letter takes it alone, so it counts on every task committed before it and every task
+-- written after it sees it. A dead letter is rare and its transaction short: the writers
+-- of tasks wait for it a moment. A task's writer holds the task's row when its trigger
+-- takes the lock, so a dead letter locks the rows it counts on first: both take the row
+-- and the lock in the same order.
 CREATE FUNCTION dead_letters_count_into_task() RETURNS trigger LANGUAGE plpgsql AS $$
 BEGIN
     IF NEW.task_id IS NOT NULL THEN
         PERFORM 1 FROM tasks WHERE task_id = NEW.task_id OR request_id = NEW.task_id
             FOR UPDATE;
-        PERFORM pg_advisory_xact_lock(16, hashtext(NEW.task_id));
+        PERFORM pg_advisory_xact_lock(16, 0);
         UPDATE tasks SET dead_letters = dead_letters + 1
             WHERE task_id = NEW.task_id OR request_id = NEW.task_id;
     END IF;
@@ -64,12 +68,7 @@ BEGIN
             AND NEW.request_id IS NOT DISTINCT FROM OLD.request_id THEN
         RETURN NEW;
     END IF;
-    IF NEW.task_id IS NOT NULL THEN
-        PERFORM pg_advisory_xact_lock(16, hashtext(NEW.task_id));
-    END IF;
-    IF NEW.request_id IS NOT NULL THEN
-        PERFORM pg_advisory_xact_lock(16, hashtext(NEW.request_id));
-    END IF;
+    PERFORM pg_advisory_xact_lock_shared(16, 0);
     NEW.dead_letters := (
         SELECT count(*) FROM dead_letters
         WHERE task_id = NEW.task_id OR task_id = NEW.request_id
