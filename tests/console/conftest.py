@@ -160,6 +160,8 @@ def console_settings(database_url: str, data_dir: Path) -> Settings:
         tracker={"database_url": Secret(database_url)},
         storage={"data_dir": data_dir},
         console={"host": "127.0.0.1", "port": 0},
+        # No broker: a port nothing listens on, whatever runs on this machine's 9092.
+        kafka={"bootstrap_servers": "127.0.0.1:1"},
     )
 
 

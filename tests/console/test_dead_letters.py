@@ -17,6 +17,7 @@ from services.common.kafka import Publisher
 from services.common.settings import Settings
 from services.console.deadletters import index_handler
 
+from ..helpers import eventually
 from .conftest import BAD_RECORD, Console, dead_letter, indexed, unique
 
 pytestmark = [pytest.mark.kafka, pytest.mark.postgres]
@@ -70,6 +71,15 @@ class TestIndexer:
         assert detail["source_offset"] == 0
         assert detail["headers"]["dlq.consumer.group"] == settings.processor.group_id
         assert detail["headers"]["dlq.failed_at"] == event["at"]
+
+        async def ready_gauge() -> bool | None:
+            async with (
+                aiohttp.ClientSession() as session,
+                session.get(console.url + "/metrics") as response,
+            ):
+                return True if "console_dlq_ready 1.0" in await response.text() else None
+
+        await eventually(ready_gauge, what="console_dlq_ready 1")
 
     async def test_the_same_record_indexed_twice_is_one_row(
         self, settings: Settings, publisher: Publisher, dlq_console: Console
