@@ -35,10 +35,19 @@ __all__ = [
 ]
 
 
-def bulk_tasks_sql(rows: int) -> str:
+def bulk_tasks_sql(rows: int, *, dead_lettered: int = 0) -> str:
     """SQL that adds ``rows`` tasks over 30 days, a sixth in each state, with ids like the
-    provider's and ours, and one delivery for each ended task: a large registry in seconds
-    (the rows are bare: no archived body behind them)."""
+    provider's and ours, one delivery for each ended task, and a dead letter for
+    ``dead_lettered`` of them spread evenly: a large registry in seconds (the rows are bare:
+    no archived body behind them)."""
+    dead = ""
+    if dead_lettered:
+        dead = f"""
+INSERT INTO dead_letters (dlq_topic, dlq_partition, dlq_offset, dlq_timestamp, task_id,
+                          headers, value_bytes, value_sha256)
+SELECT 'dlq', 0, i, timestamptz '2026-11-01', md5('t' || i), '{{}}', 0, ''
+FROM generate_series(1, {int(rows)}, {max(1, rows // dead_lettered)}) AS i;
+ANALYZE dead_letters;"""
     return f"""
 INSERT INTO tasks (request_id, task_id, origin, state, created_at, updated_at)
 SELECT 'req-' || md5('r' || i), CASE WHEN i % 6 = 0 THEN NULL ELSE md5('t' || i) END,
@@ -49,7 +58,7 @@ SELECT 'req-' || md5('r' || i), CASE WHEN i % 6 = 0 THEN NULL ELSE md5('t' || i)
 FROM generate_series(1, {int(rows)}) AS i;
 INSERT INTO task_deliveries (task, body_sha256, source, received_at, verified)
 SELECT id, encode(sha256(id::text::bytea), 'hex'), 'callback', created_at, true
-FROM tasks WHERE state IN ('completed', 'failed', 'empty');
+FROM tasks WHERE state IN ('completed', 'failed', 'empty');{dead}
 ANALYZE tasks;
 ANALYZE task_deliveries;
 """

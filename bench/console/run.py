@@ -39,6 +39,7 @@ LIST_CASES = (
     ("one state", "?state=failed"),
     ("a day", "?since=2026-11-10T00:00:00Z&until=2026-11-11T00:00:00Z"),
     ("an id prefix", "?q=req-a1"),
+    ("has dead letters", "?has_dead_letters=true"),
 )
 
 
@@ -53,7 +54,7 @@ async def seed(url: str, data_dir: Path, tasks: int) -> dict[str, str]:
     try:
         started = time.perf_counter()
         async with registry.pool.acquire() as conn:
-            await conn.execute(bulk_tasks_sql(tasks))
+            await conn.execute(bulk_tasks_sql(tasks, dead_lettered=tasks // 500))
         print(f"  {tasks:,} tasks written in {time.perf_counter() - started:.0f} s", flush=True)
         storage = LocalStorage(data_dir)
         song = await seed_completed_task(

@@ -404,6 +404,11 @@ class ConsoleSettings:
         2.0,
         "how long the health strip waits for one service's /metrics or one Prometheus query",
     )
+    dlq_group_id: str = setting(
+        "CONSOLE_DLQ_GROUP_ID",
+        "suno-midi-console-dlq",
+        "consumer group of the console's dead-letter indexer (dead letters into the registry)",
+    )
 
 
 @dataclass(frozen=True)

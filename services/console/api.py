@@ -69,7 +69,9 @@ def _filter(query: Any) -> tuple[TaskFilter, int, Cursor | None]:
             f"q must be at least {MIN_QUERY_LENGTH} printable ASCII characters: "
             "a task id or request id, or the start of one",
         )
-    where = TaskFilter(state, _time(query, "since"), _time(query, "until"), q)
+    where = TaskFilter(
+        state, _time(query, "since"), _time(query, "until"), q, _has_dead_letters(query)
+    )
     try:
         limit = int(query.get("limit", str(DEFAULT_LIMIT)))
     except ValueError:
@@ -82,6 +84,17 @@ def _filter(query: Any) -> tuple[TaskFilter, int, Cursor | None]:
     if (text := query.get("cursor")) is not None:
         cursor = Cursor.decode(text)
     return where, limit, cursor
+
+
+def _has_dead_letters(query: Any) -> bool | None:
+    text = query.get("has_dead_letters")
+    if text is None:
+        return None
+    if text not in ("true", "false"):
+        raise InvalidRequestError(
+            "invalid_has_dead_letters", "has_dead_letters must be true or false"
+        )
+    return bool(text == "true")
 
 
 def _time(query: Any, name: str) -> datetime | None:

@@ -4,8 +4,9 @@ routes.
 
 It reads the registry (``DATABASE_URL``, whose schema it migrates like every registry
 client) and the storage the processor and the archiver write (the storage settings); its
-only writes are the operators' actions, records published to Kafka. Any number of
-replicas can run; none holds state of its own.
+only writes are the operators' actions (records published to Kafka) and the
+dead-letter indexer, which copies the dead-letter topic into the registry
+(:mod:`.deadletters`). Any number of replicas can run; none holds state of its own.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from services.tracker.registry import Registry
 from .actions import setup_actions
 from .api import REGISTRY as TASKS
 from .api import STORAGE, setup_api
+from .deadletters import indexer_ctx
 from .health import setup_health
 from .pages import security_headers, setup_pages
 
@@ -50,6 +52,7 @@ def create_app(settings: Settings, *, registry: CollectorRegistry | None = None)
     )
     app.cleanup_ctx.append(_registry_ctx(url.get()))
     app.cleanup_ctx.append(_storage_ctx)
+    app.cleanup_ctx.append(indexer_ctx)
     add_ops_routes(app)
     setup_api(app)
     setup_actions(app)
@@ -77,7 +80,8 @@ async def _storage_ctx(app: web.Application) -> AsyncIterator[None]:
 
 
 def _ready(app: web.Application, gauge: Gauge) -> Callable[[], Awaitable[bool]]:
-    """Ready while the registry answers: without it no page has anything to show."""
+    """Ready while the registry answers: without it no page has anything to show. Kafka
+    is not asked: the pages work without it, only dead letters arrive late."""
 
     async def ready() -> bool:
         answered = False

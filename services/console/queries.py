@@ -14,7 +14,9 @@ import base64
 import binascii
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+import orjson
 
 from services.common.errors import InvalidRequestError
 from services.tracker.registry import (
@@ -25,6 +27,9 @@ from services.tracker.registry import (
     task_from_row,
 )
 
+if TYPE_CHECKING:
+    from asyncpg import Record
+
 __all__ = [
     "MAX_LIMIT",
     "MIN_QUERY_LENGTH",
@@ -32,6 +37,7 @@ __all__ = [
     "TaskFilter",
     "TaskPage",
     "counts",
+    "dead_letters",
     "find_task",
     "list_sql",
     "list_tasks",
@@ -83,6 +89,8 @@ class TaskFilter:
     until: datetime | None = None
     #: A task id or request id, or a prefix of either.
     q: str | None = None
+    #: Only tasks with (``True``) or without (``False``) dead letters.
+    has_dead_letters: bool | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -119,6 +127,9 @@ def list_sql(where: TaskFilter, cursor: Cursor | None, limit: int) -> tuple[str,
             f"((task_id ~>=~ {low} AND task_id ~<~ {high})"
             f" OR (request_id ~>=~ {low} AND request_id ~<~ {high}))"
         )
+    if where.has_dead_letters is not None:
+        # ``> 0`` is the predicate of migration 0005's partial indexes, as written there.
+        conditions.append("dead_letters > 0" if where.has_dead_letters else "dead_letters = 0")
     if cursor is not None:
         conditions.append(f"(created_at, id) < ({arg(cursor.created_at)}, {arg(cursor.pk)})")
     sql = (
@@ -139,7 +150,10 @@ async def list_tasks(
         rows = await registry.pool.fetch(sql, *args)
     more = len(rows) > limit
     rows = rows[:limit]
-    tasks = [task_summary(task_from_row(row), int(row["deliveries"])) for row in rows]
+    tasks = [
+        task_summary(task_from_row(row), int(row["deliveries"]), row["dead_letters"])
+        for row in rows
+    ]
     last = rows[-1] if more else None
     following = Cursor(last["created_at"], last["id"]).encode() if last is not None else None
     return TaskPage(tasks, following)
@@ -157,7 +171,7 @@ def _iso(value: datetime | None) -> str | None:
     return None if value is None else value.isoformat()
 
 
-def task_summary(task: Task, deliveries: int) -> dict[str, Any]:
+def task_summary(task: Task, deliveries: int, dead_letters: int) -> dict[str, Any]:
     """The list's view of a task (TaskSummary in the OpenAPI description)."""
     return {
         "task_id": task.task_id,
@@ -168,6 +182,7 @@ def task_summary(task: Task, deliveries: int) -> dict[str, Any]:
         "updated_at": _iso(task.updated_at),
         "poll_count": task.poll_count,
         "deliveries": deliveries,
+        "dead_letters": dead_letters,
     }
 
 
@@ -192,15 +207,17 @@ async def find_task(registry: Registry, key: str) -> Task | None:
 async def task_detail(registry: Registry, task: Task) -> dict[str, Any]:
     """The task with every field an operator reads, and its timeline."""
     deliveries = await registry.deliveries(task.pk)
-    document = task_summary(task, len(deliveries))
+    events = await timeline(registry, task)
+    dead = sum(1 for event in events if event["kind"] == "dead_letter")
+    document = task_summary(task, len(deliveries), dead)
     document.update({name: getattr(task, name) for name in _DETAIL_FIELDS})
     document.update({name: _iso(getattr(task, name)) for name in _DETAIL_TIMES})
-    return {"task": document, "timeline": await timeline(registry, task)}
+    return {"task": document, "timeline": events}
 
 
 async def timeline(registry: Registry, task: Task) -> list[dict[str, Any]]:
-    """Transitions, deliveries and polls in one list by time; at one instant in the order
-    they were recorded, transitions before deliveries before polls."""
+    """Transitions, deliveries, polls and dead letters in one list by time; at one instant
+    in the order they were recorded, in that order of kinds."""
     events: list[tuple[datetime, int, int, dict[str, Any]]] = []
     for index, move in enumerate(await registry.history(task.pk)):
         old = move.from_state.value if move.from_state is not None else None
@@ -224,9 +241,44 @@ async def timeline(registry: Registry, task: Task) -> list[dict[str, Any]]:
     for index, poll in enumerate(await registry.polls(task.pk)):
         detail = {"outcome": poll.outcome, "detail": poll.detail, "owner": poll.owner}
         events.append((poll.at, 2, index, _event(poll.at, "poll", f"poll: {poll.outcome}", detail)))
+    for index, letter in enumerate(await dead_letters(registry, task)):
+        at = letter["failed_at"] or letter["dlq_timestamp"]
+        summary = f"dead letter: {letter['reason']} ({letter['consumer_group']})"
+        detail = _dead_letter_detail(letter)
+        events.append((at, 3, index, _event(at, "dead_letter", summary, detail)))
     events.sort(key=lambda event: event[:3])
     return [event for *_, event in events]
 
 
 def _event(at: datetime, kind: str, summary: str, detail: dict[str, Any]) -> dict[str, Any]:
     return {"at": at.isoformat(), "kind": kind, "summary": summary, "detail": detail}
+
+
+async def dead_letters(registry: Registry, task: Task) -> list[Record]:
+    """The dead letters keyed by the task's id or its request id, as the indexer wrote
+    them, in the order they were dead-lettered."""
+    keys = [key for key in (task.task_id, task.request_id) if key is not None]
+    async with registry_errors("read dead letters"):
+        return await registry.pool.fetch(
+            "SELECT * FROM dead_letters WHERE task_id = ANY($1::text[])"
+            " ORDER BY dlq_timestamp, dlq_partition, dlq_offset",
+            keys,
+        )
+
+
+def _dead_letter_detail(letter: Record) -> dict[str, Any]:
+    return {
+        "reason": letter["reason"],
+        "error": letter["error"],
+        "consumer_group": letter["consumer_group"],
+        "source_topic": letter["source_topic"],
+        "source_partition": letter["source_partition"],
+        "source_offset": letter["source_offset"],
+        "source_timestamp": _iso(letter["source_timestamp"]),
+        "failed_at": _iso(letter["failed_at"]),
+        "dlq": f"{letter['dlq_topic']}/{letter['dlq_partition']}/{letter['dlq_offset']}",
+        "key": letter["task_id"],
+        "value_bytes": letter["value_bytes"],
+        "value_sha256": letter["value_sha256"],
+        "headers": orjson.loads(letter["headers"]),
+    }

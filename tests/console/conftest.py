@@ -1,5 +1,6 @@
 """The real console on a real local port, over a fresh registry and a tmp storage: the
-``console`` fixture, shared by the API tests and the browser tests."""
+``console`` fixture, shared by the API tests and the browser tests; ``dlq_console`` is
+the same with its dead-letter indexer on the session broker."""
 
 from __future__ import annotations
 
@@ -15,6 +16,8 @@ from typing import Any, TypeVar
 
 import pytest
 from aiohttp import web
+from aiokafka.structs import ConsumerRecord
+from prometheus_client import CollectorRegistry
 
 from devenv.console_seed import (
     CreatedTask,
@@ -23,11 +26,16 @@ from devenv.console_seed import (
     simulated_body,
     unique,
 )
+from services.common.consumer import ConsumerLoop, callback_handler
+from services.common.events import CallbackEvent
+from services.common.kafka import Publisher
+from services.common.metrics import ConsumerMetrics
 from services.common.settings import Secret, Settings
 from services.common.storage import LocalStorage
 from services.console.app import create_app
 from services.tracker.registry import Registry
 from tests.archiver.support import callback_body
+from tests.helpers import eventually, read_topic
 
 T = TypeVar("T")
 
@@ -39,6 +47,9 @@ __all__ = [
     "simulated_body",
     "unique",
 ]
+
+#: What :func:`dead_letter` sends: no consumer decodes it.
+BAD_RECORD = b"\x00not an avro callback"
 
 
 @dataclass
@@ -96,6 +107,8 @@ def console_settings(database_url: str, data_dir: Path, **console: Any) -> Setti
         tracker={"database_url": Secret(database_url)},
         storage={"data_dir": data_dir},
         console={"host": "127.0.0.1", "port": 0, **console},
+        # No broker: a port nothing listens on, whatever runs on this machine's 9092.
+        kafka={"bootstrap_servers": "127.0.0.1:1"},
     )
 
 
@@ -107,6 +120,91 @@ def fixture_console(database_url: str, tmp_path: Path) -> Iterator[Console]:
     stopped, and its resources released, after the test."""
     with running_console(console_settings(database_url, tmp_path / "data")) as console:
         yield console
+
+
+def dlq_settings(settings: Settings, database_url: str) -> Settings:
+    """The test's broker and topics, its registry, a console group of its own."""
+    return settings.with_overrides(
+        tracker={"database_url": Secret(database_url)},
+        console={"host": "127.0.0.1", "port": 0, "dlq_group_id": unique("console-dlq")},
+    )
+
+
+@pytest.fixture(name="dlq_console")
+def fixture_dlq_console(settings: Settings, database_url: str) -> Iterator[Console]:
+    """The real console, its indexer on the test's dead-letter topic."""
+    with running_console(dlq_settings(settings, database_url)) as console:
+        yield console
+
+
+async def dead_letter(
+    settings: Settings, publisher: Publisher, keys: list[bytes]
+) -> list[ConsumerRecord[bytes, bytes]]:
+    """One undecodable callback per key, dead-lettered by a real consumer loop with the
+    consumers' own record handler; the dead letters as read back from the topic."""
+    topics = settings.kafka.topics
+
+    async def handle(_event: CallbackEvent) -> None:
+        raise AssertionError("no record of this test decodes")
+
+    loop = ConsumerLoop(
+        settings=settings.kafka,
+        role="test",
+        group_id=settings.processor.group_id,
+        topics=[topics.callbacks],
+        handler=callback_handler(handle),
+        publisher=publisher,
+        metrics=ConsumerMetrics("test", CollectorRegistry()),
+    )
+    for key in keys:
+        await publisher.publish(topics.callbacks, key=key, value=BAD_RECORD, timeout=10)
+    await loop.start()
+    try:
+        return await read_topic(settings.kafka.bootstrap_servers, topics.dlq, len(keys))
+    finally:
+        await loop.stop()
+
+
+async def indexed(console: Console, count: int) -> int:
+    """Wait until the indexer has written ``count`` rows."""
+
+    async def rows() -> int | None:
+        found = await console.arun(
+            console.registry.pool.fetchval("SELECT count(*) FROM dead_letters")
+        )
+        assert found <= count, f"{found} rows for {count} dead letters"
+        return found if found == count else None
+
+    return await eventually(rows, what=f"{count} dead letters indexed")
+
+
+def dead_letter_record(key: bytes, *, offset: int = 0) -> ConsumerRecord[bytes, bytes]:
+    """A record of the dead-letter topic as the consumer loop writes them, for tests
+    without a broker (:func:`dead_letter` makes real ones)."""
+    headers = [
+        ("dlq.reason", b"undecodable"),
+        ("dlq.error", b"not an Avro single-object message"),
+        ("dlq.source.topic", b"suno.midi.callbacks.v1"),
+        ("dlq.source.partition", b"0"),
+        ("dlq.source.offset", str(offset).encode()),
+        ("dlq.source.timestamp", b"1796070000000"),
+        ("dlq.consumer.group", b"suno-midi-processor"),
+        ("dlq.failed_at", datetime.now(UTC).isoformat().encode()),
+    ]
+    size = len(BAD_RECORD)
+    return ConsumerRecord(
+        "suno.midi.dlq.v1",
+        0,
+        offset,
+        1796070000000,
+        0,
+        key,
+        BAD_RECORD,
+        None,
+        len(key),
+        size,
+        headers,
+    )
 
 
 @contextmanager

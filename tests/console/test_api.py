@@ -65,6 +65,7 @@ class TestList:
             "updated_at": tasks[1]["updated_at"],
             "poll_count": 0,
             "deliveries": 1,
+            "dead_letters": 0,
         }
         assert datetime.fromisoformat(tasks[1]["created_at"]).tzinfo is not None
         assert ok(console, TASKS)["next_cursor"] is None
@@ -186,6 +187,9 @@ class TestList:
             ({"cursor": "MTIz"}, "invalid_cursor"),
             ({"q": "ab"}, "invalid_query"),
             ({"q": "abc\u00e9"}, "invalid_query"),
+            ({"has_dead_letters": "yes"}, "invalid_has_dead_letters"),
+            ({"has_dead_letters": "True"}, "invalid_has_dead_letters"),
+            ({"has_dead_letters": ""}, "invalid_has_dead_letters"),
         ],
     )
     def test_bad_parameters_are_400(

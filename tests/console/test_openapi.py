@@ -28,7 +28,9 @@ from schemathesis.checks import (
     status_code_conformance,
 )
 
-from .conftest import Console, simulated_body, unique
+from services.console.deadletters import index_handler
+
+from .conftest import Console, dead_letter_record, simulated_body, unique
 
 pytestmark = [pytest.mark.postgres, pytest.mark.slow]
 
@@ -45,7 +47,8 @@ EXAMPLES = 150
 
 
 def known_ids(console: Console) -> list[str]:
-    """Tasks in several shapes: rich notes, a failure, a request only, an odd task id."""
+    """Tasks in several shapes: rich notes (and a dead letter), a failure, a request
+    only, an odd task id."""
     rich = unique("rich")
     made = [
         console.completed_task(task_id=rich, body=simulated_body(rich)),
@@ -56,6 +59,7 @@ def known_ids(console: Console) -> list[str]:
     made.append(console.completed_task(task_id=failed_id, body=failed.encode()))
     requested = unique("req")
     console.run(console.registry.request(requested, "source", None, "http://x/cb"))
+    console.run(index_handler(console.registry)(dead_letter_record(rich.encode())))
     return [requested, *(t.task_id for t in made), *(t.request_id for t in made)]
 
 

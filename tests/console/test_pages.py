@@ -59,12 +59,14 @@ class TestPages:
         assert missing.json()["error"]["code"] == "not_found"
 
     def test_ops_routes(self, console: Console) -> None:
-        """Health, readiness (the registry answers) and metrics, like every service."""
+        """Health, readiness (the registry answers; Kafka is not there and not asked) and
+        metrics, like every service."""
         assert get(console, "/healthz").json() == {"status": "ok"}
         assert get(console, "/readyz").json() == {"status": "ready"}
         metrics = get(console, "/metrics")
         assert metrics.status_code == 200
         assert "console_ready 1.0" in metrics.text
+        assert "console_dlq_ready 0.0" in metrics.text  # the indexer waits for Kafka
 
 
 class TestStartup:

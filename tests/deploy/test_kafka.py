@@ -59,13 +59,8 @@ def _expected_grants(build: Build) -> dict[str, set[Grant]]:
     processor_group = _service_env(build, "suno-midi-processor")["PROCESSOR_GROUP_ID"]
     archiver_group = _service_env(build, "suno-midi-archiver")["ARCHIVER_GROUP_ID"]
     tracker_group = _service_env(build, "suno-midi-tracker")["TRACKER_GROUP_ID"]
-    # The dead-letter indexer's group: its default until CONSOLE_DLQ_GROUP_ID is a setting
-    # (config/console.env can then name it, as the other services' files name theirs).
-    console_group = (
-        _service_env(build, "suno-midi-console").get("CONSOLE_DLQ_GROUP_ID")
-        or "suno-midi-console-dlq"
-    )
-    assert processor_group and archiver_group and tracker_group
+    console_group = _service_env(build, "suno-midi-console")["CONSOLE_DLQ_GROUP_ID"]
+    assert processor_group and archiver_group and tracker_group and console_group
     idempotent = {("cluster", "kafka-cluster", "IdempotentWrite")}
 
     def topic(name: str, *operations: str) -> set[Grant]:

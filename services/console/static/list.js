@@ -6,7 +6,7 @@ import { el, formatDuration, formatTime, showStatus, stateBadge } from "./dom.js
 
 const STATES = ["requested", "submitted", "completed", "failed", "empty", "expired"];
 const COUNTS_EVERY_MS = 5000;
-const FILTERS = ["state", "since", "until", "q"];
+const FILTERS = ["state", "since", "until", "q", "has_dead_letters"];
 // Kept from the address but not in the form: `limit` (page size) and `cursor` (the page).
 const PAGING = ["limit", "cursor"];
 
@@ -39,6 +39,7 @@ function fillForm(query) {
   form.elements.since.value = query.since ? toLocalInput(query.since) : "";
   form.elements.until.value = query.until ? toLocalInput(query.until) : "";
   form.elements.q.value = query.q;
+  form.elements.has_dead_letters.checked = query.has_dead_letters === "true";
 }
 
 function queryFromForm() {
@@ -47,6 +48,8 @@ function queryFromForm() {
     since: toIso(form.elements.since.value),
     until: toIso(form.elements.until.value),
     q: form.elements.q.value.trim(),
+    // Unchecked is no filter (every task), not "without dead letters".
+    has_dead_letters: form.elements.has_dead_letters.checked ? "true" : "",
     limit: queryFromUrl().limit,
     cursor: "",
   };
@@ -75,6 +78,7 @@ function taskRow(task) {
     el("td", { class: "mono" }, formatTime(task.updated_at)),
     el("td", { class: "num" }, task.poll_count),
     el("td", { class: "num" }, task.deliveries),
+    el("td", { class: task.dead_letters ? "num dead-letters" : "num" }, task.dead_letters),
   );
 }
 
@@ -86,7 +90,7 @@ async function loadTasks(query) {
     const body = table.tBodies[0];
     body.replaceChildren(...page.tasks.map(taskRow));
     if (!page.tasks.length) {
-      body.append(el("tr", { class: "empty" }, el("td", { colSpan: 8 }, "No task matches these filters.")));
+      body.append(el("tr", { class: "empty" }, el("td", { colSpan: 9 }, "No task matches these filters.")));
     }
     nextCursor = page.next_cursor;
     olderButton.disabled = !nextCursor;

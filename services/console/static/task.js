@@ -24,6 +24,7 @@ const FIELDS = [
   ["Next poll", (t) => t.next_poll_at && formatTime(t.next_poll_at)],
   ["Polls", (t) => t.poll_count],
   ["Deliveries", (t) => t.deliveries],
+  ["Dead letters", (t) => t.dead_letters],
 ];
 
 function showSummary(task) {
@@ -47,7 +48,7 @@ function showTimeline(events) {
         "li",
         { class: `event kind-${event.kind}`, "data-kind": event.kind },
         el("time", { class: "mono", dateTime: event.at }, formatTime(event.at)),
-        el("span", { class: "badge" }, event.kind),
+        el("span", { class: "badge" }, event.kind.replace("_", " ")),
         el("span", { class: "event-summary" }, event.summary),
         Object.keys(event.detail || {}).length ? el("code", { class: "event-detail" }, JSON.stringify(event.detail)) : null,
       ),
