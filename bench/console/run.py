@@ -105,8 +105,12 @@ def browser_figures(base: str, tasks: dict[str, str], draws: int) -> dict[str, o
             )
             times = [float(canvas.get_attribute("data-draw-ms") or "nan")]
             for number in range(draws):
+                before = int(canvas.get_attribute("data-draws") or 0)
                 button = "zoom-in" if number % 2 == 0 else "zoom-fit"
                 driver.find_element(By.ID, button).click()
+                WebDriverWait(driver, 30).until(  # drawn on the next animation frame
+                    lambda _d, c=canvas, n=before: int(c.get_attribute("data-draws") or 0) > n
+                )
                 times.append(float(canvas.get_attribute("data-draw-ms") or "nan"))
             figures[f"{name} notes drawn"] = int(canvas.get_attribute("data-notes-drawn") or 0)
             figures[f"{name} first draw ms"] = times[0]
@@ -137,7 +141,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(prog="python -m bench.console.run", description=__doc__)
     parser.add_argument("--tasks", type=int, default=1_000_000, help="tasks in the registry")
     parser.add_argument("--requests", type=int, default=300, help="requests per list case")
-    parser.add_argument("--draws", type=int, default=10, help="redraws per piano roll")
+    parser.add_argument(
+        "--draws", type=int, default=10, help="redraws per piano roll (even: ends on Fit)"
+    )
     args = parser.parse_args()
     workdir = Path(tempfile.mkdtemp(prefix="suno-bench-console-"))
     workdir.chmod(0o755)  # PostgreSQL runs as its own user below it

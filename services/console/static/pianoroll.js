@@ -135,8 +135,9 @@ export class PianoRoll {
     this.drawCursor(ctx);
     ctx.restore();
     this.canvas.dataset.notesDrawn = String(drawn);
-    // How long this drawing took, for the benchmark (bench/console).
+    // How long this drawing took, and how many there were, for the benchmark (bench/console).
     this.canvas.dataset.drawMs = (performance.now() - began).toFixed(2);
+    this.canvas.dataset.draws = String(Number(this.canvas.dataset.draws || 0) + 1);
   }
 
   rowY(pitch) {
