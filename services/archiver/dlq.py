@@ -18,6 +18,7 @@ the redrive refuses unless forced.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 from collections.abc import AsyncIterator, Callable, Iterable, Sequence
 from dataclasses import dataclass, field
@@ -40,6 +41,7 @@ __all__ = [
     "DlqFilters",
     "already_redriven",
     "read_dead_letters",
+    "read_dead_letters_at",
     "redrive_one",
 ]
 
@@ -156,6 +158,36 @@ async def read_dead_letters(settings: KafkaSettings, filters: DlqFilters) -> lis
             if filters.matches(letter):
                 found.append(letter)
     return sorted(found, key=lambda letter: (letter.partition, letter.offset))
+
+
+async def read_dead_letters_at(
+    settings: KafkaSettings, places: Iterable[tuple[str, int, int]], *, wait_seconds: float = 10.0
+) -> dict[tuple[str, int, int], DeadLetterRecord]:
+    """The dead letters at ``places`` (topic, partition, offset) still on their topic, by
+    place; a place retention emptied is absent. Each read waits at most ``wait_seconds``
+    seconds (:class:`PublishError` beyond: the broker does not answer)."""
+    wanted = sorted(set(places))
+    found: dict[tuple[str, int, int], DeadLetterRecord] = {}
+    if not wanted:
+        return found
+    partitions = sorted({TopicPartition(topic, partition) for topic, partition, _ in wanted})
+    async with _reader(settings, "dlq-reader") as consumer:
+        consumer.assign(partitions)
+        try:
+            async with asyncio.timeout(wait_seconds):
+                beginnings = await consumer.beginning_offsets(partitions)
+                ends = await consumer.end_offsets(partitions)
+            for place in wanted:
+                tp = TopicPartition(place[0], place[1])
+                if beginnings[tp] <= place[2] < ends[tp]:
+                    consumer.seek(tp, place[2])
+                    async with asyncio.timeout(wait_seconds):
+                        record = await consumer.getone(tp)
+                    if record.offset == place[2]:
+                        found[place] = DeadLetterRecord.from_record(record)
+        except (KafkaError, TimeoutError) as exc:
+            raise PublishError(f"cannot read dead letters from Kafka: {exc!r}") from exc
+    return found
 
 
 async def already_redriven(

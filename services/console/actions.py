@@ -1,5 +1,6 @@
-"""The console's operator actions (``POST /api/v1/tasks/{id}/replay``) and what the pages
-need to know about them (``GET /api/v1/console``), with the Kafka publisher they use.
+"""The console's operator actions (``POST /api/v1/tasks/{id}/replay`` and ``/redrive``)
+and what the pages need to know about them (``GET /api/v1/console``), with the Kafka
+publisher they use.
 
 A replay is the archiver's own (:func:`services.archiver.replay.replay`): the task's
 archived bodies, oldest first, re-published to the callbacks topic marked as replays, so
@@ -26,6 +27,7 @@ from services.tracker.registry import Task
 
 from .api import API_PREFIX, STORAGE, with_task
 from .auth import OPERATORS, Operators, action
+from .redrive import REDRIVE_LOCK, redrive
 
 __all__ = ["KAFKA", "PUBLISH_TIMEOUT_SECONDS", "ActionPublisher", "setup_actions"]
 
@@ -62,6 +64,8 @@ def setup_actions(app: web.Application) -> None:
     app.cleanup_ctx.append(_publisher_ctx)
     app.router.add_get(f"{API_PREFIX}/console", _console)
     app.router.add_post(f"{API_PREFIX}/tasks/{{id}}/replay", _replay)
+    app[REDRIVE_LOCK] = asyncio.Lock()
+    app.router.add_post(f"{API_PREFIX}/tasks/{{id}}/redrive", _redrive)
 
 
 async def _publisher_ctx(app: web.Application) -> AsyncIterator[None]:
@@ -118,3 +122,10 @@ async def _replay(request: web.Request, task: Task) -> web.Response:
         )
     log.info("task_replayed", task_id=task.task_id, replayed=len(sent), topic=topic)
     return web.json_response({"replayed": len(sent), "bodies": sent}, status=202)
+
+
+@action("redrive")
+@with_task
+async def _redrive(request: web.Request, task: Task) -> web.Response:
+    """The task's dead letters onto their source topics (:mod:`services.console.redrive`)."""
+    return await redrive(request, task, request.app[KAFKA].get)

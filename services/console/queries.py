@@ -243,7 +243,8 @@ async def timeline(registry: Registry, task: Task) -> list[dict[str, Any]]:
         events.append((poll.at, 2, index, _event(poll.at, "poll", f"poll: {poll.outcome}", detail)))
     for index, letter in enumerate(await dead_letters(registry, task)):
         at = letter["failed_at"] or letter["dlq_timestamp"]
-        summary = f"dead letter: {letter['reason']} ({letter['consumer_group']})"
+        redriven = " (redriven)" if letter["redriven_at"] is not None else ""
+        summary = f"dead letter{redriven}: {letter['reason']} ({letter['consumer_group']})"
         detail = _dead_letter_detail(letter)
         events.append((at, 3, index, _event(at, "dead_letter", summary, detail)))
     events.sort(key=lambda event: event[:3])
@@ -268,6 +269,7 @@ async def dead_letters(registry: Registry, task: Task) -> list[Record]:
 
 def _dead_letter_detail(letter: Record) -> dict[str, Any]:
     return {
+        "id": letter["id"],
         "reason": letter["reason"],
         "error": letter["error"],
         "consumer_group": letter["consumer_group"],
@@ -281,4 +283,6 @@ def _dead_letter_detail(letter: Record) -> dict[str, Any]:
         "value_bytes": letter["value_bytes"],
         "value_sha256": letter["value_sha256"],
         "headers": orjson.loads(letter["headers"]),
+        "redriven_at": _iso(letter["redriven_at"]),
+        "redriven_by": letter["redriven_by"],
     }
