@@ -12,7 +12,8 @@ import aiohttp
 import pytest
 import requests
 import schemathesis
-from aiokafka import AIOKafkaConsumer
+from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka.admin import AIOKafkaAdminClient, RecordsToDelete
 
 from services.archiver.dlq import REDRIVEN_AT, REDRIVEN_FROM, topic_partitions
 from services.common.kafka import Publisher
@@ -210,3 +211,28 @@ async def test_a_redrive_sends_the_record_back_once(
         assert again["redriven"] == []
         assert [(s["id"], s["code"]) for s in again["skipped"]] == [(row["id"], "already_redriven")]
         assert await topic_size(settings, callbacks) == before + 1
+
+
+@pytest.mark.kafka
+async def test_a_dead_letter_gone_by_retention_is_skipped_as_gone(
+    settings: Settings, publisher: Publisher, database_url: str
+) -> None:
+    """Retention removed the record from the dead-letter topic (here: Kafka's own
+    DeleteRecords, which retention uses): the answer says so for that record."""
+    chosen = dlq_settings(settings, database_url).with_overrides(console=operators())
+    with running_console(chosen) as console:
+        task = console.completed_task(task_id=unique("gone"))
+        [letter] = await dead_letter(settings, publisher, [task.task_id.encode()])
+        await indexed(console, 1)
+        admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka.bootstrap_servers)
+        await admin.start()
+        try:
+            where = TopicPartition(letter.topic, letter.partition)
+            await admin.delete_records({where: RecordsToDelete(letter.offset + 1)})
+        finally:
+            await admin.close()
+        status, document = await post(console, task.task_id, {})
+        assert status == 202, document
+        assert document["redriven"] == []
+        assert [s["code"] for s in document["skipped"]] == ["gone"]
+        assert "retention" in document["skipped"][0]["message"]
