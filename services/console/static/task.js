@@ -166,7 +166,7 @@ async function main() {
     const { task, timeline } = await getJson(taskApi(taskId));
     showSummary(task);
     showTimeline(timeline);
-    await setupActions(taskId);
+    await setupActions(taskId, task);
     await loadNotes();
     showStatus(status, "");
     page.dataset.status = "ready";
