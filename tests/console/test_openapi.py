@@ -20,28 +20,15 @@ import schemathesis
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from schemathesis import GenerationMode
-from schemathesis.checks import (
-    content_type_conformance,
-    not_a_server_error,
-    response_headers_conformance,
-    response_schema_conformance,
-    status_code_conformance,
-)
 
 from services.console.deadletters import index_handler
+from tests.helpers import OPENAPI_CHECKS
 
 from .conftest import Console, dead_letter_record, simulated_body, unique
 
 pytestmark = [pytest.mark.postgres, pytest.mark.slow]
 
 SPEC = Path(__file__).resolve().parents[2] / "services" / "console" / "openapi.yaml"
-CHECKS = [
-    not_a_server_error,
-    status_code_conformance,
-    content_type_conformance,
-    response_headers_conformance,
-    response_schema_conformance,
-]
 #: Examples per operation.
 EXAMPLES = 150
 
@@ -91,7 +78,9 @@ def test_service_conforms_to_its_description(console: Console) -> None:
                     case.path_parameters["id"] = known
                 if "path" in case.path_parameters:
                     case.path_parameters["path"] = "index.html"
-            response = case.call_and_validate(base_url=console.url, session=session, checks=CHECKS)
+            response = case.call_and_validate(
+                base_url=console.url, session=session, checks=OPENAPI_CHECKS
+            )
             key = f"{case.operation.label} {response.status_code}"
             statuses[key] = statuses.get(key, 0) + 1
 

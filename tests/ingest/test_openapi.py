@@ -19,31 +19,18 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from prometheus_client import CollectorRegistry
 from schemathesis import GenerationMode
-from schemathesis.checks import (
-    content_type_conformance,
-    not_a_server_error,
-    response_headers_conformance,
-    response_schema_conformance,
-    status_code_conformance,
-)
 
 from services.common.callback import find_task_id
 from services.common.settings import Secret, Settings
 from services.ingest.app import create_app
 from services.ingest.verify import SIGNATURE_HEADER, TIMESTAMP_HEADER, sign
+from tests.helpers import OPENAPI_CHECKS
 
 from .conftest import KEY
 
 pytestmark = [pytest.mark.kafka, pytest.mark.slow]
 
 SPEC = Path(__file__).resolve().parents[2] / "services" / "ingest" / "openapi.yaml"
-CHECKS = [
-    not_a_server_error,
-    status_code_conformance,
-    content_type_conformance,
-    response_headers_conformance,
-    response_schema_conformance,
-]
 #: Mostly the generator's own content type; sometimes a wrong or unusual one.
 CONTENT_TYPES = st.one_of(
     st.none(),
@@ -137,7 +124,7 @@ def test_service_conforms_to_its_description(served: tuple[str, CollectorRegistr
             if content_type is not None and case.operation.method == "post":
                 headers["Content-Type"] = content_type
             response = case.call_and_validate(
-                base_url=base_url, session=session, checks=CHECKS, headers=headers
+                base_url=base_url, session=session, checks=OPENAPI_CHECKS, headers=headers
             )
             sent[str(response.status_code)] = sent.get(str(response.status_code), 0) + 1
 
