@@ -1,0 +1,208 @@
+"""Our MIDI files opened by real programs: MuseScore 3 imports them (headless, to MusicXML)
+with the bars and tempo the file says; FluidSynth renders them to audio as long as the notes.
+
+The expectations are read from each file (with mido), not assumed: the same checks hold
+whatever tempo map the renderer writes. Skipped only where the programs are absent
+(``scripts/bootstrap.sh --test`` installs them, so CI runs these).
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import random
+import xml.etree.ElementTree as ET
+from dataclasses import dataclass
+
+import mido
+import numpy as np
+import pytest
+import soundfile
+
+from devenv.programs import fluidsynth_missing, musescore_missing, musicxml_of, wav_of
+from services.processor.app import Processed, process_callback
+
+MUSESCORE_MISSING = musescore_missing()
+FLUIDSYNTH_MISSING = fluidsynth_missing()
+needs_musescore = pytest.mark.skipif(MUSESCORE_MISSING is not None, reason=str(MUSESCORE_MISSING))
+needs_fluidsynth = pytest.mark.skipif(
+    FLUIDSYNTH_MISSING is not None, reason=str(FLUIDSYNTH_MISSING)
+)
+
+#: Below this level (dBFS) a sample counts as silence: FluidSynth's noise floor is far
+#: lower, and a note at the smallest velocity we write is far louder.
+SILENCE_DBFS = -60.0
+#: The last sound may outlast the last note-off by the release of its instrument. Measured
+#: with Fluid R3 on these songs: 0.07-0.25 s to fall below -60 dBFS. 1.5 s leaves room for
+#: slower releases and still catches a tempo map 10 % off on these 20 s songs (2 s).
+RELEASE_SECONDS = 1.5
+#: FluidSynth starts a note at the next 64-sample block (1.5 ms at 44.1 kHz); a sample's
+#: attack takes a few milliseconds to rise above the silence level.
+ONSET_SECONDS = 0.05
+#: FluidSynth renders until every voice has finished its release (to -96 dB), which for
+#: Fluid R3's slowest instruments takes seconds past the last note-off.
+RENDER_TAIL_SECONDS = 10.0
+
+
+def grid_body(task_id: str, *, bpm: float, beats: int, lead_in: float, seed: int) -> bytes:
+    """A callback whose notes fall near the beats of ``bpm`` (±10 ms), after ``lead_in``
+    seconds of silence: piano on every beat, bass on bar starts, drums on every beat."""
+    rng = random.Random(seed)
+    beat = 60.0 / bpm
+
+    def note(pitch: int, start: float, length: float) -> dict[str, float]:
+        at = lead_in + start + rng.uniform(-0.01, 0.01)
+        return {"pitch": pitch, "start": round(at, 4), "end": round(at + length, 4),
+                "velocity": round(rng.uniform(0.5, 1.0), 3)}  # fmt: skip
+
+    instruments = [
+        ("Acoustic Grand Piano", [note(60 + i % 12, i * beat, beat * 0.9) for i in range(beats)]),
+        ("Electric Bass (finger)", [note(36, i * beat, beat * 3.5) for i in range(0, beats, 4)]),
+        ("Drums", [note(36 if i % 2 == 0 else 38, i * beat, 0.1) for i in range(beats)]),
+    ]
+    data = {"taskId": task_id, "instruments": [{"name": n, "notes": v} for n, v in instruments]}
+    return json.dumps({"code": 200, "msg": "success", "data": data}).encode()
+
+
+#: (id, body): songs made by the project's renderer from callbacks.
+SONGS = [
+    ("120bpm", grid_body("grid-120", bpm=120.0, beats=40, lead_in=0.0, seed=1)),
+    ("120bpm-late-start", grid_body("grid-late", bpm=120.0, beats=38, lead_in=1.0, seed=2)),
+]
+
+
+def rendered(body: bytes) -> bytes:
+    processed = process_callback(body)
+    assert isinstance(processed, Processed) and processed.midi is not None
+    return processed.midi
+
+
+@dataclass(frozen=True)
+class Bars:
+    """A score's bar grid: how many bars, and at which bar each tempo and meter starts."""
+
+    count: int
+    #: (bar index, BPM), consecutive repeats left out.
+    tempos: list[tuple[int, float]]
+    #: (bar index, numerator, denominator), consecutive repeats left out.
+    meters: list[tuple[int, int, int]]
+
+
+def _collapse(items: list[tuple[int, *tuple[float, ...]]]) -> list[tuple[int, *tuple[float, ...]]]:
+    out: list[tuple[int, *tuple[float, ...]]] = []
+    for item in items:
+        if not out or out[-1][1:] != item[1:]:
+            out.append(item)
+    return out
+
+
+def file_bars(midi: bytes) -> Bars:
+    """What the file says: its meters cut it into bars up to the last note-off."""
+    read = mido.MidiFile(file=io.BytesIO(midi))
+    merged = list(mido.merge_tracks(read.tracks))
+    now, end = 0, 0
+    tempos: list[tuple[int, int]] = []
+    meters: list[tuple[int, int, int]] = []
+    for message in merged:
+        now += message.time
+        if message.type == "set_tempo":
+            tempos.append((now, message.tempo))
+        elif message.type == "time_signature":
+            meters.append((now, message.numerator, message.denominator))
+        elif message.type in ("note_on", "note_off"):
+            end = max(end, now)
+    assert meters and meters[0][0] == 0, "a file without a meter at tick 0"
+    starts: list[int] = []  # bar start ticks
+    meter_at: list[tuple[int, int]] = []
+    tick, index = 0, 0
+    while tick < end or not starts:
+        while index + 1 < len(meters) and meters[index + 1][0] <= tick:
+            index += 1
+        _, numerator, denominator = meters[index]
+        starts.append(tick)
+        meter_at.append((numerator, denominator))
+        tick += numerator * read.ticks_per_beat * 4 // denominator
+
+    def bar_of(at: int) -> int:
+        return max(i for i, start in enumerate(starts) if start <= at)
+
+    return Bars(
+        count=len(starts),
+        tempos=_collapse([(bar_of(at), 60_000_000 / tempo) for at, tempo in tempos]),
+        meters=_collapse([(i, *meter) for i, meter in enumerate(meter_at)]),
+    )
+
+
+def score_bars(musicxml: bytes) -> Bars:
+    """What MuseScore made of it: the first part's measures, and every tempo mark."""
+    root = ET.fromstring(musicxml)
+    parts = root.findall("part")
+    assert parts, "MusicXML without parts"
+    measures = parts[0].findall("measure")
+    meters = []
+    for index, measure in enumerate(measures):
+        time = measure.find("attributes/time")
+        if time is not None:
+            beats, beat_type = time.findtext("beats", ""), time.findtext("beat-type", "")
+            meters.append((index, int(beats), int(beat_type)))
+    tempos = sorted(
+        (index, float(sound.attrib["tempo"]))
+        for part in parts
+        for index, measure in enumerate(part.findall("measure"))
+        for sound in measure.iter("sound")
+        if "tempo" in sound.attrib
+    )
+    return Bars(count=len(measures), tempos=_collapse(tempos), meters=_collapse(meters))
+
+
+@needs_musescore
+class TestMuseScore:
+    @pytest.mark.parametrize("body", [body for _, body in SONGS], ids=[name for name, _ in SONGS])
+    def test_bars_meter_and_tempo_as_the_file_says(self, body: bytes) -> None:
+        """MuseScore's import has the file's bar count, meters and tempos (to its whole-BPM
+        rounding) at the bars where the file puts them."""
+        midi = rendered(body)
+        expected, score = file_bars(midi), score_bars(musicxml_of(midi))
+        assert score.count == expected.count
+        assert score.meters == expected.meters
+        assert [bar for bar, _ in score.tempos] == [bar for bar, _ in expected.tempos]
+        for (_, got), (_, want) in zip(score.tempos, expected.tempos, strict=True):
+            assert abs(got - want) <= 0.5 + 1e-9, (got, want)
+
+
+@dataclass(frozen=True)
+class Sound:
+    """When a rendering is audible, in seconds."""
+
+    first: float
+    last: float
+    duration: float
+
+
+def audible(wav: bytes) -> Sound:
+    samples, rate = soundfile.read(io.BytesIO(wav), always_2d=True)
+    loud = np.flatnonzero(np.abs(samples).max(axis=1) > 10 ** (SILENCE_DBFS / 20))
+    assert loud.size, "the rendering is silent"
+    return Sound(loud[0] / rate, loud[-1] / rate, len(samples) / rate)
+
+
+def note_times(body: bytes) -> tuple[float, float, float]:
+    """First start, last start and last end of the callback's notes, in seconds: what the
+    audio must match, whatever tempo map the file uses to place them."""
+    processed = process_callback(body)
+    assert isinstance(processed, Processed)
+    notes = [note for instrument in processed.normalized.instruments for note in instrument.notes]
+    return min(n.start for n in notes), max(n.start for n in notes), max(n.end for n in notes)
+
+
+@needs_fluidsynth
+class TestFluidSynth:
+    @pytest.mark.parametrize("body", [body for _, body in SONGS], ids=[name for name, _ in SONGS])
+    def test_audio_spans_the_notes(self, body: bytes) -> None:
+        """Sound starts with the callback's first note, ends within a release of its last
+        note's end, and the audio runs through that end (plus FluidSynth's release tail)."""
+        first_on, last_on, last_off = note_times(body)
+        sound = audible(wav_of(rendered(body)))
+        assert first_on <= sound.first + 0.002 <= first_on + ONSET_SECONDS
+        assert last_on <= sound.last <= last_off + RELEASE_SECONDS
+        assert last_off <= sound.duration <= last_off + RENDER_TAIL_SECONDS
