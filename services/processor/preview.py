@@ -33,6 +33,7 @@ __all__ = [
     "FILE_TYPE",
     "MEDIA_TYPE",
     "SAMPLE_RATE",
+    "Preview",
     "PreviewConfig",
     "preview_config",
     "render_audio",
@@ -56,6 +57,14 @@ class PreviewConfig:
     fluidsynth: str
     soundfont: Path
     timeout_seconds: float
+
+
+@dataclass(frozen=True, slots=True)
+class Preview:
+    """A rendered preview: the Ogg Vorbis bytes and how long they play."""
+
+    audio: bytes
+    duration_seconds: float
 
 
 def preview_config(settings: ProcessorSettings) -> tuple[PreviewConfig | None, str]:
@@ -130,7 +139,7 @@ def render_audio(
     return audio
 
 
-def render_preview(midi: bytes, config: PreviewConfig) -> bytes:
+def render_preview(midi: bytes, config: PreviewConfig) -> Preview:
     """The preview of ``midi``: Ogg Vorbis, the same bytes for the same file."""
     audio = render_audio(
         midi,
@@ -142,16 +151,19 @@ def render_preview(midi: bytes, config: PreviewConfig) -> bytes:
     return _fix_serial(audio, int(sha256_hex(midi)[:8], 16))
 
 
-def _fix_serial(ogg: bytes, serial: int) -> bytes:
-    """``ogg`` with every page's stream serial set to ``serial`` (checksums recomputed)."""
+def _fix_serial(ogg: bytes, serial: int) -> Preview:
+    """``ogg`` with every page's stream serial set to ``serial`` (checksums recomputed),
+    and its duration: the last page's granule position counts the samples."""
     source = io.BytesIO(ogg)
     pages = []
+    samples = 0
     # mutagen's OggPage is untyped; it parses one page and writes it back, CRC included.
     try:
         while source.tell() < len(ogg):
             page = OggPage(source)  # type: ignore[no-untyped-call]
             page.serial = serial
+            samples = max(samples, page.position)
             pages.append(page.write())  # type: ignore[no-untyped-call]
     except (MutagenError, EOFError, struct.error) as exc:
         raise ProgramError(f"fluidsynth wrote an unreadable Ogg file: {exc}") from exc
-    return b"".join(pages)
+    return Preview(b"".join(pages), samples / SAMPLE_RATE)
