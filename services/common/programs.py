@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import signal
 import subprocess
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -42,29 +43,34 @@ def run_program(
     """Run ``argv`` to completion within ``timeout`` seconds, its output captured.
 
     Raises :class:`ProgramError` when the program is missing, cannot start, exits non-zero
-    (with the last lines of its stderr) or outlives ``timeout`` (it is killed).
+    (with the last lines of its stderr) or outlives ``timeout`` (it and its children are
+    killed).
     """
     program = find_program(str(argv[0]))
     name = Path(program).name
     try:
-        result = subprocess.run(
+        # A session of its own: on timeout the whole group goes, children included.
+        process = subprocess.Popen(
             [program, *map(str, argv[1:])],
-            capture_output=True,
             stdin=subprocess.DEVNULL,
-            timeout=timeout,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
             cwd=cwd,
             env=None if env is None else {**os.environ, **env},
-            check=False,
+            start_new_session=True,
         )
-    except subprocess.TimeoutExpired as exc:
-        raise ProgramError(f"{name} did not finish within {timeout:g} s (killed)") from exc
     except OSError as exc:
         raise ProgramError(f"{name} could not start: {exc}") from exc
-    if result.returncode != 0:
-        raise ProgramError(
-            f"{name} exited with status {result.returncode}: {_last_words(result.stderr)}"
-        )
-    return result
+    with process:
+        try:
+            stdout, stderr = process.communicate(timeout=timeout)
+        except subprocess.TimeoutExpired as exc:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.communicate()
+            raise ProgramError(f"{name} did not finish within {timeout:g} s (killed)") from exc
+    if process.returncode != 0:
+        raise ProgramError(f"{name} exited with status {process.returncode}: {_last_words(stderr)}")
+    return subprocess.CompletedProcess(process.args, process.returncode, stdout, stderr)
 
 
 def _last_words(stderr: bytes) -> str:
