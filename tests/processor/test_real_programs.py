@@ -13,6 +13,7 @@ import json
 import random
 import xml.etree.ElementTree as ET
 from dataclasses import dataclass
+from fractions import Fraction
 
 import mido
 import numpy as np
@@ -84,8 +85,11 @@ class Bars:
     count: int
     #: (bar index, BPM), consecutive repeats left out.
     tempos: list[tuple[int, float]]
-    #: (bar index, numerator, denominator), consecutive repeats left out.
+    #: (bar index, numerator, denominator), consecutive repeats left out; a pickup bar
+    #: counts in the meter that follows it, as in notation.
     meters: list[tuple[int, int, int]]
+    #: The length of a pickup bar (shorter than the next bar) in quarters, or None.
+    pickup: Fraction | None
 
 
 def _collapse(items: list[tuple[int, *tuple[float, ...]]]) -> list[tuple[int, *tuple[float, ...]]]:
@@ -126,10 +130,15 @@ def file_bars(midi: bytes) -> Bars:
     def bar_of(at: int) -> int:
         return max(i for i, start in enumerate(starts) if start <= at)
 
+    pickup = None
+    if len(meter_at) > 1 and Fraction(*meter_at[0]) < Fraction(*meter_at[1]):
+        pickup = Fraction(4 * meter_at[0][0], meter_at[0][1])
+        meter_at[0] = meter_at[1]
     return Bars(
         count=len(starts),
         tempos=_collapse([(bar_of(at), 60_000_000 / tempo) for at, tempo in tempos]),
         meters=_collapse([(i, *meter) for i, meter in enumerate(meter_at)]),
+        pickup=pickup,
     )
 
 
@@ -152,7 +161,26 @@ def score_bars(musicxml: bytes) -> Bars:
         for sound in measure.iter("sound")
         if "tempo" in sound.attrib
     )
-    return Bars(count=len(measures), tempos=_collapse(tempos), meters=_collapse(meters))
+    pickup = None
+    if measures and measures[0].get("implicit") == "yes":  # MusicXML's pickup measure
+        pickup = _quarters(measures[0])
+    return Bars(
+        count=len(measures), tempos=_collapse(tempos), meters=_collapse(meters), pickup=pickup
+    )
+
+
+def _quarters(measure: ET.Element) -> Fraction:
+    """How long a MusicXML measure is, in quarters: the furthest its cursor moves."""
+    divisions = int(measure.findtext("attributes/divisions", "1"))
+    cursor = furthest = 0
+    for element in measure:
+        duration = int(element.findtext("duration", "0"))
+        if element.tag == "backup":
+            cursor -= duration
+        elif element.tag == "forward" or (element.tag == "note" and element.find("chord") is None):
+            cursor += duration
+        furthest = max(furthest, cursor)
+    return Fraction(furthest, divisions)
 
 
 @needs_musescore
@@ -165,6 +193,7 @@ class TestMuseScore:
         expected, score = file_bars(midi), score_bars(musicxml_of(midi))
         assert score.count == expected.count
         assert score.meters == expected.meters
+        assert score.pickup == expected.pickup
         assert [bar for bar, _ in score.tempos] == [bar for bar, _ in expected.tempos]
         for (_, got), (_, want) in zip(score.tempos, expected.tempos, strict=True):
             assert abs(got - want) <= 0.5 + 1e-9, (got, want)
