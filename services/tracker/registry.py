@@ -19,12 +19,13 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass, fields
 from datetime import datetime, timedelta
 from enum import StrEnum
-from typing import TYPE_CHECKING, Any, ClassVar, Literal
+from typing import TYPE_CHECKING, Any, ClassVar, Literal, NamedTuple
 
 import asyncpg
 from aiohttp import web
 
 from services.common.errors import RegistryError, RegistryUnavailableError, UnknownTaskError
+from services.common.replays import ReplayMark
 
 from .migrate import migrate
 
@@ -38,6 +39,7 @@ __all__ = [
     "DeliverySource",
     "Poll",
     "Registry",
+    "Rendering",
     "Task",
     "TaskState",
     "Transition",
@@ -200,6 +202,16 @@ _INSERT_TRANSITION = """
 INSERT INTO task_transitions (task, from_state, to_state, at, reason)
 VALUES ($1, $2, $3, COALESCE($4, now()), $5)
 """
+
+
+class Rendering(NamedTuple):
+    """What the processor made of a replayed body (its notes event)."""
+
+    body_sha256: str
+    rendered_at: datetime
+    state: str
+    note_count: int
+    midi_written: bool
 
 
 class Registry:
@@ -511,6 +523,58 @@ class Registry:
             )
             await conn.execute(_INSERT_TRANSITION, row["id"], row["state"], to.value, at, reason)
         return True
+
+    # -- replays --------------------------------------------------------------------------
+
+    async def record_replay(
+        self, task_pk: int, body_sha256: str, mark: ReplayMark, at: datetime
+    ) -> None:
+        """A replayed callback event of the task was published at ``at``; idempotent."""
+        async with registry_errors("record a replay"):
+            await self._pool.execute(
+                """
+                INSERT INTO task_replays
+                    (task, replay_id, body_sha256, replayed_at, replayed_by, replayed_via)
+                VALUES ($1, $2, $3, $4, $5, $6)
+                ON CONFLICT (task, replay_id, body_sha256) DO NOTHING
+                """,
+                task_pk,
+                mark.replay_id,
+                body_sha256,
+                at,
+                mark.by,
+                mark.via,
+            )
+
+    async def replay_rendered(self, task_id: str, rendering: Rendering) -> None:
+        """The processor rendered a replayed body of the task; idempotent."""
+        async with registry_errors("record a replay's rendering"):
+            await self._pool.execute(
+                """
+                INSERT INTO task_replay_renderings
+                    (task, body_sha256, rendered_at, state, note_count, midi_written)
+                SELECT id, $2, $3, $4, $5, $6 FROM tasks WHERE task_id = $1
+                ON CONFLICT DO NOTHING
+                """,
+                task_id,
+                *rendering,
+            )
+
+    async def replays(self, task_pk: int) -> tuple[list[Record], list[Rendering]]:
+        """The task's replayed records in the order they were published, and the
+        renderings of replayed bodies in the order they were made."""
+        replayed = await self._all(
+            "read a task's replays",
+            "SELECT * FROM task_replays WHERE task = $1 ORDER BY replayed_at, id",
+            task_pk,
+        )
+        renderings = await self._all(
+            "read a task's replays",
+            "SELECT body_sha256, rendered_at, state, note_count, midi_written"
+            " FROM task_replay_renderings WHERE task = $1 ORDER BY rendered_at",
+            task_pk,
+        )
+        return replayed, [Rendering(*row.values()) for row in renderings]
 
     # -- polling -------------------------------------------------------------------------
 

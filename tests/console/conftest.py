@@ -6,9 +6,9 @@ from __future__ import annotations
 
 import asyncio
 import threading
-from collections.abc import Coroutine, Iterator
+from collections.abc import AsyncIterator, Coroutine, Iterator
 from concurrent.futures import Future
-from contextlib import contextmanager
+from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -33,7 +33,10 @@ from services.common.metrics import ConsumerMetrics
 from services.common.settings import Secret, Settings
 from services.common.storage import LocalStorage
 from services.console.app import create_app
+from services.processor.app import Processor
+from services.processor.metrics import ProcessorMetrics
 from services.tracker.registry import Registry
+from services.tracker.track import Tracking, tracking_handler
 from tests.archiver.support import callback_body
 from tests.helpers import eventually, read_topic
 
@@ -163,6 +166,49 @@ async def dead_letter(
         return await read_topic(settings.kafka.bootstrap_servers, topics.dlq, len(keys))
     finally:
         await loop.stop()
+
+
+@asynccontextmanager
+async def replays_tracked(
+    settings: Settings, database_url: str, publisher: Publisher
+) -> AsyncIterator[Registry]:
+    """The real processor (rendering callbacks into the storage of ``settings``) and the
+    tracker's real record handler (writing the registry at ``database_url``), each in a
+    consumer loop on the session broker, as the pipeline runs them: what a replay needs
+    to reach the task's timeline. Yields a registry of the test's own loop."""
+    registry = await Registry.connect(database_url, max_size=2)
+    topics = settings.kafka.topics
+    processor = Processor(
+        settings=settings,
+        storage=LocalStorage(settings.storage.data_dir),
+        publisher=publisher,
+        metrics=ProcessorMetrics(CollectorRegistry()),
+    )
+    tracking = Tracking(registry, topics, callback_url="", on_request=lambda: None)
+    handlers = {
+        "processor": ([topics.callbacks], callback_handler(processor.handle)),
+        "tracker": ([topics.callbacks, topics.notes], tracking_handler(tracking)),
+    }
+    loops = [
+        ConsumerLoop(
+            settings=settings.kafka,
+            role=role,
+            group_id=unique(role),
+            topics=topics_read,
+            handler=handler,
+            publisher=publisher,
+            metrics=ConsumerMetrics(role, CollectorRegistry()),
+        )
+        for role, (topics_read, handler) in handlers.items()
+    ]
+    try:
+        for loop in loops:
+            await loop.start()
+        yield registry
+    finally:
+        for loop in loops:
+            await loop.stop()
+        await registry.close()
 
 
 async def indexed(console: Console, count: int) -> int:

@@ -1,6 +1,6 @@
 """The task page's actions in Debian's headless Chromium against the real console: a replay
-from the page with an operator's credentials reaches Kafka, one without them is refused and
-the page says so, and a read-only console offers none."""
+from the page with an operator's credentials reaches Kafka and the task's timeline, one
+without them is refused and the page says so, and a read-only console offers none."""
 
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from selenium.webdriver.common.by import By
 
 from services.common.events import CallbackEvent
 from services.common.kafka import Publisher
@@ -19,7 +20,8 @@ from tests.fixtures.browser import Browser
 from tests.helpers import read_topic
 
 from .browser import open_task_page
-from .conftest import Console, console_settings, running_console
+from .conftest import Console, console_settings, replays_tracked, running_console
+from .test_replay_timeline import replayed
 
 pytestmark = [pytest.mark.postgres]
 
@@ -68,17 +70,27 @@ def severe(browser: Browser) -> list[str]:
 async def test_replay_from_the_page_with_credentials(
     browser: Browser, settings: Settings, publisher: Publisher, database_url: str
 ) -> None:
-    """An operator's replay reaches the callbacks topic and the page says what was sent."""
+    """An operator's replay reaches the callbacks topic, the page says what was sent, and
+    once the tracker has read it the task's timeline shows it, by that operator."""
     base = console_settings(database_url, settings.storage.data_dir, **OPERATORS)
     with running_console(base.with_overrides(kafka=settings.kafka)) as console:
         created = console.completed_task()
-        with signed_in(browser, USER, PASSWORD):
-            outcome = replay_from_page(browser, console, created.task_id)
-            text = outcome.text
-            assert outcome.get_attribute("data-status") == "done", text
-            browser.screenshot("replayed")
+        async with replays_tracked(settings, database_url, publisher) as registry:
+            with signed_in(browser, USER, PASSWORD):
+                outcome = replay_from_page(browser, console, created.task_id)
+                text = outcome.text
+                assert outcome.get_attribute("data-status") == "done", text
+                browser.screenshot("replayed")
+            await replayed(registry, created.task_id, 1)
         assert "Replayed 1 archived body" in text
         assert created.body_sha256[:12] in text
+        open_task_page(browser, f"{console.url}/tasks/{created.task_id}")
+        event = browser.find('#timeline li[data-kind="replay"]')
+        assert f"replay (by {USER}, console): 1 body" in event.text
+        assert (
+            created.body_sha256[:12] in event.find_element(By.CSS_SELECTOR, ".replay-bodies").text
+        )
+        browser.screenshot("replay-in-timeline")
         assert severe(browser) == []
     records = await read_topic(settings.kafka.bootstrap_servers, settings.kafka.topics.callbacks, 1)
     event = CallbackEvent.decode(records[0].value)
