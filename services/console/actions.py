@@ -29,7 +29,7 @@ from services.tracker.registry import Task
 
 from .api import API_PREFIX, STORAGE, with_task
 from .auth import OPERATORS, Operators, action
-from .redrive import REDRIVE_LOCK, redrive
+from .redrive import redrive
 
 __all__ = ["KAFKA", "PUBLISH_TIMEOUT_SECONDS", "ActionPublisher", "setup_actions"]
 
@@ -66,7 +66,6 @@ def setup_actions(app: web.Application) -> None:
     app.cleanup_ctx.append(_publisher_ctx)
     app.router.add_get(f"{API_PREFIX}/console", _console)
     app.router.add_post(f"{API_PREFIX}/tasks/{{id}}/replay", _replay)
-    app[REDRIVE_LOCK] = asyncio.Lock()
     app.router.add_post(f"{API_PREFIX}/tasks/{{id}}/redrive", _redrive)
 
 

@@ -4,6 +4,7 @@ redrive headers, and the timeline says so."""
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -236,3 +237,29 @@ async def test_a_dead_letter_gone_by_retention_is_skipped_as_gone(
         assert document["redriven"] == []
         assert [s["code"] for s in document["skipped"]] == ["gone"]
         assert "retention" in document["skipped"][0]["message"]
+
+
+@pytest.mark.kafka
+async def test_two_replicas_redriving_at_once_send_each_dead_letter_once(
+    settings: Settings, publisher: Publisher, database_url: str
+) -> None:
+    """Two consoles on one registry, each asked to redrive the same task at the same
+    instant, several times over: each dead letter reaches the source topic once, and
+    what one replica sent the other reports as already redriven."""
+    callbacks = settings.kafka.topics.callbacks
+    chosen = dlq_settings(settings, database_url).with_overrides(console=operators())
+    with running_console(chosen) as one, running_console(chosen) as two:
+        task = one.completed_task(task_id=unique("raced"))
+        letters = await dead_letter(settings, publisher, [task.task_id.encode()] * 3)
+        await indexed(one, 3)
+        before = await topic_size(settings, callbacks)
+        for _ in range(3):
+            answers = await asyncio.gather(post(one, task.task_id, {}), post(two, task.task_id, {}))
+            assert [status for status, _ in answers] == [202, 202], answers
+            await one.arun(one.registry.pool.execute("UPDATE dead_letters SET redriven_at = NULL"))
+        copies = (await read_topic(settings.kafka.bootstrap_servers, callbacks, before + 3))[
+            before:
+        ]
+        assert await topic_size(settings, callbacks) == before + 3
+    places = sorted(f"{r.topic}/{r.partition}/{r.offset}".encode() for r in letters)
+    assert sorted(dict(copy.headers)[REDRIVEN_FROM] for copy in copies) == places
