@@ -1,7 +1,8 @@
 """The console's three targets, measured on a real console over a real registry:
 
 - the task list's p99 with 1,000,000 tasks in PostgreSQL (target <= 50 ms), per filter,
-  against ``/healthz`` on the same server in the same run (the HTTP path alone);
+  and the live counts' (``/api/v1/counts``), against ``/healthz`` on the same server in
+  the same run (the HTTP path alone);
 - the task page's transfer size before its notes (target <= 300 KB), as Chromium counts it;
 - the piano roll's drawing time for a 12,000-note song in headless Chromium (target
   <= 200 ms), against the same page drawing a 120-note task in the same browser.
@@ -69,11 +70,14 @@ async def seed(url: str, data_dir: Path, tasks: int) -> dict[str, str]:
 
 
 async def list_latency(base: str, requests: int) -> list[tuple[str, float, float]]:
-    """(case, p50 ms, p99 ms) for ``/healthz`` and each list case, ``requests`` each."""
+    """(case, p50 ms, p99 ms) for ``/healthz``, each list case and the live counts (the
+    list page polls them), ``requests`` each."""
     results = []
     async with aiohttp.ClientSession() as http:
-        for name, path in [("/healthz (baseline)", "/healthz")] + [
-            (name, f"/api/v1/tasks{query}") for name, query in LIST_CASES
+        for name, path in [
+            ("/healthz (baseline)", "/healthz"),
+            *((name, f"/api/v1/tasks{query}") for name, query in LIST_CASES),
+            ("counts", "/api/v1/counts"),
         ]:
             samples = []
             for number in range(requests + 20):

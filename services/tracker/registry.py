@@ -34,6 +34,7 @@ if TYPE_CHECKING:
     from asyncpg.pool import Pool, PoolConnectionProxy
 
 __all__ = [
+    "OLDEST_OPEN_SQL",
     "REGISTRY",
     "Delivery",
     "DeliverySource",
@@ -72,6 +73,13 @@ TaskState.TERMINAL = frozenset(
     {TaskState.COMPLETED, TaskState.FAILED, TaskState.EMPTY, TaskState.EXPIRED}
 )
 OPEN = ("requested", "submitted")
+#: How old the oldest open task is. Its condition is the predicate of the partial index
+#: tasks_open_by_creation, as written there (a parameter would not prove it), so min() is
+#: that index's first entry, however many tasks there are.
+OLDEST_OPEN_SQL = (
+    "SELECT extract(epoch FROM now() - min(created_at))::float8 AS age FROM tasks"
+    f" WHERE state IN ({', '.join(repr(state) for state in OPEN)})"
+)
 
 
 @dataclass(frozen=True)
@@ -665,19 +673,17 @@ class Registry:
     # -- for metrics and alerts ----------------------------------------------------------
 
     async def counts_by_state(self) -> dict[TaskState, int]:
-        rows = await self._all("count tasks", "SELECT state, count(*) FROM tasks GROUP BY state")
+        """Tasks by state, exact, from the slots migration 0008's triggers keep."""
+        rows = await self._all(
+            "count tasks", "SELECT state, sum(tasks)::bigint AS n FROM task_counts GROUP BY state"
+        )
         counts = dict.fromkeys(TaskState, 0)
-        counts.update({TaskState(row["state"]): row["count"] for row in rows})
+        counts.update({TaskState(row["state"]): row["n"] for row in rows})
         return counts
 
     async def oldest_open_age(self) -> float | None:
         """Seconds since the oldest task not yet terminal was created; ``None``: no such task."""
-        row = await self._one(
-            "measure the oldest open task",
-            "SELECT extract(epoch FROM now() - min(created_at))::float8 AS age FROM tasks"
-            " WHERE state = ANY($1::text[])",
-            list(OPEN),
-        )
+        row = await self._one("measure the oldest open task", OLDEST_OPEN_SQL)
         return None if row is None or row["age"] is None else float(row["age"])
 
     async def at_risk(self, retention: timedelta, warning: timedelta) -> int:
