@@ -12,6 +12,7 @@ from typing import Any
 
 import pytest
 from selenium.webdriver.common.by import By
+from structlog.testing import capture_logs
 
 from services.common.events import CallbackEvent
 from services.common.kafka import Publisher
@@ -95,6 +96,31 @@ async def test_replay_from_the_page_with_credentials(
     records = await read_topic(settings.kafka.bootstrap_servers, settings.kafka.topics.callbacks, 1)
     event = CallbackEvent.decode(records[0].value)
     assert (event.body, event.replay) == (created.body, True)
+
+
+@pytest.mark.kafka
+def test_the_sign_in_prompt_is_answered_and_the_replay_goes_through(
+    bidi_browser: Browser, settings: Settings, publisher: Publisher, database_url: str
+) -> None:
+    """The real basic-auth challenge: the page's replay gets a 401 with
+    ``WWW-Authenticate: Basic``, Chromium raises its sign-in prompt, which WebDriver
+    BiDi answers with an operator's credentials (as a person would type them), and
+    Chromium sends the request again with them: the replay is done, by that operator."""
+    base = console_settings(database_url, settings.storage.data_dir, **OPERATORS)
+    with running_console(base.with_overrides(kafka=settings.kafka)) as console:
+        created = console.completed_task()
+        bidi_browser.driver.network.add_auth_handler(USER, PASSWORD)
+        with capture_logs() as logs:
+            outcome = replay_from_page(bidi_browser, console, created.task_id)
+            assert outcome.get_attribute("data-status") == "done", outcome.text
+        assert "Replayed 1 archived body" in outcome.text
+        bidi_browser.screenshot("signed-in")
+    asked = [(entry["event"], entry.get("operator")) for entry in logs]
+    assert ("console_action_unauthorized", None) in asked
+    assert [entry for entry in asked if entry[0].startswith("console_action")] == [
+        ("console_action_unauthorized", None),
+        ("console_action", USER),
+    ]
 
 
 def test_an_unauthenticated_replay_is_refused_and_says_so(
