@@ -27,12 +27,12 @@ from pathlib import Path
 
 import aiohttp
 
+from devenv.chromium import CHROMEDRIVER, chrome_options
 from devenv.console_seed import bulk_tasks_sql, seed_completed_task, song_body
 from devenv.postgres import LocalPostgres
-from devenv.processes import free_port, stop
+from devenv.processes import free_port, stop, wait_http
 from services.common.storage import LocalStorage
 from services.tracker.registry import Registry
-from tests.fixtures.browser import CHROMEDRIVER, chrome_options
 
 #: (name, query string) of the list requests measured.
 LIST_CASES = (
@@ -169,7 +169,10 @@ def main() -> None:
             [sys.executable, "-m", "services.console"], env=env, start_new_session=True
         )
         base = f"http://127.0.0.1:{port}"
-        _wait(base + "/readyz")
+        try:
+            wait_http(base + "/readyz", 60, process=console, name="the console")
+        except RuntimeError as exc:
+            sys.exit(str(exc))
         print(f"\nlist with {args.tasks:,} tasks, {args.requests} requests per case:")
         print(f"  {'case':<22} {'p50 ms':>8} {'p99 ms':>8}")
         for name, p50, p99 in asyncio.run(list_latency(base, args.requests)):
@@ -181,20 +184,6 @@ def main() -> None:
         stop(console, 10)
         database.stop()
         shutil.rmtree(workdir, ignore_errors=True)
-
-
-def _wait(url: str, timeout: float = 60.0) -> None:
-    import urllib.request
-
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            with urllib.request.urlopen(url, timeout=1) as answer:
-                if answer.status == 200:
-                    return
-        except OSError:
-            time.sleep(0.2)
-    sys.exit(f"the console did not answer {url} within {timeout:.0f} s")
 
 
 if __name__ == "__main__":

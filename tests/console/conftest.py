@@ -43,13 +43,23 @@ from tests.helpers import eventually, read_topic
 T = TypeVar("T")
 
 __all__ = [
+    "PASSWORD",
+    "TOKEN",
+    "USER",
     "Console",
     "CreatedTask",
     "callback_event",
     "fixture_console",
+    "fixture_guarded",
+    "fixture_operator_console",
+    "operators",
     "simulated_body",
     "unique",
 ]
+
+#: The operators of the action tests' consoles: a bearer token and basic-auth credentials.
+TOKEN = "operator-token-0123456789"
+USER, PASSWORD = "ops", "correct horse"
 
 #: What :func:`dead_letter` sends: no consumer decodes it.
 BAD_RECORD = b"\x00not an avro callback"
@@ -122,6 +132,35 @@ def fixture_console(database_url: str, tmp_path: Path) -> Iterator[Console]:
     local storage in ``tmp_path / "data"``, served by a thread with its own event loop;
     stopped, and its resources released, after the test."""
     with running_console(console_settings(database_url, tmp_path / "data")) as console:
+        yield console
+
+
+def operators(**console: Any) -> dict[str, Any]:
+    """The console settings of a console that accepts TOKEN and USER:PASSWORD."""
+    return {
+        "operator_tokens": (Secret(TOKEN),),
+        "operator_credentials": (Secret(f"{USER}:{PASSWORD}"),),
+        **console,
+    }
+
+
+@pytest.fixture(name="guarded")
+def fixture_guarded(database_url: str, tmp_path: Path) -> Iterator[Console]:
+    """A console that accepts TOKEN and USER:PASSWORD, and no Kafka: every refusal of an
+    action comes before Kafka."""
+    with running_console(console_settings(database_url, tmp_path / "data", **operators())) as c:
+        yield c
+
+
+@pytest.fixture(name="operator_console")
+def fixture_operator_console(
+    settings: Settings, database_url: str, publisher: Publisher
+) -> Iterator[Console]:
+    """A console that accepts TOKEN and USER:PASSWORD on the session broker and the test's
+    topics (``publisher`` makes them): its replays and redrives reach them, its indexer
+    reads the dead letters."""
+    chosen = dlq_settings(settings, database_url).with_overrides(console=operators())
+    with running_console(chosen) as console:
         yield console
 
 

@@ -20,8 +20,8 @@ from services.common.settings import Settings
 from services.tracker.registry import Registry, Rendering
 from tests.helpers import eventually, service_environment
 
-from .conftest import Console, replays_tracked, running_console
-from .test_actions import PASSWORD, USER, basic, kafka_console_settings, replay_request
+from .conftest import PASSWORD, USER, Console, replays_tracked
+from .test_actions import basic, replay_request
 
 pytestmark = [pytest.mark.postgres]
 
@@ -57,6 +57,7 @@ async def replays_of(url: str, task_id: str, count: int) -> list[dict[str, Any]]
 
 @pytest.mark.kafka
 async def test_every_replay_is_in_the_timeline(
+    operator_console: Console,
     settings: Settings,
     publisher: Publisher,
     database_url: str,
@@ -64,21 +65,22 @@ async def test_every_replay_is_in_the_timeline(
 ) -> None:
     """The console's replay names its operator, the CLI's says it came from the CLI; both
     show what the processor rendered; neither is a new delivery."""
-    with running_console(kafka_console_settings(settings, database_url)) as console:
-        created = console.completed_task()
-        task_id = created.task_id
-        async with replays_tracked(settings, database_url, publisher) as registry:
-            status, _ = await replay_request(console, task_id, basic(USER, PASSWORD))
-            assert status == 202
-            await replayed(registry, task_id, 1)  # the console's first: the order is known
-            for name, value in service_environment(settings).items():
-                monkeypatch.setenv(name, value)
-            argv = ["replay", "--task-id", task_id, "--quiet"]
-            assert await asyncio.to_thread(run_cli, argv) == 0
-            replays = await eventually(
-                lambda: replays_of(console.url, task_id, 2), what="two rendered replays"
-            )
-        kinds = [event["kind"] for event in await asyncio.to_thread(timeline, console.url, task_id)]
+    created = operator_console.completed_task()
+    task_id = created.task_id
+    async with replays_tracked(settings, database_url, publisher) as registry:
+        status, _ = await replay_request(operator_console, task_id, basic(USER, PASSWORD))
+        assert status == 202
+        await replayed(registry, task_id, 1)  # the console's first: the order is known
+        for name, value in service_environment(settings).items():
+            monkeypatch.setenv(name, value)
+        argv = ["replay", "--task-id", task_id, "--quiet"]
+        assert await asyncio.to_thread(run_cli, argv) == 0
+        replays = await eventually(
+            lambda: replays_of(operator_console.url, task_id, 2), what="two rendered replays"
+        )
+    kinds = [
+        event["kind"] for event in await asyncio.to_thread(timeline, operator_console.url, task_id)
+    ]
     by_console, by_cli = replays
     assert (by_console["detail"]["by"], by_console["detail"]["via"]) == (USER, "console")
     assert (by_cli["detail"]["by"], by_cli["detail"]["via"]) == (None, "cli")
