@@ -28,7 +28,12 @@ def round_trip(body: bytes, location: MidiLocation | None = None) -> dict:
     processed = process_callback(body)
     value = encode_notes_event(
         notes_record(
-            event_for(body), processed.normalized, location, PROCESSED, rendered=processed.midi
+            event_for(body),
+            processed.normalized,
+            location,
+            PROCESSED,
+            rendered=processed.midi,
+            tempo=processed.tempo,
         )
     )
     return load_codec(NOTES_SCHEMA).decode(value)
@@ -121,7 +126,14 @@ class TestRenderingKey:
         processed = process_callback(body)
         assert isinstance(processed, Processed)
         event = replace(event_for(body), **changes)  # type: ignore[arg-type]
-        record = notes_record(event, processed.normalized, None, PROCESSED, rendered=processed.midi)
+        record = notes_record(
+            event,
+            processed.normalized,
+            None,
+            PROCESSED,
+            rendered=processed.midi,
+            tempo=processed.tempo,
+        )
         return str(record["rendering_key"])
 
     def test_same_body_same_key_even_replayed(self, reference_examples: dict[str, bytes]) -> None:
@@ -155,7 +167,12 @@ class TestRenderingKey:
         processed = process_callback(body)
         assert isinstance(processed, Processed)
         record = notes_record(
-            event_for(body), processed.normalized, None, PROCESSED, rendered=processed.midi
+            event_for(body),
+            processed.normalized,
+            None,
+            PROCESSED,
+            rendered=processed.midi,
+            tempo=processed.tempo,
         )
         old = codec.versions[1].encode(record)
         assert codec.decode(old)["rendering_key"] == ""

@@ -296,9 +296,9 @@ class TestEventLoop:
         threads: list[int] = []
         real = processor_app.process_callback
 
-        def spy(body: bytes) -> processor_app.Processed:
+        def spy(body: bytes, **options: Any) -> processor_app.Processed | processor_app.Skipped:
             threads.append(threading.get_ident())
-            return real(body)
+            return real(body, **options)
 
         monkeypatch.setattr(processor_app, "process_callback", spy)
         body = reference_examples["success-task-id-top-level"]
