@@ -22,7 +22,6 @@ import socket
 import subprocess
 import sys
 import time
-import urllib.request
 from pathlib import Path
 
 from services.common.main import load_settings
@@ -30,7 +29,7 @@ from services.common.main import load_settings
 from .kafka import BrokerStartError, LocalKafka
 from .local_key import KEY_FILE, TOKEN_FILE, ensure_local_key, read_local_key
 from .postgres import LocalPostgres, PostgresStartError
-from .processes import free_port, stop
+from .processes import free_port, stop, wait_http
 
 SERVICES = (
     ("ingest", [sys.executable, "-m", "services.ingest"]),
@@ -60,25 +59,6 @@ def _port_free(port: int) -> bool:
         except OSError:
             return False
         return True
-
-
-def _wait_ready(
-    name: str,
-    port: int,
-    process: subprocess.Popen[bytes],
-    timeout: float,
-    path: str = "/readyz",
-) -> None:
-    deadline = time.monotonic() + timeout
-    url = f"http://127.0.0.1:{port}{path}"
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise RuntimeError(f"{name} exited with code {process.returncode} while starting")
-        with contextlib.suppress(OSError), urllib.request.urlopen(url, timeout=1) as response:
-            if response.status == 200:
-                return
-        time.sleep(0.2)
-    raise RuntimeError(f"{name} was not ready at {url} within {timeout:.0f} s")
 
 
 def _stop(processes: list[tuple[str, subprocess.Popen[bytes]]], timeout: float = 20.0) -> None:
@@ -157,7 +137,7 @@ def main() -> None:
             processes.append((name, process))
         for name, process in processes:
             if name in ports:
-                _wait_ready(name, ports[name], process, timeout=60)
+                wait_http(f"http://127.0.0.1:{ports[name]}/readyz", 60, process=process, name=name)
         write_run_file(
             data_dir,
             {
@@ -238,7 +218,7 @@ def _provider(
         command, env=env, start_new_session=True, preexec_fn=_die_with_parent
     )
     processes.append(("simulator", simulator))
-    _wait_ready("simulator", port, simulator, timeout=30, path="/_sim/health")
+    wait_http(f"http://127.0.0.1:{port}/_sim/health", 30, process=simulator, name="simulator")
     env["SUNO_API_BASE_URL"] = f"http://127.0.0.1:{port}"
     env.setdefault("SUNO_API_KEY", SIMULATOR_API_KEY)
     env.setdefault("TRACKER_POLL_AFTER_SECONDS", LOCAL_POLL_AFTER_SECONDS)

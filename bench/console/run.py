@@ -1,7 +1,8 @@
 """The console's three targets, measured on a real console over a real registry:
 
 - the task list's p99 with 1,000,000 tasks in PostgreSQL (target <= 50 ms), per filter,
-  against ``/healthz`` on the same server in the same run (the HTTP path alone);
+  and the live counts' (``/api/v1/counts``), against ``/healthz`` on the same server in
+  the same run (the HTTP path alone);
 - the task page's transfer size before its notes (target <= 300 KB), as Chromium counts it;
 - the piano roll's drawing time for a 12,000-note song in headless Chromium (target
   <= 200 ms), against the same page drawing a 120-note task in the same browser.
@@ -26,12 +27,12 @@ from pathlib import Path
 
 import aiohttp
 
+from devenv.chromium import CHROMEDRIVER, chrome_options
 from devenv.console_seed import bulk_tasks_sql, seed_completed_task, song_body
 from devenv.postgres import LocalPostgres
-from devenv.processes import free_port, stop
+from devenv.processes import free_port, stop, wait_http
 from services.common.storage import LocalStorage
 from services.tracker.registry import Registry
-from tests.fixtures.browser import CHROMEDRIVER, chrome_options
 
 #: (name, query string) of the list requests measured.
 LIST_CASES = (
@@ -69,11 +70,14 @@ async def seed(url: str, data_dir: Path, tasks: int) -> dict[str, str]:
 
 
 async def list_latency(base: str, requests: int) -> list[tuple[str, float, float]]:
-    """(case, p50 ms, p99 ms) for ``/healthz`` and each list case, ``requests`` each."""
+    """(case, p50 ms, p99 ms) for ``/healthz``, each list case and the live counts (the
+    list page polls them), ``requests`` each."""
     results = []
     async with aiohttp.ClientSession() as http:
-        for name, path in [("/healthz (baseline)", "/healthz")] + [
-            (name, f"/api/v1/tasks{query}") for name, query in LIST_CASES
+        for name, path in [
+            ("/healthz (baseline)", "/healthz"),
+            *((name, f"/api/v1/tasks{query}") for name, query in LIST_CASES),
+            ("counts", "/api/v1/counts"),
         ]:
             samples = []
             for number in range(requests + 20):
@@ -165,7 +169,10 @@ def main() -> None:
             [sys.executable, "-m", "services.console"], env=env, start_new_session=True
         )
         base = f"http://127.0.0.1:{port}"
-        _wait(base + "/readyz")
+        try:
+            wait_http(base + "/readyz", 60, process=console, name="the console")
+        except RuntimeError as exc:
+            sys.exit(str(exc))
         print(f"\nlist with {args.tasks:,} tasks, {args.requests} requests per case:")
         print(f"  {'case':<22} {'p50 ms':>8} {'p99 ms':>8}")
         for name, p50, p99 in asyncio.run(list_latency(base, args.requests)):
@@ -177,20 +184,6 @@ def main() -> None:
         stop(console, 10)
         database.stop()
         shutil.rmtree(workdir, ignore_errors=True)
-
-
-def _wait(url: str, timeout: float = 60.0) -> None:
-    import urllib.request
-
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            with urllib.request.urlopen(url, timeout=1) as answer:
-                if answer.status == 200:
-                    return
-        except OSError:
-            time.sleep(0.2)
-    sys.exit(f"the console did not answer {url} within {timeout:.0f} s")
 
 
 if __name__ == "__main__":

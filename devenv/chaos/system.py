@@ -19,7 +19,6 @@ import signal
 import subprocess
 import sys
 import time
-import urllib.request
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -29,7 +28,7 @@ from services.common.settings import VARIABLES, TopicNames
 
 from ..kafka import LocalKafka
 from ..postgres import LocalPostgres
-from ..processes import free_port
+from ..processes import free_port, wait_http
 from ..redis import LocalRedis
 from .plan import SERVICES
 
@@ -224,7 +223,7 @@ class System:
             self.ports[name] = free_port()
         self.simulator = self._service("simulator", self._simulator_command(), dict(os.environ))
         self.simulator.spawn()
-        _wait_http(self.url("simulator", "/_sim/health"), "the simulator", self.simulator)
+        _wait_started(self.url("simulator", "/_sim/health"), "the simulator", self.simulator)
         env = self._service_env(redis.url)
         for name in SERVICES:
             module = "ingest" if name.startswith("ingest") else name
@@ -234,10 +233,10 @@ class System:
             self.targets[name] = service
             service.spawn()
         for name in ("processor", "archiver", "tracker"):
-            _wait_http(self.url(name, "/readyz"), name, self._target_service(name))
+            _wait_started(self.url(name, "/readyz"), name, self._target_service(name))
         for name in ("ingest-a", "ingest-b"):
             _wait_listening(self._target_service(name), self.ports["ingest"])
-        _wait_http(self.url("ingest", "/readyz"), "the ingest", self._target_service("ingest-a"))
+        _wait_started(self.url("ingest", "/readyz"), "the ingest", self._target_service("ingest-a"))
 
     def stop(self) -> None:
         """Services first (they drain, all at once), then the simulator, then the servers."""
@@ -359,17 +358,8 @@ class System:
             await asyncio.sleep(_RESTART_BACKOFF_SECONDS)
 
 
-def _wait_http(url: str, what: str, process: Service, timeout: float = 90.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if process.process is not None and process.process.poll() is not None:
-            tail = process.log.read_text(errors="replace")[-3000:]
-            raise RuntimeError(f"{what} exited while starting:\n{tail}")
-        with contextlib.suppress(OSError), urllib.request.urlopen(url, timeout=1) as response:
-            if response.status == 200:
-                return
-        time.sleep(0.2)
-    raise RuntimeError(f"{what} did not answer 200 at {url} within {timeout:.0f} s")
+def _wait_started(url: str, what: str, service: Service) -> None:
+    wait_http(url, 90.0, process=service.process, name=what, log=service.log)
 
 
 def _listening(pid: int, port: int) -> bool:

@@ -22,6 +22,7 @@ from tqdm import tqdm
 from services.common.errors import CommandError, PipelineError
 from services.common.kafka import Publisher
 from services.common.main import load_settings, serve
+from services.common.replays import ReplayMark
 from services.common.settings import Settings
 from services.common.storage import open_storage
 
@@ -308,5 +309,6 @@ async def _replay_with_progress(
                 entries,
                 on_sent=lambda _entry: progress.update(),
                 on_skipped=skip,
+                mark=ReplayMark(via="cli"),
             )
     return sent, skipped

@@ -2,9 +2,10 @@
 
 A replayed event carries the archived body, its original received time and sidecar facts,
 ``replay = true`` in the event and a ``replay: 1`` Kafka header, so consumers, logs and
-metrics can tell it from a live delivery. Events are published in received-time order, keyed
-by task id like the ingest does, so each task's callbacks reach the processor in the order
-they first arrived and its last MIDI file is the same as before.
+metrics can tell it from a live delivery, and its :class:`ReplayMark` headers (which
+replay, by whom), so the tracker puts it in the task's timeline. Events are published in
+received-time order, keyed by task id like the ingest does, so each task's callbacks reach
+the processor in the order they first arrived and its last MIDI file is the same as before.
 
 An entry whose body does not match it (hash, task id) or cannot be read is skipped and
 reported, never published: an edited sidecar must not replay one task's body as another's.
@@ -18,13 +19,12 @@ from datetime import UTC, datetime
 from services.common.errors import CorruptArchiveError, StorageError
 from services.common.events import CallbackEvent
 from services.common.kafka import Publisher
+from services.common.replays import REPLAY_HEADER, ReplayMark
 from services.common.storage import Storage
 
 from .catalog import ArchiveEntry, read_body
 
 __all__ = ["REPLAY_HEADER", "replay", "replay_event"]
-
-REPLAY_HEADER = ("replay", b"1")
 
 
 def replay_event(entry: ArchiveEntry, body: bytes) -> CallbackEvent:
@@ -53,15 +53,18 @@ async def replay(
     on_sent: Callable[[ArchiveEntry], None] = lambda _entry: None,
     on_skipped: Callable[[ArchiveEntry, str], None] = lambda _entry, _why: None,
     timeout: float = 30.0,  # noqa: ASYNC109 - a per-record deadline, passed on
+    mark: ReplayMark | None = None,
 ) -> int:
     """Publish every usable entry, one at a time in the given order; return how many were
     sent. An entry whose body is unreadable or does not match it goes to ``on_skipped``
-    with the reason, and the replay goes on.
+    with the reason, and the replay goes on. Every record carries ``mark``'s headers (a
+    new replay id when none is given).
 
     Raises :class:`~services.common.errors.PublishError` at the first failure to publish;
     what was sent before it stays sent (replaying again is harmless: every effect is
     idempotent).
     """
+    headers = (mark or ReplayMark()).headers()
     sent = 0
     for entry in entries:
         try:
@@ -74,7 +77,7 @@ async def replay(
             topic,
             key=entry.task_id.encode(),
             value=event.encode(),
-            headers=[REPLAY_HEADER],
+            headers=headers,
             timeout=timeout,
         )
         sent += 1

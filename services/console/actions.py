@@ -3,8 +3,9 @@ and what the pages need to know about them (``GET /api/v1/console``), with the K
 publisher they use.
 
 A replay is the archiver's own (:func:`services.archiver.replay.replay`): the task's
-archived bodies, oldest first, re-published to the callbacks topic marked as replays, so
-the processor renders them again. The publisher starts at the first action, not with the
+archived bodies, oldest first, re-published to the callbacks topic marked as replays (by
+the operator who asked), so the processor renders them again and the tracker puts the
+replay in the task's timeline. The publisher starts at the first action, not with the
 console: pages and readiness never wait on Kafka.
 """
 
@@ -22,12 +23,13 @@ from services.archiver.replay import replay
 from services.common.errors import PublishError
 from services.common.http import RETRY_AFTER_SECONDS, http_error
 from services.common.kafka import Publisher
+from services.common.replays import ReplayMark
 from services.common.web import SETTINGS
 from services.tracker.registry import Task
 
 from .api import API_PREFIX, STORAGE, with_task
 from .auth import OPERATORS, Operators, action
-from .redrive import REDRIVE_LOCK, redrive
+from .redrive import redrive
 
 __all__ = ["KAFKA", "PUBLISH_TIMEOUT_SECONDS", "ActionPublisher", "setup_actions"]
 
@@ -64,7 +66,6 @@ def setup_actions(app: web.Application) -> None:
     app.cleanup_ctx.append(_publisher_ctx)
     app.router.add_get(f"{API_PREFIX}/console", _console)
     app.router.add_post(f"{API_PREFIX}/tasks/{{id}}/replay", _replay)
-    app[REDRIVE_LOCK] = asyncio.Lock()
     app.router.add_post(f"{API_PREFIX}/tasks/{{id}}/redrive", _redrive)
 
 
@@ -110,6 +111,7 @@ async def _replay(request: web.Request, task: Task) -> web.Response:
             on_sent=lambda entry: sent.append(entry.body_sha256),
             on_skipped=lambda _entry, why: log.warning("replay_entry_skipped", problem=why),
             timeout=PUBLISH_TIMEOUT_SECONDS,
+            mark=ReplayMark(via="console", by=request.app[OPERATORS].identify(request)),
         )
     except PublishError as exc:
         log.error("replay_failed", task_id=task.task_id, sent=len(sent), error=str(exc))

@@ -21,6 +21,7 @@ import orjson
 from services.common.errors import InvalidRequestError
 from services.tracker.registry import (
     Registry,
+    Rendering,
     Task,
     TaskState,
     registry_errors,
@@ -41,6 +42,7 @@ __all__ = [
     "find_task",
     "list_sql",
     "list_tasks",
+    "replay_events",
     "task_detail",
     "task_summary",
     "timeline",
@@ -216,7 +218,7 @@ async def task_detail(registry: Registry, task: Task) -> dict[str, Any]:
 
 
 async def timeline(registry: Registry, task: Task) -> list[dict[str, Any]]:
-    """Transitions, deliveries, polls and dead letters in one list by time; at one instant
+    """Transitions, deliveries, polls, dead letters and replays in one list by time; at one instant
     in the order they were recorded, in that order of kinds."""
     events: list[tuple[datetime, int, int, dict[str, Any]]] = []
     for index, move in enumerate(await registry.history(task.pk)):
@@ -247,8 +249,78 @@ async def timeline(registry: Registry, task: Task) -> list[dict[str, Any]]:
         summary = f"dead letter{redriven}: {letter['reason']} ({letter['consumer_group']})"
         detail = _dead_letter_detail(letter)
         events.append((at, 3, index, _event(at, "dead_letter", summary, detail)))
+    replayed, renderings = await registry.replays(task.pk)
+    for index, (at, replay) in enumerate(replay_events(replayed, renderings)):
+        events.append((at, 4, index, replay))
     events.sort(key=lambda event: event[:3])
     return [event for *_, event in events]
+
+
+def replay_events(
+    replayed: list[Record], renderings: list[Rendering]
+) -> list[tuple[datetime, dict[str, Any]]]:
+    """One event per replay (its records share a replay id), at its first record, each
+    body with what the processor made of it: the body's first rendering made after it was
+    replayed and not already paired with an earlier replay of it."""
+    paired: set[Rendering] = set()
+    replays: dict[str, dict[str, Any]] = {}
+    for row in replayed:
+        rendering = next(
+            (
+                found
+                for found in renderings
+                if found.body_sha256 == row["body_sha256"]
+                and found.rendered_at >= row["replayed_at"]
+                and found not in paired
+            ),
+            None,
+        )
+        if rendering is not None:
+            paired.add(rendering)
+        detail = replays.setdefault(
+            row["replay_id"],
+            {
+                "replay_id": row["replay_id"],
+                "by": row["replayed_by"],
+                "via": row["replayed_via"],
+                "bodies": [],
+                "_at": row["replayed_at"],
+            },
+        )
+        detail["bodies"].append(
+            {
+                "body_sha256": row["body_sha256"],
+                "replayed_at": row["replayed_at"].isoformat(),
+                "rendering": None if rendering is None else _rendering(rendering),
+            }
+        )
+    return [(at := detail.pop("_at"), _replay_event(at, detail)) for detail in replays.values()]
+
+
+def _rendering(rendering: Rendering) -> dict[str, Any]:
+    return {
+        "rendered_at": rendering.rendered_at.isoformat(),
+        "state": rendering.state,
+        "note_count": rendering.note_count,
+        "midi_written": rendering.midi_written,
+    }
+
+
+def _replay_event(at: datetime, detail: dict[str, Any]) -> dict[str, Any]:
+    """``replay (by ops, console): 2 bodies, rendered 2 of 2 (complete, 812 notes)``: the
+    last body's rendering is the one the task's MIDI file is made of."""
+    bodies = detail["bodies"]
+    who = ", ".join(part for part in (detail["by"] and f"by {detail['by']}", detail["via"]) if part)
+    summary = "replay" + (f" ({who})" if who else "") + f": {len(bodies)} "
+    summary += "body" if len(bodies) == 1 else "bodies"
+    rendered = [body["rendering"] for body in bodies if body["rendering"] is not None]
+    if rendered:
+        last = rendered[-1]
+        summary += (
+            f", rendered {len(rendered)} of {len(bodies)}"
+            f" ({last['state']}, {last['note_count']} notes)"
+        )
+    return _event(at, "replay", summary, detail)
 
 
 def _event(at: datetime, kind: str, summary: str, detail: dict[str, Any]) -> dict[str, Any]:

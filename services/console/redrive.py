@@ -5,15 +5,17 @@ The registry's ``dead_letters`` rows say where each record is on the dead-letter
 the bytes are read back from there. What makes a redrive send a dead letter at most once
 is the archiver's: the source topic is scanned for the ``dlq.redriven_from`` headers of
 earlier copies (made by the console or by ``suno-archiver dlq redrive``). The row then
-records when and by whom, for the timeline.
+records when and by whom, for the timeline. Two redrives of one task must not both scan
+before either sends, on any replica: a PostgreSQL advisory lock per task serializes them.
 """
 
 from __future__ import annotations
 
-import asyncio
-from collections.abc import Awaitable, Callable
+import contextlib
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
 from itertools import groupby
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import orjson
 import structlog
@@ -37,13 +39,16 @@ from .api import REGISTRY
 from .auth import OPERATORS
 from .queries import dead_letters
 
-__all__ = ["REDRIVE_LOCK", "redrive"]
+if TYPE_CHECKING:
+    from asyncpg.pool import PoolConnectionProxy
+
+__all__ = ["REDRIVE_LOCKS", "redrive"]
 
 log = structlog.get_logger(__name__)
 
-#: One redrive at a time in this process: two at once could both find a dead letter not
-#: yet redriven and both send it.
-REDRIVE_LOCK = web.AppKey("console_redrive_lock", asyncio.Lock)
+#: The first key of the per-task redrive locks (the registry's task-id locks use 14, the
+#: dead-letter count 16).
+REDRIVE_LOCKS = 17
 
 _MARK = """
 UPDATE dead_letters SET redriven_at = now(), redriven_by = $2
@@ -97,8 +102,8 @@ async def redrive(
     sent: list[dict[str, Any]] = []
     skipped: list[dict[str, Any]] = []
     try:
-        async with request.app[REDRIVE_LOCK]:
-            await _redrive(request.app, connect, chosen, operator, sent, skipped)
+        async with _task_locked(registry, task) as conn:
+            await _redrive(request.app, connect, chosen, Marker(conn, operator), sent, skipped)
     except (PublishError, KafkaError) as exc:
         log.error("redrive_failed", task_id=task.task_id, sent=len(sent), error=str(exc))
         return http_error(
@@ -112,16 +117,48 @@ async def redrive(
     return web.json_response({"redriven": sent, "skipped": skipped}, status=202)
 
 
+@contextlib.asynccontextmanager
+async def _task_locked(
+    registry: Registry, task: Task
+) -> AsyncIterator[PoolConnectionProxy[Record]]:
+    """Waits for, then holds, the task's redrive lock, on every replica: one connection's
+    session lock, not a transaction's, so that no transaction stays open while Kafka is
+    read and written (seconds at worst). PostgreSQL drops it if the console dies (its
+    connection ends), and the pool's reset of a released connection unlocks all, should
+    the unlock below never run. The connection is the redrive's for its registry writes."""
+    async with registry_errors("lock the task for a redrive"), registry.pool.acquire() as conn:
+        await conn.execute("SELECT pg_advisory_lock($1, hashtext($2))", REDRIVE_LOCKS, str(task.pk))
+        try:
+            yield conn
+        finally:
+            await conn.execute(
+                "SELECT pg_advisory_unlock($1, hashtext($2))", REDRIVE_LOCKS, str(task.pk)
+            )
+
+
+@dataclass(frozen=True, slots=True)
+class Marker:
+    """Records on a dead letter's row that it was redriven (by ``operator``, or found
+    redriven before when ``None``), on the lock's connection."""
+
+    conn: PoolConnectionProxy[Record]
+    operator: str | None
+
+    async def mark(self, row: Record, *, sent: bool) -> None:
+        async with registry_errors("record a redrive"):
+            await self.conn.execute(_MARK, row["id"], self.operator if sent else None)
+
+
 async def _redrive(
     app: web.Application,
     connect: Callable[[], Awaitable[Publisher]],
     rows: list[Record],
-    operator: str | None,
+    marker: Marker,
     sent: list[dict[str, Any]],
     skipped: list[dict[str, Any]],
 ) -> None:
     """Read ``rows``' records back, then send per source topic what was not sent before."""
-    kafka, registry = app[SETTINGS].kafka, app[REGISTRY]
+    kafka = app[SETTINGS].kafka
     records = await read_dead_letters_at(kafka, map(_place, rows))
     ready: list[tuple[Record, DeadLetterRecord]] = []
     for row in rows:
@@ -151,14 +188,9 @@ async def _redrive(
             if letter.redrive_id in seen:
                 why = f"a copy of it is on {topic} already"
                 skipped.append(_item(row, code="already_redriven", message=why))
-                await _mark(registry, row, None)
+                await marker.mark(row, sent=False)
                 continue
             await redrive_one(publisher, letter)
-            await _mark(registry, row, operator)
+            await marker.mark(row, sent=True)
             sent.append(_item(row, source_topic=topic))
             log.info("dead_letter_redriven", dlq=letter.redrive_id, topic=topic)
-
-
-async def _mark(registry: Registry, row: Record, operator: str | None) -> None:
-    async with registry_errors("record a redrive"):
-        await registry.pool.execute(_MARK, row["id"], operator)

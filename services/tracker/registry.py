@@ -19,12 +19,13 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass, fields
 from datetime import datetime, timedelta
 from enum import StrEnum
-from typing import TYPE_CHECKING, Any, ClassVar, Literal
+from typing import TYPE_CHECKING, Any, ClassVar, Literal, NamedTuple
 
 import asyncpg
 from aiohttp import web
 
 from services.common.errors import RegistryError, RegistryUnavailableError, UnknownTaskError
+from services.common.replays import ReplayMark
 
 from .migrate import migrate
 
@@ -33,11 +34,13 @@ if TYPE_CHECKING:
     from asyncpg.pool import Pool, PoolConnectionProxy
 
 __all__ = [
+    "OLDEST_OPEN_SQL",
     "REGISTRY",
     "Delivery",
     "DeliverySource",
     "Poll",
     "Registry",
+    "Rendering",
     "Task",
     "TaskState",
     "Transition",
@@ -70,6 +73,13 @@ TaskState.TERMINAL = frozenset(
     {TaskState.COMPLETED, TaskState.FAILED, TaskState.EMPTY, TaskState.EXPIRED}
 )
 OPEN = ("requested", "submitted")
+#: How old the oldest open task is. Its condition is the predicate of the partial index
+#: tasks_open_by_creation, as written there (a parameter would not prove it), so min() is
+#: that index's first entry, however many tasks there are.
+OLDEST_OPEN_SQL = (
+    "SELECT extract(epoch FROM now() - min(created_at))::float8 AS age FROM tasks"
+    f" WHERE state IN ({', '.join(repr(state) for state in OPEN)})"
+)
 
 
 @dataclass(frozen=True)
@@ -200,6 +210,16 @@ _INSERT_TRANSITION = """
 INSERT INTO task_transitions (task, from_state, to_state, at, reason)
 VALUES ($1, $2, $3, COALESCE($4, now()), $5)
 """
+
+
+class Rendering(NamedTuple):
+    """What the processor made of a replayed body (its notes event)."""
+
+    body_sha256: str
+    rendered_at: datetime
+    state: str
+    note_count: int
+    midi_written: bool
 
 
 class Registry:
@@ -512,6 +532,58 @@ class Registry:
             await conn.execute(_INSERT_TRANSITION, row["id"], row["state"], to.value, at, reason)
         return True
 
+    # -- replays --------------------------------------------------------------------------
+
+    async def record_replay(
+        self, task_pk: int, body_sha256: str, mark: ReplayMark, at: datetime
+    ) -> None:
+        """A replayed callback event of the task was published at ``at``; idempotent."""
+        async with registry_errors("record a replay"):
+            await self._pool.execute(
+                """
+                INSERT INTO task_replays
+                    (task, replay_id, body_sha256, replayed_at, replayed_by, replayed_via)
+                VALUES ($1, $2, $3, $4, $5, $6)
+                ON CONFLICT (task, replay_id, body_sha256) DO NOTHING
+                """,
+                task_pk,
+                mark.replay_id,
+                body_sha256,
+                at,
+                mark.by,
+                mark.via,
+            )
+
+    async def replay_rendered(self, task_id: str, rendering: Rendering) -> None:
+        """The processor rendered a replayed body of the task; idempotent."""
+        async with registry_errors("record a replay's rendering"):
+            await self._pool.execute(
+                """
+                INSERT INTO task_replay_renderings
+                    (task, body_sha256, rendered_at, state, note_count, midi_written)
+                SELECT id, $2, $3, $4, $5, $6 FROM tasks WHERE task_id = $1
+                ON CONFLICT DO NOTHING
+                """,
+                task_id,
+                *rendering,
+            )
+
+    async def replays(self, task_pk: int) -> tuple[list[Record], list[Rendering]]:
+        """The task's replayed records in the order they were published, and the
+        renderings of replayed bodies in the order they were made."""
+        replayed = await self._all(
+            "read a task's replays",
+            "SELECT * FROM task_replays WHERE task = $1 ORDER BY replayed_at, id",
+            task_pk,
+        )
+        renderings = await self._all(
+            "read a task's replays",
+            "SELECT body_sha256, rendered_at, state, note_count, midi_written"
+            " FROM task_replay_renderings WHERE task = $1 ORDER BY rendered_at",
+            task_pk,
+        )
+        return replayed, [Rendering(*row.values()) for row in renderings]
+
     # -- polling -------------------------------------------------------------------------
 
     async def lease_due_polls(self, owner: str, *, limit: int, lease_seconds: float) -> list[Task]:
@@ -601,19 +673,17 @@ class Registry:
     # -- for metrics and alerts ----------------------------------------------------------
 
     async def counts_by_state(self) -> dict[TaskState, int]:
-        rows = await self._all("count tasks", "SELECT state, count(*) FROM tasks GROUP BY state")
+        """Tasks by state, exact, from the slots migration 0008's triggers keep."""
+        rows = await self._all(
+            "count tasks", "SELECT state, sum(tasks)::bigint AS n FROM task_counts GROUP BY state"
+        )
         counts = dict.fromkeys(TaskState, 0)
-        counts.update({TaskState(row["state"]): row["count"] for row in rows})
+        counts.update({TaskState(row["state"]): row["n"] for row in rows})
         return counts
 
     async def oldest_open_age(self) -> float | None:
         """Seconds since the oldest task not yet terminal was created; ``None``: no such task."""
-        row = await self._one(
-            "measure the oldest open task",
-            "SELECT extract(epoch FROM now() - min(created_at))::float8 AS age FROM tasks"
-            " WHERE state = ANY($1::text[])",
-            list(OPEN),
-        )
+        row = await self._one("measure the oldest open task", OLDEST_OPEN_SQL)
         return None if row is None or row["age"] is None else float(row["age"])
 
     async def at_risk(self, retention: timedelta, warning: timedelta) -> int:

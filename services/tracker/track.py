@@ -1,5 +1,5 @@
 """What the tracker's consumer does with each record: requests become intents, callbacks
-become deliveries, notes events end tasks.
+become deliveries (and replays, when replayed), notes events end tasks.
 
 One consumer reads three topics (requests, callbacks, notes), so one record policy (the
 consumer wrapper's retry and dead-letter rules) covers them all; this module only says
@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any
 
 import orjson
@@ -29,9 +30,10 @@ from services.common.keys import (
     is_valid_request_id,
     is_valid_task_id,
 )
+from services.common.replays import ReplayMark
 from services.common.settings import TopicNames
 
-from .registry import Registry, TaskState
+from .registry import Registry, Rendering, TaskState
 from .schedule import notes_outcome, terminal_of_callback
 
 __all__ = ["Tracking", "tracking_handler"]
@@ -59,13 +61,16 @@ def tracking_handler(tracking: Tracking) -> RecordHandler:
     async def on_notes(record: ConsumerRecord[bytes, bytes]) -> None:
         await _on_notes(tracking, record.value or b"")
 
-    async def on_callback(event: CallbackEvent) -> None:
-        await _on_callback(tracking, event)
+    async def on_callback(record: ConsumerRecord[bytes, bytes]) -> None:
+        async def with_record(event: CallbackEvent) -> None:
+            await _on_callback(tracking, event, record)
+
+        # The consumer's own wrapper decodes, binds the log context, refuses bad task ids.
+        await callback_handler(with_record)(record)
 
     by_topic: dict[str, RecordHandler] = {
         tracking.topics.requests: on_request,
-        # The consumer's own wrapper decodes, binds the log context, refuses bad task ids.
-        tracking.topics.callbacks: callback_handler(on_callback),
+        tracking.topics.callbacks: on_callback,
         tracking.topics.notes: on_notes,
     }
 
@@ -92,11 +97,13 @@ async def _on_request(tracking: Tracking, value: bytes) -> None:
         tracking.on_request()
 
 
-async def _on_callback(tracking: Tracking, event: CallbackEvent) -> None:
+async def _on_callback(
+    tracking: Tracking, event: CallbackEvent, record: ConsumerRecord[bytes, bytes]
+) -> None:
     payload = _payload(event.body)
     if payload is None or callback_kind(payload) != "midi":
         return  # another operation's callback, or not JSON: not a MIDI task of ours
-    await tracking.registry.record_delivery(
+    task = await tracking.registry.record_delivery(
         event.task_id,
         body_sha256=event.body_sha256,
         received_at=event.received_at,
@@ -104,6 +111,11 @@ async def _on_callback(tracking: Tracking, event: CallbackEvent) -> None:
         source="poll" if event.source == "POLL" else "callback",
         request_id=event.request_id,
     )
+    if event.replay:
+        place = f"{record.topic}/{record.partition}/{record.offset}"
+        mark = ReplayMark.from_headers(record.headers or (), place)
+        published = datetime.fromtimestamp(record.timestamp / 1000, UTC)
+        await tracking.registry.record_replay(task.pk, event.body_sha256, mark, published)
     if terminal_of_callback(payload) == "failed":
         await tracking.registry.transition(event.task_id, TaskState.FAILED, reason="callback")
 
@@ -114,9 +126,14 @@ async def _on_notes(tracking: Tracking, value: bytes) -> None:
     if not is_valid_task_id(task_id):
         raise DeadLetter("invalid_task_id", TASK_ID_RULE)
     outcome = notes_outcome(str(record["state"]), int(record["note_count"]))
-    if outcome is None:
-        return
-    registry = tracking.registry
+    if outcome is not None:
+        await _end(tracking.registry, record, outcome)
+    if record["replay"]:
+        await _replay_rendered(tracking.registry, record)
+
+
+async def _end(registry: Registry, record: dict[str, Any], outcome: str) -> None:
+    task_id = record["task_id"]
     try:
         moved = await registry.transition(task_id, TaskState(outcome), reason="notes event")
     except UnknownTaskError:
@@ -132,6 +149,22 @@ async def _on_notes(tracking: Tracking, value: bytes) -> None:
         )
         moved = await registry.transition(task_id, TaskState(outcome), reason="notes event")
     log.info("task_ended", task_id=task_id, state=outcome, moved=moved)
+
+
+async def _replay_rendered(registry: Registry, record: dict[str, Any]) -> None:
+    """What a replay led to, for the console to pair with the replay (the notes event may
+    be read before the replayed callback: they come on two topics)."""
+    rendered_at = record["processed_at"]
+    if rendered_at.tzinfo is None:
+        rendered_at = rendered_at.replace(tzinfo=UTC)
+    rendering = Rendering(
+        record["body_sha256"],
+        rendered_at,
+        str(record["state"]),
+        int(record["note_count"]),
+        record["midi"] is not None,
+    )
+    await registry.replay_rendered(record["task_id"], rendering)
 
 
 def _payload(body: bytes) -> dict[str, Any] | None:

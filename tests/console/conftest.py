@@ -6,9 +6,9 @@ from __future__ import annotations
 
 import asyncio
 import threading
-from collections.abc import Coroutine, Iterator
+from collections.abc import AsyncIterator, Coroutine, Iterator
 from concurrent.futures import Future
-from contextlib import contextmanager
+from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -33,20 +33,33 @@ from services.common.metrics import ConsumerMetrics
 from services.common.settings import Secret, Settings
 from services.common.storage import LocalStorage
 from services.console.app import create_app
+from services.processor.app import Processor
+from services.processor.metrics import ProcessorMetrics
 from services.tracker.registry import Registry
+from services.tracker.track import Tracking, tracking_handler
 from tests.archiver.support import callback_body
 from tests.helpers import eventually, read_topic
 
 T = TypeVar("T")
 
 __all__ = [
+    "PASSWORD",
+    "TOKEN",
+    "USER",
     "Console",
     "CreatedTask",
     "callback_event",
     "fixture_console",
+    "fixture_guarded",
+    "fixture_operator_console",
+    "operators",
     "simulated_body",
     "unique",
 ]
+
+#: The operators of the action tests' consoles: a bearer token and basic-auth credentials.
+TOKEN = "operator-token-0123456789"
+USER, PASSWORD = "ops", "correct horse"
 
 #: What :func:`dead_letter` sends: no consumer decodes it.
 BAD_RECORD = b"\x00not an avro callback"
@@ -122,6 +135,35 @@ def fixture_console(database_url: str, tmp_path: Path) -> Iterator[Console]:
         yield console
 
 
+def operators(**console: Any) -> dict[str, Any]:
+    """The console settings of a console that accepts TOKEN and USER:PASSWORD."""
+    return {
+        "operator_tokens": (Secret(TOKEN),),
+        "operator_credentials": (Secret(f"{USER}:{PASSWORD}"),),
+        **console,
+    }
+
+
+@pytest.fixture(name="guarded")
+def fixture_guarded(database_url: str, tmp_path: Path) -> Iterator[Console]:
+    """A console that accepts TOKEN and USER:PASSWORD, and no Kafka: every refusal of an
+    action comes before Kafka."""
+    with running_console(console_settings(database_url, tmp_path / "data", **operators())) as c:
+        yield c
+
+
+@pytest.fixture(name="operator_console")
+def fixture_operator_console(
+    settings: Settings, database_url: str, publisher: Publisher
+) -> Iterator[Console]:
+    """A console that accepts TOKEN and USER:PASSWORD on the session broker and the test's
+    topics (``publisher`` makes them): its replays and redrives reach them, its indexer
+    reads the dead letters."""
+    chosen = dlq_settings(settings, database_url).with_overrides(console=operators())
+    with running_console(chosen) as console:
+        yield console
+
+
 def dlq_settings(settings: Settings, database_url: str) -> Settings:
     """The test's broker and topics, its registry, a console group of its own."""
     return settings.with_overrides(
@@ -163,6 +205,49 @@ async def dead_letter(
         return await read_topic(settings.kafka.bootstrap_servers, topics.dlq, len(keys))
     finally:
         await loop.stop()
+
+
+@asynccontextmanager
+async def replays_tracked(
+    settings: Settings, database_url: str, publisher: Publisher
+) -> AsyncIterator[Registry]:
+    """The real processor (rendering callbacks into the storage of ``settings``) and the
+    tracker's real record handler (writing the registry at ``database_url``), each in a
+    consumer loop on the session broker, as the pipeline runs them: what a replay needs
+    to reach the task's timeline. Yields a registry of the test's own loop."""
+    registry = await Registry.connect(database_url, max_size=2)
+    topics = settings.kafka.topics
+    processor = Processor(
+        settings=settings,
+        storage=LocalStorage(settings.storage.data_dir),
+        publisher=publisher,
+        metrics=ProcessorMetrics(CollectorRegistry()),
+    )
+    tracking = Tracking(registry, topics, callback_url="", on_request=lambda: None)
+    handlers = {
+        "processor": ([topics.callbacks], callback_handler(processor.handle)),
+        "tracker": ([topics.callbacks, topics.notes], tracking_handler(tracking)),
+    }
+    loops = [
+        ConsumerLoop(
+            settings=settings.kafka,
+            role=role,
+            group_id=unique(role),
+            topics=topics_read,
+            handler=handler,
+            publisher=publisher,
+            metrics=ConsumerMetrics(role, CollectorRegistry()),
+        )
+        for role, (topics_read, handler) in handlers.items()
+    ]
+    try:
+        for loop in loops:
+            await loop.start()
+        yield registry
+    finally:
+        for loop in loops:
+            await loop.stop()
+        await registry.close()
 
 
 async def indexed(console: Console, count: int) -> int:

@@ -24,25 +24,23 @@ from services.common.settings import ConsoleSettings, Secret, Settings
 from services.console.auth import Operators
 from tests.helpers import read_topic
 
-from .conftest import Console, callback_event, console_settings, running_console, unique
+from .conftest import (
+    PASSWORD,
+    TOKEN,
+    USER,
+    Console,
+    callback_event,
+    console_settings,
+    operators,
+    running_console,
+    unique,
+)
 
 pytestmark = [pytest.mark.postgres]
-
-TOKEN = "operator-token-0123456789"
-USER, PASSWORD = "ops", "correct horse"
 
 
 def basic(user: str, password: str) -> str:
     return "Basic " + base64.b64encode(f"{user}:{password}".encode()).decode()
-
-
-def operators(**console: Any) -> dict[str, Any]:
-    """The console settings of a console that accepts TOKEN and USER:PASSWORD."""
-    return {
-        "operator_tokens": (Secret(TOKEN),),
-        "operator_credentials": (Secret(f"{USER}:{PASSWORD}"),),
-        **console,
-    }
 
 
 def post(
@@ -75,14 +73,6 @@ def error(response: requests.Response) -> str:
     schema["/api/v1/tasks/{id}/replay"]["POST"].validate_response(response)
     code: str = response.json()["error"]["code"]
     return code
-
-
-@pytest.fixture(name="guarded")
-def fixture_guarded(database_url: str, tmp_path: Path) -> Iterator[Console]:
-    """A console that accepts TOKEN and USER:PASSWORD, and no Kafka (none is needed to refuse)."""
-    settings = console_settings(database_url, tmp_path / "data", **operators())
-    with running_console(settings) as console:
-        yield console
 
 
 class TestRefusals:
@@ -251,22 +241,21 @@ async def replay_request(console: Console, task: str, auth: str) -> tuple[int, d
 
 @pytest.mark.kafka
 async def test_replay_publishes_the_archived_bodies(
-    settings: Settings, publisher: object, database_url: str
+    operator_console: Console, settings: Settings, publisher: object
 ) -> None:
     """Both archived bodies of a task go back onto the callbacks topic byte for byte, oldest
     first, as replays; the action is logged with the operator, never the secret."""
-    with running_console(kafka_console_settings(settings, database_url)) as console:
-        task_id = unique("replayed")
-        first = console.completed_task(task_id=task_id)
-        later = first.body.replace(b"}", b', "later": true}', 1)
-        a_minute_later = datetime.now(UTC) + timedelta(minutes=1)
-        event = callback_event(task_id, later, a_minute_later, first.request_id)
-        console.run(archive_event(console.storage, event))
-        with capture_logs() as logs:
-            status, document = await replay_request(console, task_id, basic(USER, PASSWORD))
-        assert status == 202
-        later_sha = hashlib.sha256(later).hexdigest()
-        assert document == {"replayed": 2, "bodies": [first.body_sha256, later_sha]}
+    task_id = unique("replayed")
+    first = operator_console.completed_task(task_id=task_id)
+    later = first.body.replace(b"}", b', "later": true}', 1)
+    a_minute_later = datetime.now(UTC) + timedelta(minutes=1)
+    event = callback_event(task_id, later, a_minute_later, first.request_id)
+    operator_console.run(archive_event(operator_console.storage, event))
+    with capture_logs() as logs:
+        status, document = await replay_request(operator_console, task_id, basic(USER, PASSWORD))
+    assert status == 202
+    later_sha = hashlib.sha256(later).hexdigest()
+    assert document == {"replayed": 2, "bodies": [first.body_sha256, later_sha]}
 
     records = await read_topic(settings.kafka.bootstrap_servers, settings.kafka.topics.callbacks, 2)
     assert [record.key for record in records] == [task_id.encode()] * 2

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import time
+from datetime import UTC, datetime
 from pathlib import Path
 from urllib.parse import quote
 
@@ -21,10 +22,12 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from schemathesis import GenerationMode
 
+from services.common.replays import ReplayMark
 from services.console.deadletters import index_handler
+from services.tracker.registry import Rendering
 from tests.helpers import OPENAPI_CHECKS
 
-from .conftest import Console, dead_letter_record, simulated_body, unique
+from .conftest import Console, CreatedTask, dead_letter_record, simulated_body, unique
 
 pytestmark = [pytest.mark.postgres, pytest.mark.slow]
 
@@ -47,7 +50,19 @@ def known_ids(console: Console) -> list[str]:
     requested = unique("req")
     console.run(console.registry.request(requested, "source", None, "http://x/cb"))
     console.run(index_handler(console.registry)(dead_letter_record(rich.encode())))
+    replay_twice(console, made[0])
     return [requested, *(t.task_id for t in made), *(t.request_id for t in made)]
+
+
+def replay_twice(console: Console, created: CreatedTask) -> None:
+    """An operator's replay, rendered, and one from the CLI not rendered yet."""
+    registry, sha = console.registry, created.body_sha256
+    task = console.run(registry.get(created.task_id))
+    assert task is not None
+    now = datetime.now(UTC)
+    console.run(registry.record_replay(task.pk, sha, ReplayMark("console", "ada"), now))
+    console.run(registry.replay_rendered(created.task_id, Rendering(sha, now, "complete", 9, True)))
+    console.run(registry.record_replay(task.pk, sha, ReplayMark("cli"), now))
 
 
 def test_service_conforms_to_its_description(console: Console) -> None:

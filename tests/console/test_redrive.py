@@ -4,7 +4,7 @@ redrive headers, and the timeline says so."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import asyncio
 from pathlib import Path
 from typing import Any
 
@@ -21,15 +21,17 @@ from services.common.settings import Settings
 from tests.helpers import read_topic
 
 from .conftest import (
+    TOKEN,
     Console,
     console_settings,
     dead_letter,
     dlq_settings,
     indexed,
+    operators,
     running_console,
     unique,
 )
-from .test_actions import SPEC, TOKEN, operators
+from .test_actions import SPEC
 
 pytestmark = [pytest.mark.postgres]
 
@@ -59,13 +61,6 @@ def error(response: requests.Response) -> str:
     schema["/api/v1/tasks/{id}/redrive"]["POST"].validate_response(response)
     code: str = response.json()["error"]["code"]
     return code
-
-
-@pytest.fixture(name="guarded")
-def fixture_guarded(database_url: str, tmp_path: Path) -> Iterator[Console]:
-    """A console taking TOKEN, without Kafka: every refusal comes before Kafka."""
-    with running_console(console_settings(database_url, tmp_path / "data", **operators())) as c:
-        yield c
 
 
 class TestRefusals:
@@ -167,72 +162,94 @@ async def timeline_letter(console: Console, task: str) -> dict[str, Any]:
 
 @pytest.mark.kafka
 async def test_a_redrive_sends_the_record_back_once(
-    settings: Settings, publisher: Publisher, database_url: str
+    operator_console: Console, settings: Settings, publisher: Publisher
 ) -> None:
     """The dead letter's original record goes back onto the callbacks topic byte for byte
     with the redrive headers; redriving again sends nothing, even when asked by id."""
     callbacks = settings.kafka.topics.callbacks
-    chosen = dlq_settings(settings, database_url).with_overrides(console=operators())
-    with running_console(chosen) as console:
-        task = console.completed_task(task_id=unique("redriven"))
-        [letter] = await dead_letter(settings, publisher, [task.task_id.encode()])
-        await indexed(console, 1)
-        row = (await timeline_letter(console, task.task_id))["detail"]
-        assert row["redriven_at"] is None
-        before = await topic_size(settings, callbacks)
+    task = operator_console.completed_task(task_id=unique("redriven"))
+    [letter] = await dead_letter(settings, publisher, [task.task_id.encode()])
+    await indexed(operator_console, 1)
+    row = (await timeline_letter(operator_console, task.task_id))["detail"]
+    assert row["redriven_at"] is None
+    before = await topic_size(settings, callbacks)
 
-        status, document = await post(console, task.task_id, {})
-        place = f"{letter.topic}/{letter.partition}/{letter.offset}"
-        assert status == 202, document
-        assert document == {
-            "redriven": [{"id": row["id"], "dlq": place, "source_topic": callbacks}],
-            "skipped": [],
-        }
-        assert await topic_size(settings, callbacks) == before + 1
-        copy = (await read_topic(settings.kafka.bootstrap_servers, callbacks, before + 1))[-1]
-        assert (copy.key, copy.value) == (letter.key, letter.value)
-        headers = dict(copy.headers)
-        assert headers[REDRIVEN_FROM] == place.encode()
-        assert REDRIVEN_AT in headers
-        assert not [name for name in headers if name.startswith("dlq.") and "redriven" not in name]
+    status, document = await post(operator_console, task.task_id, {})
+    place = f"{letter.topic}/{letter.partition}/{letter.offset}"
+    assert status == 202, document
+    assert document == {
+        "redriven": [{"id": row["id"], "dlq": place, "source_topic": callbacks}],
+        "skipped": [],
+    }
+    assert await topic_size(settings, callbacks) == before + 1
+    copy = (await read_topic(settings.kafka.bootstrap_servers, callbacks, before + 1))[-1]
+    assert (copy.key, copy.value) == (letter.key, letter.value)
+    headers = dict(copy.headers)
+    assert headers[REDRIVEN_FROM] == place.encode()
+    assert REDRIVEN_AT in headers
+    assert not [name for name in headers if name.startswith("dlq.") and "redriven" not in name]
 
-        event = await timeline_letter(console, task.task_id)
-        assert event["summary"].startswith("dead letter (redriven): ")
-        assert event["detail"]["redriven_by"] == "token-1"
-        assert event["detail"]["redriven_at"] is not None
+    event = await timeline_letter(operator_console, task.task_id)
+    assert event["summary"].startswith("dead letter (redriven): ")
+    assert event["detail"]["redriven_by"] == "token-1"
+    assert event["detail"]["redriven_at"] is not None
 
-        assert await post(console, task.task_id, {}) == (202, {"redriven": [], "skipped": []})
-        # Forget the row's mark: the source topic still says it was sent.
-        await console.arun(
-            console.registry.pool.execute("UPDATE dead_letters SET redriven_at = NULL")
-        )
-        status, again = await post(console, task.task_id, {"dead_letters": [row["id"]]})
-        assert status == 202
-        assert again["redriven"] == []
-        assert [(s["id"], s["code"]) for s in again["skipped"]] == [(row["id"], "already_redriven")]
-        assert await topic_size(settings, callbacks) == before + 1
+    assert await post(operator_console, task.task_id, {}) == (202, {"redriven": [], "skipped": []})
+    # Forget the row's mark: the source topic still says it was sent.
+    await operator_console.arun(
+        operator_console.registry.pool.execute("UPDATE dead_letters SET redriven_at = NULL")
+    )
+    status, again = await post(operator_console, task.task_id, {"dead_letters": [row["id"]]})
+    assert status == 202
+    assert again["redriven"] == []
+    assert [(s["id"], s["code"]) for s in again["skipped"]] == [(row["id"], "already_redriven")]
+    assert await topic_size(settings, callbacks) == before + 1
 
 
 @pytest.mark.kafka
 async def test_a_dead_letter_gone_by_retention_is_skipped_as_gone(
-    settings: Settings, publisher: Publisher, database_url: str
+    operator_console: Console, settings: Settings, publisher: Publisher
 ) -> None:
     """Retention removed the record from the dead-letter topic (here: Kafka's own
     DeleteRecords, which retention uses): the answer says so for that record."""
+    task = operator_console.completed_task(task_id=unique("gone"))
+    [letter] = await dead_letter(settings, publisher, [task.task_id.encode()])
+    await indexed(operator_console, 1)
+    admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka.bootstrap_servers)
+    await admin.start()
+    try:
+        where = TopicPartition(letter.topic, letter.partition)
+        await admin.delete_records({where: RecordsToDelete(letter.offset + 1)})
+    finally:
+        await admin.close()
+    status, document = await post(operator_console, task.task_id, {})
+    assert status == 202, document
+    assert document["redriven"] == []
+    assert [s["code"] for s in document["skipped"]] == ["gone"]
+    assert "retention" in document["skipped"][0]["message"]
+
+
+@pytest.mark.kafka
+async def test_two_replicas_redriving_at_once_send_each_dead_letter_once(
+    settings: Settings, publisher: Publisher, database_url: str
+) -> None:
+    """Two consoles on one registry, each asked to redrive the same task at the same
+    instant, several times over: each dead letter reaches the source topic once, and
+    what one replica sent the other reports as already redriven."""
+    callbacks = settings.kafka.topics.callbacks
     chosen = dlq_settings(settings, database_url).with_overrides(console=operators())
-    with running_console(chosen) as console:
-        task = console.completed_task(task_id=unique("gone"))
-        [letter] = await dead_letter(settings, publisher, [task.task_id.encode()])
-        await indexed(console, 1)
-        admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka.bootstrap_servers)
-        await admin.start()
-        try:
-            where = TopicPartition(letter.topic, letter.partition)
-            await admin.delete_records({where: RecordsToDelete(letter.offset + 1)})
-        finally:
-            await admin.close()
-        status, document = await post(console, task.task_id, {})
-        assert status == 202, document
-        assert document["redriven"] == []
-        assert [s["code"] for s in document["skipped"]] == ["gone"]
-        assert "retention" in document["skipped"][0]["message"]
+    with running_console(chosen) as one, running_console(chosen) as two:
+        task = one.completed_task(task_id=unique("raced"))
+        letters = await dead_letter(settings, publisher, [task.task_id.encode()] * 3)
+        await indexed(one, 3)
+        before = await topic_size(settings, callbacks)
+        for _ in range(3):
+            answers = await asyncio.gather(post(one, task.task_id, {}), post(two, task.task_id, {}))
+            assert [status for status, _ in answers] == [202, 202], answers
+            await one.arun(one.registry.pool.execute("UPDATE dead_letters SET redriven_at = NULL"))
+        copies = (await read_topic(settings.kafka.bootstrap_servers, callbacks, before + 3))[
+            before:
+        ]
+        assert await topic_size(settings, callbacks) == before + 3
+    places = sorted(f"{r.topic}/{r.partition}/{r.offset}".encode() for r in letters)
+    assert sorted(dict(copy.headers)[REDRIVEN_FROM] for copy in copies) == places

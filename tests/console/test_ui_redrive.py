@@ -15,8 +15,8 @@ from tests.fixtures.browser import Browser
 from tests.helpers import read_topic
 
 from .browser import open_task_page
-from .conftest import Console, dead_letter, dlq_settings, indexed, running_console, unique
-from .test_ui_actions import OPERATORS, PASSWORD, USER, severe, signed_in
+from .conftest import PASSWORD, USER, Console, dead_letter, indexed, unique
+from .test_ui_actions import severe, signed_in
 
 pytestmark = [pytest.mark.postgres, pytest.mark.kafka]
 
@@ -38,23 +38,21 @@ def redrive_from_page(browser: Browser, console: Console, task_id: str) -> Any:
 
 
 async def test_redrive_from_the_page_with_credentials(
-    browser: Browser, settings: Settings, publisher: Publisher, database_url: str
+    browser: Browser, operator_console: Console, settings: Settings, publisher: Publisher
 ) -> None:
     """The operator's redrive puts the record back on the callbacks topic, marked."""
-    chosen = dlq_settings(settings, database_url).with_overrides(console=OPERATORS)
     callbacks = settings.kafka.topics.callbacks
-    with running_console(chosen) as console:
-        task = console.completed_task(task_id=unique("ui-redrive"))
-        [letter] = await dead_letter(settings, publisher, [task.task_id.encode()])
-        await indexed(console, 1)
-        with signed_in(browser, USER, PASSWORD):
-            outcome = redrive_from_page(browser, console, task.task_id)
-            text = outcome.text
-            assert outcome.get_attribute("data-status") == "done", text
-            browser.screenshot("redriven")
-        place = f"{letter.topic}/{letter.partition}/{letter.offset}"
-        assert f"Redrove 1 dead letter ({place} → {callbacks})" in text
-        assert severe(browser) == []
+    task = operator_console.completed_task(task_id=unique("ui-redrive"))
+    [letter] = await dead_letter(settings, publisher, [task.task_id.encode()])
+    await indexed(operator_console, 1)
+    with signed_in(browser, USER, PASSWORD):
+        outcome = redrive_from_page(browser, operator_console, task.task_id)
+        text = outcome.text
+        assert outcome.get_attribute("data-status") == "done", text
+        browser.screenshot("redriven")
+    place = f"{letter.topic}/{letter.partition}/{letter.offset}"
+    assert f"Redrove 1 dead letter ({place} → {callbacks})" in text
+    assert severe(browser) == []
     # the undecodable original, then its copy
     original, copy = await read_topic(settings.kafka.bootstrap_servers, callbacks, 2)
     assert (copy.key, copy.value) == (original.key, original.value)
@@ -62,11 +60,9 @@ async def test_redrive_from_the_page_with_credentials(
 
 
 def test_a_task_without_dead_letters_offers_no_redrive(
-    browser: Browser, settings: Settings, database_url: str
+    browser: Browser, operator_console: Console
 ) -> None:
-    chosen = dlq_settings(settings, database_url).with_overrides(console=OPERATORS)
-    with running_console(chosen) as console:
-        task = console.completed_task()
-        open_task_page(browser, f"{console.url}/tasks/{task.task_id}")
-        assert browser.find("#replay").is_displayed()
-        assert not browser.find("#redrive").is_displayed()
+    task = operator_console.completed_task()
+    open_task_page(browser, f"{operator_console.url}/tasks/{task.task_id}")
+    assert browser.find("#replay").is_displayed()
+    assert not browser.find("#redrive").is_displayed()

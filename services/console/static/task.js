@@ -50,12 +50,33 @@ function showTimeline(events) {
         el("time", { class: "mono", dateTime: event.at }, formatTime(event.at)),
         el("span", { class: "badge" }, event.kind.replace("_", " ")),
         el("span", { class: "event-summary" }, event.summary),
+        event.kind === "replay" ? replayBodies(event.detail) : null,
         Object.keys(event.detail || {}).length ? el("code", { class: "event-detail" }, JSON.stringify(event.detail)) : null,
       ),
     ),
   );
   if (!events.length) list.append(el("li", { class: "muted" }, "No event recorded."));
   document.getElementById("timeline-section").hidden = false;
+}
+
+// A replay's bodies, each with what the processor made of it (or that it has not yet).
+function replayBodies(detail) {
+  return el(
+    "ul",
+    { class: "replay-bodies" },
+    ...detail.bodies.map((body) => {
+      const r = body.rendering;
+      const outcome = r
+        ? `${r.state}, ${r.note_count} notes, ${r.midi_written ? "MIDI written" : "MIDI unchanged"}`
+        : "not rendered yet";
+      return el(
+        "li",
+        { "data-rendered": r ? "true" : "false" },
+        el("span", { class: "mono" }, body.body_sha256.slice(0, 12)),
+        ` → ${outcome}`,
+      );
+    }),
+  );
 }
 
 function showInstruments(doc, roll) {
