@@ -1,0 +1,446 @@
+"""The music's beats from its notes, so the MIDI file's bars and beats fall on the music's.
+
+The provider gives note times in seconds and no tempo; a DAW needs a tempo map. This module
+estimates one from the note onsets alone: a pure, deterministic function of the notes,
+cheap enough to run on every callback (linear in the notes, plus FFTs over an envelope).
+
+Why our own ~250 lines of numpy and not a library (compared in ``docs/processing.md``):
+
+* librosa's ``beat_track``/``tempo`` work on an onset-strength envelope, which we could
+  build from the notes, but librosa brings numba, llvmlite, scipy, scikit-learn, soundfile
+  and more (some 200 MB) and takes seconds to import and JIT-compile on first use; its
+  tracker yields per-beat times (not a regular grid per section) and has no notion of a
+  tempo change or of bars.
+* pretty_midi's ``estimate_tempo`` clusters inter-onset intervals into tempo hypotheses
+  (no phase, octave often wrong on drums); ``estimate_beat_start`` needs a tempo already
+  written in the file. It is a test tool here, not a runtime dependency.
+* madmom, BeatNet, Beat This! are audio models (and neural weights), aubio/essentia audio
+  C libraries: all take sound, not notes.
+
+What notes allow that audio does not: exact onset times, and roles (a drum kit is a drum
+kit, a bass is a bass). The method:
+
+1. an onset envelope at 100 frames/s, each onset weighted by velocity and role (kick,
+   snare, bass and chords count more than hats and melody);
+2. its autocorrelation (one FFT) scored over 40-240 BPM with a log-normal tempo prior
+   around 110 BPM, which decides between a tempo and its double or half;
+3. the beat phase by a comb over the envelope, then period and phase refined together by a
+   weighted least-squares fit of the onsets near the grid's beats (sub-frame precision,
+   jitter averages out);
+4. a tempo change: the same estimate in sliding windows; runs of windows that agree on a
+   different tempo become sections, each fitted on its own and joined on a shared beat;
+5. the downbeat: the beat position in the bar where kicks, crashes, bass notes and chord
+   changes gather and snares do not.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Final
+
+import numpy as np
+import numpy.typing as npt
+
+from .gm import sound_for
+from .normalize import Instrument
+
+__all__ = [
+    "DEFAULT_BPM",
+    "MAX_BPM",
+    "MIN_BPM",
+    "BeatGrid",
+    "TempoSection",
+    "estimate_beats",
+]
+
+Floats = npt.NDArray[np.float64]
+
+MIN_BPM: Final = 40.0
+MAX_BPM: Final = 240.0
+#: What the file says when the notes cannot tell: MIDI's own default tempo.
+DEFAULT_BPM: Final = 120.0
+_BEATS_PER_BAR: Final = 4
+
+_FPS: Final = 100.0  # envelope frames per second
+_MAX_FRAMES: Final = 1 << 20  # a longer span is enveloped at a lower frame rate
+_MIN_ONSETS: Final = 16  # distinct onset times below which there is too little to tell
+_MIN_SPAN: Final = 3.0  # seconds between the first and the last onset, at least
+_PRIOR_BPM: Final = 110.0
+_PRIOR_OCTAVES: Final = 0.9  # the prior's standard deviation, in octaves
+_ON_GRID: Final = 0.12  # an onset within this share of a beat belongs to that beat
+_STEADY: Final = 0.4  # weighted share of onsets on the grid below which there is no beat
+_WINDOW: Final = 12.0  # seconds per window when looking for tempo changes
+_CHANGE: Final = 0.06  # relative tempo difference that makes a new section
+_MIN_SECTION: Final = 4
+_RATIOS: Final = (1.0, 2 / 3, 4 / 3)  # period ratios tried against the first
+_KEEP: Final = 0.08  # the share of onsets a ratio must gain over the first period
+_MULTIPLES: Final = (
+    (1, 1.0),
+    (2, 0.5),
+    (4, 0.5),
+)  # lag multiples scored for a period  # windows (hop: a quarter window) a section lasts at least
+
+# Onset weights by role, for the envelope (tempo, phase) and for the downbeat.
+_KICKS: Final = frozenset({35, 36})
+_SNARES: Final = frozenset({37, 38, 39, 40})
+_CRASHES: Final = frozenset({49, 52, 55, 57})
+
+
+@dataclass(frozen=True, slots=True)
+class TempoSection:
+    start_seconds: float  # a beat time where this tempo begins (the first: the first beat)
+    bpm: float
+
+
+@dataclass(frozen=True, slots=True)
+class BeatGrid:
+    #: The beats in seconds, ascending: the first at or after 0 s, running at least through
+    #: the last onset, evenly spaced within a section.
+    beats: tuple[float, ...]
+    downbeat: int  # index in ``beats`` of the first bar start, 0 <= downbeat < beats_per_bar
+    beats_per_bar: int
+    sections: tuple[TempoSection, ...]
+    bpm: float  # the longest section's; DEFAULT_BPM when not estimated
+    estimated: bool
+    reason: str  # "estimated", "too_few_notes", "no_steady_beat"
+
+
+@dataclass(frozen=True, slots=True)
+class _Onsets:
+    times: Floats  # ascending
+    weights: Floats  # for the envelope
+    downbeat: Floats  # evidence that the onset starts a bar (negative: that it does not)
+
+
+def estimate_beats(instruments: Sequence[Instrument]) -> BeatGrid:
+    """The beat grid of the notes, or the 120 BPM fallback saying why there is none."""
+    onsets = _collect(instruments)
+    if len(np.unique(np.round(onsets.times, 2))) < _MIN_ONSETS or (
+        onsets.times[-1] - onsets.times[0] < _MIN_SPAN
+    ):
+        return _fallback(onsets.times, "too_few_notes")
+    fps = min(_FPS, _MAX_FRAMES / (onsets.times[-1] + 1.0))
+    envelope = _envelope(onsets.times, onsets.weights, fps)
+    period = _period(envelope, fps, _PRIOR_BPM, _PRIOR_OCTAVES)
+    period = _best_ratio(onsets, envelope, fps, period, (onsets.times[0], onsets.times[-1]))
+    spans = _sections(onsets, envelope, fps, period)
+    fits = _fit_sections(onsets, envelope, fps, spans)
+    if _on_grid_share(onsets, fits) < _STEADY:
+        return _fallback(onsets.times, "no_steady_beat")
+    return _grid(onsets, fits)
+
+
+def _fallback(times: Floats, reason: str) -> BeatGrid:
+    last = float(times[-1]) if len(times) else 0.0
+    step = 60.0 / DEFAULT_BPM
+    count = math.floor(last / step) + 1
+    return BeatGrid(
+        beats=tuple(index * step for index in range(count)),
+        downbeat=0,
+        beats_per_bar=_BEATS_PER_BAR,
+        sections=(TempoSection(0.0, DEFAULT_BPM),),
+        bpm=DEFAULT_BPM,
+        estimated=False,
+        reason=reason,
+    )
+
+
+def _collect(instruments: Sequence[Instrument]) -> _Onsets:
+    """Every onset with its weights, sorted by time."""
+    times: list[float] = []
+    weights: list[float] = []
+    downbeat: list[float] = []
+    for instrument in instruments:
+        sound = sound_for(instrument.name)
+        bass = not sound.is_drum and 32 <= sound.program <= 39
+        for note in instrument.notes:
+            times.append(note.start)
+            if sound.is_drum:
+                pitch = note.pitch
+                role = 1.0 if pitch in _KICKS or pitch in _CRASHES else 0.4
+                role = 0.8 if pitch in _SNARES else role
+                bar = 1.0 if pitch in _KICKS else 2.0 if pitch in _CRASHES else 0.0
+                bar = -1.0 if pitch in _SNARES else bar
+            else:
+                role = 1.0 if bass else 0.6
+                bar = (1.5 if bass else 0.5) * min(note.end - note.start, 2.0)
+            weights.append(role * (0.25 + 0.75 * note.velocity))
+            downbeat.append(bar)
+    order = np.argsort(np.asarray(times, dtype=np.float64), kind="stable")
+    return _Onsets(
+        times=np.asarray(times, dtype=np.float64)[order],
+        weights=np.asarray(weights, dtype=np.float64)[order],
+        downbeat=np.asarray(downbeat, dtype=np.float64)[order],
+    )
+
+
+def _envelope(times: Floats, weights: Floats, fps: float) -> Floats:
+    """Onset strength per frame, compressed so that chords and unisons do not dominate,
+    and smoothed over a few frames so that jittered onsets still line up."""
+    frames = np.rint(times * fps).astype(np.int64)
+    strength = np.sqrt(np.bincount(frames, weights=weights))
+    kernel = np.exp(-0.5 * (np.arange(-4, 5) / 1.5) ** 2)
+    smoothed: Floats = np.convolve(strength, kernel / kernel.sum(), mode="same")
+    return smoothed
+
+
+def _autocorrelation(envelope: Floats) -> Floats:
+    centred = envelope - envelope.mean()
+    size = 1 << (2 * len(centred) - 1).bit_length()
+    spectrum = np.fft.rfft(centred, size)
+    acf: Floats = np.fft.irfft(spectrum * np.conj(spectrum), size)[: len(centred)]
+    return acf / acf[0] if acf[0] > 0 else acf
+
+
+def _period(envelope: Floats, fps: float, prior_bpm: float, octaves: float) -> float:
+    """The beat period in seconds: the autocorrelation's best lag under the tempo prior,
+    refined between frames by a parabola through the peak."""
+    acf = _autocorrelation(envelope)
+    low = max(2, math.floor(fps * 60.0 / MAX_BPM))
+    high = min(len(acf) - 2, math.ceil(fps * 60.0 / MIN_BPM))
+    if high <= low:
+        return 60.0 / prior_bpm
+    lags = np.arange(low, high + 1)
+    bpm = 60.0 * fps / lags
+    prior = np.exp(-0.5 * (np.log2(bpm / prior_bpm) / octaves) ** 2)
+    # A beat period repeats at the half bar and the bar too: a lag whose multiples are weak
+    # (a dotted value, 1.5 beats) loses to the beat it is built on.
+    positive = np.clip(acf, 0.0, None)
+    metrical = sum(
+        weight * np.interp(lags * multiple, np.arange(len(acf)), positive, right=0.0)
+        for multiple, weight in _MULTIPLES
+    )
+    best = int(lags[int(np.argmax(metrical * prior))])
+    left, centre, right = acf[best - 1], acf[best], acf[best + 1]
+    curvature = left - 2 * centre + right
+    shift = 0.5 * (left - right) / curvature if curvature < 0 else 0.0
+    return (best + float(np.clip(shift, -0.5, 0.5))) / fps
+
+
+def _best_ratio(
+    onsets: _Onsets,
+    envelope: Floats,
+    fps: float,
+    period: float,
+    span: tuple[float, float],
+    ratios: tuple[float, ...] = _RATIOS,
+) -> float:
+    """The period, or a 2:3 or 3:4 relative of it that puts clearly more of the onsets in
+    ``span`` on its beats: syncopated patterns (a kick on the "and" of 2, a bass pushed by
+    an eighth) repeat every 1.5 beats too, and the autocorrelation can take them for the
+    beat. When none fits well, the double and the half are tried as well."""
+    best, best_score, best_share = period, -1.0, 0.0
+    for ratio in ratios:
+        candidate = period * ratio
+        if not 60.0 / MAX_BPM <= candidate <= 60.0 / MIN_BPM:
+            continue
+        anchor = _phase(envelope, fps, candidate, *span)
+        fit = _refine(onsets, anchor, candidate, *span, fixed=False)
+        share = _on_grid_share(onsets, [fit], span)
+        if share + (_KEEP if ratio == 1 else 0.0) > best_score:
+            best, best_score, best_share = fit[1], share + (_KEEP if ratio == 1 else 0.0), share
+    if best_share < _STEADY and ratios == _RATIOS:
+        return _best_ratio(onsets, envelope, fps, best, span, (1.0, 0.5, 2.0))
+    return best
+
+
+def _sections(
+    onsets: _Onsets, envelope: Floats, fps: float, period: float
+) -> list[tuple[float, float, float]]:
+    """(start, end, period) of each stretch of steady tempo: windows whose own estimate
+    (with the prior centred on the overall tempo, so the octave stays) agree."""
+    first, last = float(onsets.times[0]), float(onsets.times[-1])
+    if last - first < 2 * _WINDOW:
+        return [(first, last, period)]
+    hop = _WINDOW / 4
+    starts = np.arange(first, last - _WINDOW + hop / 2, hop)
+    local = []
+    for start in starts:
+        lo, hi = int(start * fps), int((start + _WINDOW) * fps)
+        guess = _period(envelope[lo:hi], fps, 60.0 / period, 0.35)
+        local.append(_best_ratio(onsets, envelope, fps, guess, (start, start + _WINDOW)))
+    runs: list[list[int]] = [[0]]
+    for index in range(1, len(local)):
+        reference = float(np.median([local[i] for i in runs[-1]]))
+        if abs(local[index] / reference - 1.0) > _CHANGE:
+            runs.append([])
+        runs[-1].append(index)
+    runs = _merge_short(runs, local)
+    if len(runs) == 1:
+        return [(first, last, period)]
+    out = []
+    for number, run in enumerate(runs):
+        start = first if number == 0 else float(starts[run[0]]) + _WINDOW / 2
+        end = last if number == len(runs) - 1 else float(starts[run[-1]]) + _WINDOW / 2
+        out.append((start, end, float(np.median([local[i] for i in run]))))
+    return out
+
+
+def _merge_short(runs: list[list[int]], local: list[float]) -> list[list[int]]:
+    """Runs too short to be a section join their neighbour (the previous one, or the next
+    for the first); neighbours left with the same tempo join each other."""
+    merged: list[list[int]] = []
+    for run in runs:
+        if merged and len(run) < _MIN_SECTION:
+            merged[-1].extend(run)
+        else:
+            merged.append(list(run))
+    if len(merged) > 1 and len(merged[0]) < _MIN_SECTION:
+        head = merged.pop(0)
+        merged[0][:0] = head
+    joined: list[list[int]] = [merged[0]]
+    for run in merged[1:]:
+        before = float(np.median([local[i] for i in joined[-1]]))
+        if abs(float(np.median([local[i] for i in run])) / before - 1.0) <= _CHANGE:
+            joined[-1].extend(run)
+        else:
+            joined.append(run)
+    return joined
+
+
+def _phase(envelope: Floats, fps: float, period: float, start: float, end: float) -> float:
+    """The time of a beat near ``start``: the comb offset that gathers most onset strength."""
+    offsets = np.arange(0.0, period, 1.0 / fps)
+    beats = np.arange(start, end + period, period)
+    grid = (offsets[:, None] + beats[None, :]) * fps
+    strength = np.interp(grid, np.arange(len(envelope)), envelope, left=0.0, right=0.0)
+    return start + float(offsets[int(np.argmax(strength.sum(axis=1)))])
+
+
+def _refine(
+    onsets: _Onsets, anchor: float, period: float, start: float, end: float, fixed: bool
+) -> tuple[float, float]:
+    """(anchor, period) fitted by weighted least squares to the onsets near the grid's
+    beats between ``start`` and ``end``; with ``fixed``, the anchor stays (a beat shared
+    with the previous section) and only the period moves."""
+    lo, hi = np.searchsorted(onsets.times, [start - period / 2, end + period / 2])
+    times, weights = onsets.times[lo:hi], onsets.weights[lo:hi]
+    for tolerance in (0.2, _ON_GRID, _ON_GRID):
+        index = np.rint((times - anchor) / period)
+        near = np.abs(times - anchor - index * period) < tolerance * period
+        if np.count_nonzero(near) < 4 or np.ptp(index[near]) == 0:
+            break
+        k, t, w = index[near], times[near], weights[near]
+        if fixed:
+            period = float(np.sum(w * k * (t - anchor)) / np.sum(w * k * k))
+            continue
+        k_mean, t_mean = np.average(k, weights=w), np.average(t, weights=w)
+        slope = float(np.sum(w * (k - k_mean) * (t - t_mean)) / np.sum(w * (k - k_mean) ** 2))
+        anchor, period = float(t_mean - slope * k_mean), slope
+    return anchor, period
+
+
+def _fit_sections(
+    onsets: _Onsets, envelope: Floats, fps: float, spans: list[tuple[float, float, float]]
+) -> list[tuple[float, float]]:
+    """(first beat, period) per section; each section after the first starts on a beat of
+    the one before, the one where the two grids agree best."""
+    fits: list[tuple[float, float]] = []
+    for number, (start, end, period) in enumerate(spans):
+        anchor = _phase(envelope, fps, period, start, end)
+        anchor, period = _refine(onsets, anchor, period, start, end, fixed=False)
+        if number:
+            anchor = _join(onsets, fits[-1], period, start)
+            anchor, period = _refine(onsets, anchor, period, anchor, end, fixed=True)
+        fits.append((anchor, period))
+    return [_in_range(anchor, period) for anchor, period in fits]
+
+
+def _join(onsets: _Onsets, previous: tuple[float, float], period: float, near: float) -> float:
+    """The beat of the previous grid, within a window of ``near``, where the new tempo is
+    taken to start: the one after which the new grid and before which the old one put the
+    most onsets on beats."""
+    anchor, previous_period = previous
+    first = max(0, math.ceil((near - _WINDOW - anchor) / previous_period))
+    count = int(2 * _WINDOW / previous_period) + 1
+    candidates = anchor + np.arange(first, first + count) * previous_period
+    lo, hi = np.searchsorted(onsets.times, [candidates[0], candidates[-1]])
+    times, weights = onsets.times[lo:hi], onsets.weights[lo:hi]
+    old = np.abs((times - anchor) / previous_period - np.rint((times - anchor) / previous_period))
+    scores = []
+    for start in candidates:
+        new = np.abs((times - start) / period - np.rint((times - start) / period))
+        off = np.where(times < start, old, new)
+        scores.append(float(weights[off < _ON_GRID].sum()))
+    return float(candidates[int(np.argmax(scores))])
+
+
+def _in_range(anchor: float, period: float) -> tuple[float, float]:
+    while 60.0 / period > MAX_BPM:
+        period *= 2
+    while 60.0 / period < MIN_BPM:
+        period /= 2
+    return anchor, period
+
+
+def _beat_times(onsets: _Onsets, fits: list[tuple[float, float]]) -> Floats:
+    """Each section's grid up to the next one's first beat; the first reaching back to the
+    first beat at or after 0 s, the last on past the last onset."""
+    parts = []
+    for number, (anchor, period) in enumerate(fits):
+        if number == 0:
+            anchor -= math.floor(anchor / period + 1e-9) * period
+        if number + 1 < len(fits):
+            count = max(1, math.ceil((fits[number + 1][0] - anchor) / period - 0.5))
+        else:
+            count = math.floor((float(onsets.times[-1]) - anchor) / period) + 2
+        parts.append(anchor + np.arange(count) * period)
+    return np.concatenate(parts)
+
+
+def _on_grid_share(
+    onsets: _Onsets, fits: list[tuple[float, float]], span: tuple[float, float] | None = None
+) -> float:
+    """The weighted share of the onsets (in ``span``, or all) that fall on a beat."""
+    times, weights = onsets.times, onsets.weights
+    if span is not None:
+        lo, hi = np.searchsorted(times, span)
+        times, weights = times[lo:hi], weights[lo:hi]
+    beats = _beat_times(onsets, fits)
+    if len(times) == 0 or len(beats) < 2:
+        return 0.0
+    near = _nearest(beats, times)
+    spacing = float(np.diff(beats).mean())
+    on = np.abs(times - beats[near]) < _ON_GRID * spacing
+    return float(weights[on].sum() / weights.sum())
+
+
+def _nearest(beats: Floats, times: Floats) -> npt.NDArray[np.intp]:
+    right = np.clip(np.searchsorted(beats, times), 1, len(beats) - 1)
+    left = right - 1
+    return np.where(times - beats[left] <= beats[right] - times, left, right)
+
+
+def _grid(onsets: _Onsets, fits: list[tuple[float, float]]) -> BeatGrid:
+    beats = _beat_times(onsets, fits)
+    sections = []
+    for number, (anchor, period) in enumerate(fits):
+        start = float(beats[0]) if number == 0 else anchor
+        sections.append(TempoSection(start, 60.0 / period))
+    ends = [section.start_seconds for section in sections[1:]] + [float(beats[-1])]
+    lengths = [end - section.start_seconds for section, end in zip(sections, ends, strict=True)]
+    return BeatGrid(
+        beats=tuple(beats.tolist()),
+        downbeat=_downbeat(onsets, beats),
+        beats_per_bar=_BEATS_PER_BAR,
+        sections=tuple(sections),
+        bpm=sections[lengths.index(max(lengths))].bpm,
+        estimated=True,
+        reason="estimated",
+    )
+
+
+def _downbeat(onsets: _Onsets, beats: Floats) -> int:
+    """The bar position (0..3) whose beats gather the most bar-start evidence."""
+    if len(beats) < 2:
+        return 0
+    near = _nearest(beats, onsets.times)
+    spacing = float(np.diff(beats).mean())
+    on = np.abs(onsets.times - beats[near]) < _ON_GRID * spacing
+    evidence = np.bincount(near[on], weights=onsets.downbeat[on], minlength=len(beats))
+    by_position = [
+        float(evidence[position::_BEATS_PER_BAR].sum()) for position in range(_BEATS_PER_BAR)
+    ]
+    return by_position.index(max(by_position))
