@@ -73,19 +73,19 @@ _ON_GRID: Final = 0.12  # an onset within this share of a beat belongs to that b
 _STEADY: Final = 0.4  # weighted share of onsets on the grid below which there is no beat
 _WINDOW: Final = 12.0  # seconds per window when looking for tempo changes
 _CHANGE: Final = 0.06  # relative tempo difference that makes a new section
-_MIN_SECTION: Final = 4
+_MIN_SECTION: Final = 3  # windows (hop: half a window) a section lasts at least
+_CLEARLY: Final = 0.1  # the share of onsets a new section's grid must gain to be one
 _RATIOS: Final = (1.0, 2 / 3, 4 / 3)  # period ratios tried against the first
 _KEEP: Final = 0.08  # the share of onsets a ratio must gain over the first period
-_MULTIPLES: Final = (
-    (1, 1.0),
-    (2, 0.5),
-    (4, 0.5),
-)  # lag multiples scored for a period  # windows (hop: a quarter window) a section lasts at least
+#: Lag multiples scored for a period, and their weights: the beat, the half bar, the bar.
+_MULTIPLES: Final = ((1, 1.0), (2, 0.5), (4, 0.5))
 
 # Onset weights by role, for the envelope (tempo, phase) and for the downbeat.
 _KICKS: Final = frozenset({35, 36})
 _SNARES: Final = frozenset({37, 38, 39, 40})
 _CRASHES: Final = frozenset({49, 52, 55, 57})
+_KICK: Final = 1
+_SNARE: Final = 2
 
 
 @dataclass(frozen=True, slots=True)
@@ -112,6 +112,7 @@ class _Onsets:
     times: Floats  # ascending
     weights: Floats  # for the envelope
     downbeat: Floats  # evidence that the onset starts a bar (negative: that it does not)
+    drum: npt.NDArray[np.int8]  # _KICK, _SNARE or 0
 
 
 def estimate_beats(instruments: Sequence[Instrument]) -> BeatGrid:
@@ -124,7 +125,9 @@ def estimate_beats(instruments: Sequence[Instrument]) -> BeatGrid:
     fps = min(_FPS, _MAX_FRAMES / (onsets.times[-1] + 1.0))
     envelope = _envelope(onsets.times, onsets.weights, fps)
     period = _period(envelope, fps, _PRIOR_BPM, _PRIOR_OCTAVES)
-    period = _best_ratio(onsets, envelope, fps, period, (onsets.times[0], onsets.times[-1]))
+    span = (float(onsets.times[0]), float(onsets.times[-1]))
+    period = _best_ratio(onsets, envelope, fps, period, span)
+    period = _backbeat_octave(onsets, envelope, fps, period, span)
     spans = _sections(onsets, envelope, fps, period)
     fits = _fit_sections(onsets, envelope, fps, spans)
     if _on_grid_share(onsets, fits) < _STEADY:
@@ -152,6 +155,7 @@ def _collect(instruments: Sequence[Instrument]) -> _Onsets:
     times: list[float] = []
     weights: list[float] = []
     downbeat: list[float] = []
+    drum: list[int] = []
     for instrument in instruments:
         sound = sound_for(instrument.name)
         bass = not sound.is_drum and 32 <= sound.program <= 39
@@ -168,12 +172,18 @@ def _collect(instruments: Sequence[Instrument]) -> _Onsets:
                 bar = (1.5 if bass else 0.5) * min(note.end - note.start, 2.0)
             weights.append(role * (0.25 + 0.75 * note.velocity))
             downbeat.append(bar)
+            drum.append(_drum_kind(note.pitch) if sound.is_drum else 0)
     order = np.argsort(np.asarray(times, dtype=np.float64), kind="stable")
     return _Onsets(
         times=np.asarray(times, dtype=np.float64)[order],
         weights=np.asarray(weights, dtype=np.float64)[order],
         downbeat=np.asarray(downbeat, dtype=np.float64)[order],
+        drum=np.asarray(drum, dtype=np.int8)[order],
     )
+
+
+def _drum_kind(pitch: int) -> int:
+    return _KICK if pitch in _KICKS else _SNARE if pitch in _SNARES else 0
 
 
 def _envelope(times: Floats, weights: Floats, fps: float) -> Floats:
@@ -246,6 +256,37 @@ def _best_ratio(
     return best
 
 
+def _backbeat_octave(
+    onsets: _Onsets, envelope: Floats, fps: float, period: float, span: tuple[float, float]
+) -> float:
+    """The octave the drums say: the beat is the slowest pulse that the kicks and the
+    snares both fall on (a backbeat on 2 and 4 is on the beat, not between beats). Only
+    decides with enough of both; otherwise the tempo prior's choice stands."""
+    lo, hi = np.searchsorted(onsets.times, span)
+    times, drum = onsets.times[lo:hi], onsets.drum[lo:hi]
+    kicks, snares = times[drum == _KICK], times[drum == _SNARE]
+    if len(kicks) < 8 or len(snares) < 8:
+        return period
+    anchor = _phase(envelope, fps, period, *span)
+    anchor, period = _refine(onsets, anchor, period, *span, fixed=False)
+    while 2 * period <= 60.0 / MIN_BPM:
+        # The slower grid on the beats that carry more kicks, then the snares' share on it.
+        on_kicks = [_on_share(kicks, anchor + shift, 2 * period) for shift in (0.0, period)]
+        shift = period * int(np.argmax(on_kicks))
+        if _on_share(snares, anchor + shift, 2 * period) < 0.5:
+            break
+        anchor, period = anchor + shift, 2 * period
+    while period / 2 >= 60.0 / MAX_BPM and _on_share(snares, anchor + period / 2, period) > 0.5:
+        period /= 2
+    return period
+
+
+def _on_share(times: Floats, anchor: float, period: float) -> float:
+    """The share of ``times`` within _ON_GRID of a beat of the grid."""
+    phase = (times - anchor) / period
+    return float(np.mean(np.abs(phase - np.rint(phase)) < _ON_GRID))
+
+
 def _sections(
     onsets: _Onsets, envelope: Floats, fps: float, period: float
 ) -> list[tuple[float, float, float]]:
@@ -254,7 +295,7 @@ def _sections(
     first, last = float(onsets.times[0]), float(onsets.times[-1])
     if last - first < 2 * _WINDOW:
         return [(first, last, period)]
-    hop = _WINDOW / 4
+    hop = _WINDOW / 2
     starts = np.arange(first, last - _WINDOW + hop / 2, hop)
     local = []
     for start in starts:
@@ -326,7 +367,7 @@ def _refine(
         if fixed:
             period = float(np.sum(w * k * (t - anchor)) / np.sum(w * k * k))
             continue
-        k_mean, t_mean = np.average(k, weights=w), np.average(t, weights=w)
+        k_mean, t_mean = float(w @ k / w.sum()), float(w @ t / w.sum())
         slope = float(np.sum(w * (k - k_mean) * (t - t_mean)) / np.sum(w * (k - k_mean) ** 2))
         anchor, period = float(t_mean - slope * k_mean), slope
     return anchor, period
@@ -336,14 +377,28 @@ def _fit_sections(
     onsets: _Onsets, envelope: Floats, fps: float, spans: list[tuple[float, float, float]]
 ) -> list[tuple[float, float]]:
     """(first beat, period) per section; each section after the first starts on a beat of
-    the one before, the one where the two grids agree best."""
+    the one before (see :func:`_join`), and is kept only if its grid puts clearly more of
+    its onsets on beats than the previous grid carried on would, and its tempo is not a
+    simple ratio of the previous one (double, half, 3:2, 2:3): a passage in double time or
+    in triplets is a change of feel, written better as the same tempo."""
     fits: list[tuple[float, float]] = []
-    for number, (start, end, period) in enumerate(spans):
+    for start, end, guess in spans:
+        period = (
+            guess
+            if len(spans) == 1
+            else _backbeat_octave(onsets, envelope, fps, guess, (start, end))
+        )
         anchor = _phase(envelope, fps, period, start, end)
         anchor, period = _refine(onsets, anchor, period, start, end, fixed=False)
-        if number:
+        if fits:
             anchor = _join(onsets, fits[-1], period, start)
             anchor, period = _refine(onsets, anchor, period, anchor, end, fixed=True)
+            own = _on_grid_share(onsets, [(anchor, period)], (anchor, end))
+            ratio = period / fits[-1][1]
+            if own < _on_grid_share(onsets, [fits[-1]], (anchor, end)) + _CLEARLY or any(
+                abs(ratio / simple - 1.0) < 0.03 for simple in (2.0, 0.5, 1.5, 2 / 3)
+            ):
+                continue
         fits.append((anchor, period))
     return [_in_range(anchor, period) for anchor, period in fits]
 
