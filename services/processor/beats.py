@@ -72,6 +72,7 @@ _PRIOR_OCTAVES: Final = 0.9  # the prior's standard deviation, in octaves
 _ON_GRID: Final = 0.12  # an onset within this share of a beat belongs to that beat
 _STEADY: Final = 0.4  # weighted share of onsets on the grid below which there is no beat
 _WINDOW: Final = 12.0  # seconds per window when looking for tempo changes
+_AT_ZERO: Final = 0.02  # seconds before 0 s that a first beat is moved to 0 s from
 _CHANGE: Final = 0.06  # relative tempo difference that makes a new section
 _MIN_SECTION: Final = 3  # windows (hop: half a window) a section lasts at least
 _CLEARLY: Final = 0.1  # the share of onsets a new section's grid must gain to be one
@@ -432,11 +433,15 @@ def _in_range(anchor: float, period: float) -> tuple[float, float]:
 
 def _beat_times(onsets: _Onsets, fits: list[tuple[float, float]]) -> Floats:
     """Each section's grid up to the next one's first beat; the first reaching back to the
-    first beat at or after 0 s, the last on past the last onset."""
+    first beat at or after 0 s, the last on past the last onset. A beat that the grid puts
+    just before 0 s (by less than _AT_ZERO: music that starts on a beat at 0 s, found a
+    hair early) is kept, at 0 s."""
     parts = []
     for number, (anchor, period) in enumerate(fits):
         if number == 0:
             anchor -= math.floor(anchor / period + 1e-9) * period
+            if anchor - period > -_AT_ZERO:
+                parts.append(np.zeros(1))
         if number + 1 < len(fits):
             count = max(1, math.ceil((fits[number + 1][0] - anchor) / period - 0.5))
         else:
