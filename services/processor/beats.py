@@ -436,17 +436,17 @@ def _beat_times(onsets: _Onsets, fits: list[tuple[float, float]]) -> Floats:
     first beat at or after 0 s, the last on past the last onset. A beat that the grid puts
     just before 0 s (by less than _AT_ZERO: music that starts on a beat at 0 s, found a
     hair early) is kept, at 0 s."""
-    parts = []
+    parts: list[Floats] = []
     for number, (anchor, period) in enumerate(fits):
         if number == 0:
             anchor -= math.floor(anchor / period + 1e-9) * period
             if anchor - period > -_AT_ZERO:
-                parts.append(np.zeros(1))
+                parts.append(np.zeros(1, dtype=np.float64))
         if number + 1 < len(fits):
             count = max(1, math.ceil((fits[number + 1][0] - anchor) / period - 0.5))
         else:
             count = math.floor((float(onsets.times[-1]) - anchor) / period) + 2
-        parts.append(anchor + np.arange(count) * period)
+        parts.append(anchor + np.arange(count, dtype=np.float64) * period)
     return np.concatenate(parts)
 
 
