@@ -290,9 +290,7 @@ def known_answer_suite(count: int = 40) -> list[SongSpec]:
                 bpm=bpm,
                 seconds=30.0 + 10.0 * (index % 4),
                 seed=index,
-                jitter_ms=(0.0, 5.0, 10.0, 15.0, 20.0)[
-                    index % 5 - 2 if index % 5 > 1 else index % 5
-                ],
+                jitter_ms=5.0 * ((index // 5) % 5),
                 swing=(0.0, 0.0, 0.5, 1.0)[index % 4] if index % 3 else 0.0,
                 missing=(0.0, 0.1, 0.2)[index % 3],
                 drums=kind != 1,

@@ -139,7 +139,7 @@ def estimate_beats(instruments: Sequence[Instrument]) -> BeatGrid:
 def _fallback(times: Floats, reason: str) -> BeatGrid:
     last = float(times[-1]) if len(times) else 0.0
     step = 60.0 / DEFAULT_BPM
-    count = math.floor(last / step) + 1
+    count = math.ceil(last / step) + 1  # through the last onset
     return BeatGrid(
         beats=tuple(index * step for index in range(count)),
         downbeat=0,
