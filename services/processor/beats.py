@@ -75,7 +75,7 @@ _WINDOW: Final = 12.0  # seconds per window when looking for tempo changes
 _AT_ZERO: Final = 0.02  # seconds before 0 s that a first beat is moved to 0 s from
 _CHANGE: Final = 0.06  # relative tempo difference that makes a new section
 _MIN_SECTION: Final = 3  # windows (hop: half a window) a section lasts at least
-_CLEARLY: Final = 0.1  # the share of onsets a new section's grid must gain to be one
+_CLEARLY: Final = 0.15  # the share of onsets a new section's grid must gain to be one
 _RATIOS: Final = (1.0, 2 / 3, 4 / 3)  # period ratios tried against the first
 _KEEP: Final = 0.08  # the share of onsets a ratio must gain over the first period
 #: Lag multiples scored for a period, and their weights: the beat, the half bar, the bar.
@@ -379,9 +379,8 @@ def _fit_sections(
 ) -> list[tuple[float, float]]:
     """(first beat, period) per section; each section after the first starts on a beat of
     the one before (see :func:`_join`), and is kept only if its grid puts clearly more of
-    its onsets on beats than the previous grid carried on would, and its tempo is not a
-    simple ratio of the previous one (double, half, 3:2, 2:3): a passage in double time or
-    in triplets is a change of feel, written better as the same tempo."""
+    its onsets on beats than the previous grid carried on would: a passage in double time
+    or in triplets fits the old grid nearly as well, and is a change of feel, not of tempo."""
     fits: list[tuple[float, float]] = []
     for start, end, guess in spans:
         period = (
@@ -395,10 +394,7 @@ def _fit_sections(
             anchor = _join(onsets, fits[-1], period, start)
             anchor, period = _refine(onsets, anchor, period, anchor, end, fixed=True)
             own = _on_grid_share(onsets, [(anchor, period)], (anchor, end))
-            ratio = period / fits[-1][1]
-            if own < _on_grid_share(onsets, [fits[-1]], (anchor, end)) + _CLEARLY or any(
-                abs(ratio / simple - 1.0) < 0.03 for simple in (2.0, 0.5, 1.5, 2 / 3)
-            ):
+            if own < _on_grid_share(onsets, [fits[-1]], (anchor, end)) + _CLEARLY:
                 continue
         fits.append((anchor, period))
     return [_in_range(anchor, period) for anchor, period in fits]

@@ -19,7 +19,7 @@ import pytest
 
 from devenv.console_seed import song_body
 from devenv.songs import Song, SongSpec, known_answer_suite, make_song
-from services.processor.beats import DEFAULT_BPM, BeatGrid, estimate_beats
+from services.processor.beats import DEFAULT_BPM, BeatGrid, TempoSection, estimate_beats
 from services.processor.normalize import Instrument, normalize
 
 Verdict = Literal["right", "double", "half", "wrong"]
@@ -175,6 +175,16 @@ class TestTempoChange:
         assert abs(second.start_seconds - second_true[0]) <= BEAT_SECONDS, row.line()
         assert verdict(first.bpm, first_true[1]) != "wrong", row.line()
 
+    def test_triplet_swing_is_not_a_tempo_change(self) -> None:
+        """A drum-less song in triplet swing with missing beats: its onsets fit a grid at
+        3:2 of the tempo in places, which is a change of feel, not of tempo."""
+        spec = SongSpec(
+            bpm=99.5, seconds=60.0, seed=11, jitter_ms=5.0, swing=1.0, missing=0.2,
+            drums=False, lead_in=1.3, pickup=3,
+        )  # fmt: skip
+        row = evaluate(make_song(spec))
+        assert len(row.grid.sections) == 1 and row.verdict == "right", row.line()
+
     def test_steady_songs_have_one_section(self, rows: list[Row]) -> None:
         """No song without a change gets one: double time or triplets are not a change."""
         split = [
@@ -186,16 +196,23 @@ class TestTempoChange:
 
 
 class TestFallback:
-    def test_too_few_notes_is_120_bpm_not_estimated(self) -> None:
-        """A few notes cannot tell a tempo: 120 BPM, ``estimated`` False, and why."""
-        payload = make_song(SongSpec(bpm=90.0)).payload
-        (first, *_) = payload["data"]["instruments"]
-        payload["data"]["instruments"] = [{**first, "notes": first["notes"][:12]}]
+    @pytest.mark.parametrize(
+        ("count", "every"),
+        [(12, 0.6), (40, 0.05)],
+        ids=["12 onsets over 6.6 s", "40 onsets within 2 s"],
+    )
+    def test_too_few_notes_is_120_bpm_not_estimated(self, count: int, every: float) -> None:
+        """Too few onsets, or too short a stretch, cannot tell a tempo however regular they
+        are: 120 BPM, ``estimated`` False, and why; the beats still run past the last note."""
+        notes = [
+            {"pitch": 36, "start": i * every, "end": i * every + 0.04, "velocity": 0.9}
+            for i in range(count)
+        ]
+        payload = {"code": 200, "data": {"instruments": [{"name": "Drums", "notes": notes}]}}
         grid = estimate_beats(normalize(payload).instruments)
         assert (grid.bpm, grid.estimated, grid.reason) == (DEFAULT_BPM, False, "too_few_notes")
-        assert grid.sections[0].bpm == DEFAULT_BPM and grid.beats[0] == 0.0
-        last = max(note["start"] for note in first["notes"][:12])
-        assert np.allclose(np.diff(grid.beats), 0.5) and grid.beats[-1] >= last
+        assert grid.sections == (TempoSection(0.0, DEFAULT_BPM),) and grid.beats[0] == 0.0
+        assert np.allclose(np.diff(grid.beats), 0.5) and grid.beats[-1] >= notes[-1]["start"]
 
     def test_no_notes_at_all(self) -> None:
         grid = estimate_beats([])
