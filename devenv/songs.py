@@ -125,7 +125,7 @@ def make_song(spec: SongSpec) -> Song:
     """The song for ``spec``: the same spec always gives the same body and truth."""
     if not 0 <= spec.pickup < spec.beats_per_bar:
         raise ValueError(f"pickup must be 0..{spec.beats_per_bar - 1} beats, got {spec.pickup}")
-    rng = random.Random(json.dumps(asdict(spec), sort_keys=True))
+    rng = random.Random(_seed(spec))
     clock = _Clock(spec)
     bars = _bar_count(spec)
     # Events as (instrument, pitch, start beat, length in beats, velocity).
@@ -138,6 +138,16 @@ def make_song(spec: SongSpec) -> Song:
     total_beats = spec.pickup + bars * spec.beats_per_bar
     events = _drop_beats(rng, events, spec.missing, total_beats)
     return Song(spec, _truth(spec, clock, total_beats), _payload(rng, spec, clock, events))
+
+
+def _seed(spec: SongSpec) -> str:
+    """The spec as a string, numbers that may be given as ints (``jitter_ms=15``) written as
+    floats, so that equal specs make the same song."""
+    fields = asdict(spec)
+    for name in ("bpm", "seconds", "jitter_ms", "swing", "missing", "change_bpm", "lead_in"):
+        if fields[name] is not None:
+            fields[name] = float(fields[name])
+    return json.dumps(fields, sort_keys=True)
 
 
 def _bar_count(spec: SongSpec) -> int:
