@@ -75,6 +75,7 @@ _WINDOW: Final = 12.0  # seconds per window when looking for tempo changes
 _GROW: Final = 24.0  # seconds of onsets a grid is first fitted on, then twice as many, ...
 _AT_ZERO: Final = 0.02  # seconds before 0 s that a first beat is moved to 0 s from
 _CHANGE: Final = 0.06  # relative tempo difference that makes a new section
+_AGREE: Final = 0.6  # share of a window's onsets on the overall tempo's grid that settles it
 _MIN_SECTION: Final = 3  # windows (hop: half a window) a section lasts at least
 _CLEARLY: Final = 0.15  # the share of onsets a new section's grid must gain to be one
 _RATIOS: Final = (1.0, 2 / 3, 4 / 3)  # period ratios tried against the first
@@ -152,40 +153,43 @@ def _fallback(times: Floats, reason: str) -> BeatGrid:
     )
 
 
+def _drum_table(kick: float, snare: float, crash: float, other: float) -> Floats:
+    """A value per MIDI drum pitch: for kicks, snares, crashes and the rest of the kit."""
+    table = np.full(128, other)
+    table[list(_KICKS)], table[list(_SNARES)], table[list(_CRASHES)] = kick, snare, crash
+    return table
+
+
+_DRUM_ROLE: Final = _drum_table(kick=1.0, snare=0.8, crash=1.0, other=0.4)
+_DRUM_BAR: Final = _drum_table(kick=1.0, snare=-1.0, crash=2.0, other=0.0)
+_DRUM_KIND: Final = _drum_table(kick=_KICK, snare=_SNARE, crash=0, other=0)
+
+
 def _collect(instruments: Sequence[Instrument]) -> _Onsets:
-    """Every onset with its weights, sorted by time."""
-    times: list[float] = []
-    weights: list[float] = []
-    downbeat: list[float] = []
-    drum: list[int] = []
+    """Every onset with its weights, sorted by time (by arrays: a callback may hold
+    100 000 notes, and this is the one pass over them in Python)."""
+    parts: list[tuple[Floats, ...]] = []
     for instrument in instruments:
+        notes = instrument.notes
+        count = len(notes)
+        starts = np.fromiter((note.start for note in notes), np.float64, count)
+        velocity = np.fromiter((note.velocity for note in notes), np.float64, count)
         sound = sound_for(instrument.name)
-        bass = not sound.is_drum and 32 <= sound.program <= 39
-        for note in instrument.notes:
-            times.append(note.start)
-            if sound.is_drum:
-                pitch = note.pitch
-                role = 1.0 if pitch in _KICKS or pitch in _CRASHES else 0.4
-                role = 0.8 if pitch in _SNARES else role
-                bar = 1.0 if pitch in _KICKS else 2.0 if pitch in _CRASHES else 0.0
-                bar = -1.0 if pitch in _SNARES else bar
-            else:
-                role = 1.0 if bass else 0.6
-                bar = (1.5 if bass else 0.5) * min(note.end - note.start, 2.0)
-            weights.append(role * (0.25 + 0.75 * note.velocity))
-            downbeat.append(bar)
-            drum.append(_drum_kind(note.pitch) if sound.is_drum else 0)
-    order = np.argsort(np.asarray(times, dtype=np.float64), kind="stable")
-    return _Onsets(
-        times=np.asarray(times, dtype=np.float64)[order],
-        weights=np.asarray(weights, dtype=np.float64)[order],
-        downbeat=np.asarray(downbeat, dtype=np.float64)[order],
-        drum=np.asarray(drum, dtype=np.int8)[order],
+        if sound.is_drum:
+            pitch = np.fromiter((note.pitch for note in notes), np.int64, count)
+            role, bar, drum = _DRUM_ROLE[pitch], _DRUM_BAR[pitch], _DRUM_KIND[pitch]
+        else:
+            ends = np.fromiter((note.end for note in notes), np.float64, count)
+            bass = 32 <= sound.program <= 39
+            role = np.full(count, 1.0 if bass else 0.6)
+            bar = (1.5 if bass else 0.5) * np.minimum(ends - starts, 2.0)
+            drum = np.zeros(count)
+        parts.append((starts, role * (0.25 + 0.75 * velocity), bar, drum))
+    times, weights, downbeat, drum = (
+        np.concatenate([part[i] for part in parts]) if parts else np.zeros(0) for i in range(4)
     )
-
-
-def _drum_kind(pitch: int) -> int:
-    return _KICK if pitch in _KICKS else _SNARE if pitch in _SNARES else 0
+    order = np.argsort(times, kind="stable")
+    return _Onsets(times[order], weights[order], downbeat[order], drum[order].astype(np.int8))
 
 
 def _envelope(times: Floats, weights: Floats, fps: float) -> Floats:
@@ -311,8 +315,14 @@ def _sections(
     local = []
     for start in starts:
         lo, hi = int(start * fps), int((start + _WINDOW) * fps)
+        span = (float(start), float(start) + _WINDOW)
         guess = _period(envelope[lo:hi], fps, 60.0 / period, 0.35)
-        local.append(_best_ratio(onsets, envelope, fps, guess, (start, start + _WINDOW)))
+        if (
+            abs(guess / period - 1.0) > _CHANGE
+            or _share(onsets, _phase(envelope, fps, guess, *span), guess, span) < _AGREE
+        ):  # only a window that differs or fits poorly is looked at closely
+            guess = _best_ratio(onsets, envelope, fps, guess, span)
+        local.append(guess)
     runs: list[list[int]] = [[0]]
     for index in range(1, len(local)):
         reference = float(np.median([local[i] for i in runs[-1]]))
@@ -357,9 +367,19 @@ def _phase(envelope: Floats, fps: float, period: float, start: float, end: float
     over the first _GROW seconds (further on, a period a hair off smears the comb)."""
     offsets = np.arange(0.0, period, 1.0 / fps)
     beats = np.arange(start, min(end, start + _GROW) + period, period)
-    grid = (offsets[:, None] + beats[None, :]) * fps
-    strength = np.interp(grid, np.arange(len(envelope)), envelope, left=0.0, right=0.0)
+    strength = _sample(envelope, (offsets[:, None] + beats[None, :]) * fps)
     return start + float(offsets[int(np.argmax(strength.sum(axis=1)))])
+
+
+def _sample(envelope: Floats, frames: Floats) -> Floats:
+    """The envelope at fractional frames, linearly interpolated, 0 outside it (np.interp
+    would take the whole envelope's frame numbers on every call)."""
+    whole = np.floor(frames).astype(np.int64)
+    inside = (whole >= 0) & (whole < len(envelope) - 1)
+    whole = np.where(inside, whole, 0)
+    fraction = frames - whole
+    values: Floats = envelope[whole] * (1.0 - fraction) + envelope[whole + 1] * fraction
+    return np.where(inside, values, 0.0)
 
 
 def _refine(
