@@ -120,6 +120,13 @@ class TestTempo:
         octave = [row.line() for row in rows if row.song.spec.drums and row.verdict != "right"]
         assert not octave, "\n".join(octave)
 
+    def test_a_fast_band_song_is_not_read_at_three_quarters(self) -> None:
+        """At 199 BPM the syncopated kicks and bass also fit a grid at 3:4 of the tempo;
+        the snares on 2 and 4 do not, and the backbeat decides."""
+        spec = SongSpec(bpm=199.3, seconds=90.0, seed=1119, jitter_ms=10, missing=0.1, pickup=1)
+        row = evaluate(make_song(spec))
+        assert row.verdict == "right" and row.beat_error <= BEAT_SECONDS, row.line()
+
     def test_reported_in_range(self, rows: list[Row]) -> None:
         """Every section's tempo is within 40..240 BPM."""
         for row in rows:
