@@ -83,6 +83,7 @@ _AGREE: Final = 0.1  # how much worse than the best a window's fit may be and ag
 _MIN_SECTION: Final = 3  # windows (hop: half a window) a section lasts at least
 _CLEARLY: Final = 0.15  # the share of onsets a new section's grid must gain to be one
 _RATIOS: Final = (1.0, 2 / 3, 4 / 3)  # period ratios tried against the first
+_DRUMS_ON: Final = 0.9  # share of kicks and snares on the beats that needs no second look
 _KEEP: Final = 0.08  # the share of onsets a ratio must gain over the first period
 #: Lag multiples scored for a period, and their weights: the beat, the half bar, the bar.
 _MULTIPLES: Final = ((1, 1.0), (2, 0.5), (4, 0.5))
@@ -277,16 +278,18 @@ def _backbeat_octave(
     if len(kicks) < 8 or len(snares) < 8:
         return period
     drums = np.concatenate((kicks, snares))
-    fits = [
-        _fit(onsets, envelope, fps, period * ratio, span)
-        for ratio in (1.0, 3 / 4, 4 / 3, 2 / 3, 3 / 2)
-        if 60.0 / MAX_BPM <= period * ratio <= 60.0 / MIN_BPM
-    ]
-    on_drums = [_on_share(drums, *fit) for fit in fits]
-    # A 3:4 misreading leaves the kicks and snares off the beats: take the ratio that puts
-    # clearly more of them on.
-    best = int(np.argmax(on_drums))
-    anchor, period = fits[best if on_drums[best] > on_drums[0] + _CLEARLY else 0]
+    anchor, period = _fit(onsets, envelope, fps, period, span)
+    if _on_share(drums, anchor, period) < _DRUMS_ON:
+        # A 3:4 or 2:3 misreading leaves kicks and snares off the beats: take the ratio
+        # that puts clearly more of them on.
+        fits = [(anchor, period)] + [
+            _fit(onsets, envelope, fps, period * ratio, span)
+            for ratio in (3 / 4, 4 / 3, 2 / 3, 3 / 2)
+            if 60.0 / MAX_BPM <= period * ratio <= 60.0 / MIN_BPM
+        ]
+        on_drums = [_on_share(drums, *fit) for fit in fits]
+        best = int(np.argmax(on_drums))
+        anchor, period = fits[best if on_drums[best] > on_drums[0] + _CLEARLY else 0]
     while 2 * period <= 60.0 / MIN_BPM:
         # The slower grid on the beats that carry more kicks, then the snares' share on it.
         on_kicks = [_on_share(kicks, anchor + shift, 2 * period) for shift in (0.0, period)]
