@@ -5,16 +5,13 @@ estimates one from the note onsets alone: a pure, deterministic function of the 
 cheap enough to run on every callback (linear in the notes and the song's length; about
 the renderer's own cost, see ``bench/processor/beats.py``).
 
-Why our own numpy and not a library (measured in ``docs/processing.md``, "Tempo and beats"):
-
-* librosa's ``beat_track`` on an onset envelope built from the notes found the tempo
-  itself for 21 of our 42 known-answer songs (ours: 37) and put beats within 30 ms for 1
-  (its beats sit on envelope frames and drift); it brings numba, llvmlite, scipy and
-  scikit-learn (over 300 MB installed), its first call JIT-compiles for half a minute, and
-  it knows neither tempo sections nor bars.
-* pretty_midi's ``estimate_tempo`` (inter-onset interval clustering) found 5 of 42, with no
-  phase; its ``estimate_beat_start`` needs the tempo written in the file already.
-* madmom, BeatNet, Beat This!, aubio, essentia: audio in, not notes.
+Why our own numpy and not a library (the measurements: ``docs/processing.md``, "Tempo and
+beats"): librosa's beat tracker, run on an onset envelope built from the notes, found the
+tempo in about half as many of our known-answer songs, put its beats on envelope frames,
+knows neither tempo sections nor bars, and brings numba, llvmlite, scipy and scikit-learn
+(hundreds of MB, a JIT compilation on first use); pretty_midi's ``estimate_tempo`` finds
+a tempo hypothesis without phase and was rarely right; the other beat trackers (madmom,
+BeatNet, Beat This!, aubio, essentia) take audio, not notes.
 
 What notes give that audio does not: exact onset times, and roles (a drum kit is a drum
 kit, a bass is a bass). The method:
