@@ -20,6 +20,7 @@ __all__ = [
     "Song",
     "SongSpec",
     "Truth",
+    "known_answer_suite",
     "make_song",
 ]
 

@@ -520,7 +520,9 @@ def _beat_times(onsets: _Onsets, fits: list[tuple[float, float]]) -> Floats:
     parts: list[Floats] = []
     for number, (anchor, period) in enumerate(fits):
         if number == 0:
-            anchor -= math.floor(anchor / period + 1e-9) * period
+            anchor -= math.floor(anchor / period) * period
+            if anchor < 0.0:  # -1e-12: rounding
+                anchor += period
             if anchor - period > -_AT_ZERO:
                 parts.append(np.zeros(1, dtype=np.float64))
         if number + 1 < len(fits):

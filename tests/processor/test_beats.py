@@ -16,6 +16,8 @@ from typing import Literal
 
 import numpy as np
 import pytest
+from hypothesis import event, given, settings
+from hypothesis import strategies as st
 
 from devenv.console_seed import song_body
 from devenv.songs import Song, SongSpec, known_answer_suite, make_song
@@ -272,3 +274,66 @@ class TestSongs:
     def test_a_pickup_longer_than_a_bar_is_refused(self) -> None:
         with pytest.raises(ValueError, match="pickup"):
             make_song(SongSpec(pickup=4))
+
+
+#: A note of a generated piece: instrument, pitch, sixteenth index, length in sixteenths.
+PieceNote = tuple[str, int, int, int]
+
+
+class TestAnyNotes:
+    @settings(max_examples=150, deadline=None)
+    @given(
+        bpm=st.floats(30.0, 260.0),
+        second_bpm=st.one_of(st.none(), st.floats(30.0, 260.0)),
+        lead_in=st.floats(0.0, 5.0),
+        jitter=st.floats(0.0, 0.05),
+        seed=st.integers(0, 1000),
+        notes=st.lists(
+            st.tuples(
+                st.sampled_from(["Drums", "Electric Bass (finger)", "Acoustic Grand Piano"]),
+                st.integers(35, 84),
+                st.integers(0, 600),
+                st.integers(1, 16),
+            ),
+            min_size=20,
+            max_size=500,
+        ),
+    )
+    def test_the_grid_is_well_formed_whatever_the_notes(
+        self,
+        bpm: float,
+        second_bpm: float | None,
+        lead_in: float,
+        jitter: float,
+        seed: int,
+        notes: list[PieceNote],
+    ) -> None:
+        """Notes on sixteenths of one or two tempos, jittered, or nearly anything: the beats
+        ascend from 0 s or later through the last onset, sections start on beats in order,
+        tempos are in range, the downbeat is within the bar."""
+        rng = np.random.default_rng(seed)
+
+        def seconds(sixteenth: int) -> float:
+            if second_bpm is None or sixteenth < 300:
+                return lead_in + sixteenth * 15.0 / bpm
+            return lead_in + 300 * 15.0 / bpm + (sixteenth - 300) * 15.0 / second_bpm
+
+        by_name: dict[str, list[dict[str, float]]] = {}
+        for name, pitch, sixteenth, length in notes:
+            start = max(0.0, seconds(sixteenth) + float(rng.normal(0.0, jitter + 1e-9)))
+            end = start + length * 15.0 / bpm
+            by_name.setdefault(name, []).append({"pitch": pitch, "start": start, "end": end})
+        payload = {
+            "code": 200,
+            "data": {"instruments": [{"name": n, "notes": v} for n, v in by_name.items()]},
+        }
+        grid = estimate_beats(normalize(payload).instruments)
+        event(f"{grid.reason}, {len(grid.sections)} section(s)")
+        beats = np.asarray(grid.beats)
+        last = max((n["start"] for v in by_name.values() for n in v), default=0.0)
+        assert beats[0] >= 0 and np.all(np.diff(beats) > 0) and beats[-1] >= last
+        assert 0 <= grid.downbeat < grid.beats_per_bar == 4
+        starts = [section.start_seconds for section in grid.sections]
+        assert starts == sorted(starts) and all(start in grid.beats for start in starts)
+        assert all(40 <= section.bpm <= 240 for section in grid.sections)
+        assert grid.estimated == (grid.reason == "estimated")
