@@ -36,6 +36,11 @@ _PATTERNS: Final = (
     ((0, 7, 10), (4, 12), tuple(range(0, 16, 2))),
     ((0, 8, 11), (4, 12, 15), tuple(range(0, 16, 1))),
 )
+# Waltzes, 3/4 in sixteenths: the kick on 1, snares on 2 and 3 (or on 3 only).
+_WALTZ_PATTERNS: Final = (
+    ((0,), (4, 8), tuple(range(0, 12, 2))),
+    ((0, 6), (8,), tuple(range(0, 12, 2))),
+)
 # I-V-vi-IV, vi-IV-I-V, I-vi-IV-V, ii-V-I-I as scale degrees (0-based) of a major key.
 _PROGRESSIONS: Final = ((0, 4, 5, 3), (5, 3, 0, 4), (0, 5, 3, 4), (1, 4, 0, 0))
 _MAJOR: Final = (0, 2, 4, 5, 7, 9, 11)
@@ -157,7 +162,7 @@ def _bar_count(spec: SongSpec) -> int:
 
 
 def _drums(rng: random.Random, spec: SongSpec, bars: int) -> list[_Event]:
-    kicks, snares, hats = rng.choice(_PATTERNS)
+    kicks, snares, hats = rng.choice(_WALTZ_PATTERNS if spec.beats_per_bar == 3 else _PATTERNS)
     per_bar = spec.beats_per_bar * _SIXTEENTHS
     out: list[_Event] = []
     for bar in range(bars):

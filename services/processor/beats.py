@@ -30,8 +30,9 @@ kit, a bass is a bass). The method:
 5. tempo changes: windows the overall grid does not fit are estimated on their own; runs
    of windows on another tempo become sections, each starting on a beat of the one before
    and kept only if its grid puts clearly more onsets on beats;
-6. the downbeat: the beat of the bar where kicks, crashes, bass notes and long chords
-   gather and snares do not. Bars are 4/4: nothing here tells other metres yet.
+6. the bars: 4 beats, or 3 when three-beat bars stand out far more clearly than four-beat
+   ones; the first bar starts on the beat where kicks, crashes, bass notes and long chords
+   gather and snares do not.
 """
 
 from __future__ import annotations
@@ -86,6 +87,10 @@ _KEEP: Final = 0.08  # the share of onsets a ratio must gain over the first peri
 _MULTIPLES: Final = ((1, 1.0), (2, 0.5), (4, 0.5))
 
 # Onset weights by role, for the envelope (tempo, phase) and for the downbeat.
+# 3/4 only when three beats a bar stand out this much, and this many times more than four.
+_THREE_STANDS_OUT: Final = 1.0
+_THREE_OVER_FOUR: Final = 1.5
+
 _KICKS: Final = frozenset({35, 36})
 _SNARES: Final = frozenset({37, 38, 39, 40})
 _CRASHES: Final = frozenset({49, 52, 55, 57})
@@ -552,6 +557,7 @@ def _nearest(beats: Floats, times: Floats) -> npt.NDArray[np.intp]:
 
 def _grid(onsets: _Onsets, fits: list[tuple[float, float]]) -> BeatGrid:
     beats = _beat_times(onsets, fits)
+    per_bar, downbeat = _bars(onsets, beats)
     sections = []
     for number, (anchor, period) in enumerate(fits):
         start = float(beats[0]) if number == 0 else anchor
@@ -560,8 +566,8 @@ def _grid(onsets: _Onsets, fits: list[tuple[float, float]]) -> BeatGrid:
     lengths = [end - section.start_seconds for section, end in zip(sections, ends, strict=True)]
     return BeatGrid(
         beats=tuple(beats.tolist()),
-        downbeat=_downbeat(onsets, beats),
-        beats_per_bar=_BEATS_PER_BAR,
+        downbeat=downbeat,
+        beats_per_bar=per_bar,
         sections=tuple(sections),
         bpm=sections[lengths.index(max(lengths))].bpm,
         estimated=True,
@@ -569,15 +575,23 @@ def _grid(onsets: _Onsets, fits: list[tuple[float, float]]) -> BeatGrid:
     )
 
 
-def _downbeat(onsets: _Onsets, beats: Floats) -> int:
-    """The bar position (0..3) whose beats gather the most bar-start evidence."""
+def _bars(onsets: _Onsets, beats: Floats) -> tuple[int, int]:
+    """(beats per bar, index of the first bar start): 4, unless three beats a bar stand out
+    clearly more than four do; the start is the bar position whose beats gather the most
+    bar-start evidence (kicks, crashes, bass notes and long chords; snares count against)."""
     if len(beats) < 2:
-        return 0
+        return _BEATS_PER_BAR, 0
     near = _nearest(beats, onsets.times)
     spacing = float(np.diff(beats).mean())
     on = np.abs(onsets.times - beats[near]) < _ON_GRID * spacing
     evidence = np.bincount(near[on], weights=onsets.downbeat[on], minlength=len(beats))
-    by_position = [
-        float(evidence[position::_BEATS_PER_BAR].sum()) for position in range(_BEATS_PER_BAR)
-    ]
-    return by_position.index(max(by_position))
+    by_metre = {}
+    for per_bar in (3, _BEATS_PER_BAR):
+        positions = np.asarray([evidence[p::per_bar].mean() for p in range(per_bar)])
+        ranked = np.sort(positions)
+        # How far the strongest position stands above the next, against the typical one.
+        stands_out = (ranked[-1] - ranked[-2]) / (float(np.abs(positions).mean()) + 1e-9)
+        by_metre[per_bar] = (float(stands_out), int(np.argmax(positions)))
+    three, four = by_metre[3][0], by_metre[_BEATS_PER_BAR][0]
+    per_bar = 3 if three >= _THREE_STANDS_OUT and three >= _THREE_OVER_FOUR * four else 4
+    return per_bar, by_metre[per_bar][1]

@@ -169,6 +169,23 @@ class TestBeats:
                 assert np.allclose(steps, 60 / section.bpm, atol=1e-6), row.line()
 
 
+class TestMetre:
+    @pytest.mark.parametrize(
+        "spec",
+        [
+            SongSpec(bpm=107.4, beats_per_bar=3, seed=701, jitter_ms=10.0, missing=0.1, pickup=2),
+            SongSpec(bpm=93.3, beats_per_bar=3, seed=703, lead_in=0.7, pickup=2),
+        ],
+        ids=["107.4 BPM", "93.3 BPM"],
+    )
+    def test_a_waltz_has_three_beats_a_bar(self, spec: SongSpec) -> None:
+        """Kick on 1, snares on 2 and 3: three beats a bar, on the true bar starts (every
+        song of the 4/4 suite keeps four: see the grid test above)."""
+        row = evaluate(make_song(spec))
+        assert row.grid.beats_per_bar == 3 and row.verdict == "right", row.line()
+        assert row.downbeat_error <= BEAT_SECONDS, row.line()
+
+
 class TestTempoChange:
     @pytest.mark.parametrize(
         "spec", [s for s in known_answer_suite() if s.change_bpm is not None], ids=str
@@ -332,7 +349,7 @@ class TestAnyNotes:
         beats = np.asarray(grid.beats)
         last = max((n["start"] for v in by_name.values() for n in v), default=0.0)
         assert beats[0] >= 0 and np.all(np.diff(beats) > 0) and beats[-1] >= last
-        assert 0 <= grid.downbeat < grid.beats_per_bar == 4
+        assert grid.beats_per_bar in (3, 4) and 0 <= grid.downbeat < grid.beats_per_bar
         starts = [section.start_seconds for section in grid.sections]
         assert starts == sorted(starts) and all(start in grid.beats for start in starts)
         assert all(40 <= section.bpm <= 240 for section in grid.sections)
