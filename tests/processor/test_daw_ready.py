@@ -11,6 +11,7 @@ import numpy as np
 import pretty_midi
 import pytest
 
+from devenv import bar_grid
 from devenv.songs import known_answer_suite, make_song
 from services.processor.app import Processed, process_callback
 
@@ -103,3 +104,10 @@ class TestOnTheBarGrid:
         """Whatever the tempo map, the reader finds every onset where the provider put it."""
         for reading in readings:
             assert reading.note_miss <= 0.001, reading
+
+
+def test_the_readmes_before_and_after_is_made_from_todays_files() -> None:
+    """docs/images/bar-grid.svg is what devenv.bar_grid draws from the current code's files."""
+    assert bar_grid.IMAGE.read_text() == bar_grid.render_svg(make_song(bar_grid.SONG).body()), (
+        "run `python -m devenv.bar_grid` to update docs/images/bar-grid.svg"
+    )
