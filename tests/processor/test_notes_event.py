@@ -196,6 +196,12 @@ class TestTempoFields:
         location = MidiLocation("file:///x.mid", "ab" * 32, 158)
         decoded = round_trip(body, location)
         assert decoded["tempo"] == tempo_record(processed.tempo)
+        # Six notes cannot tell a tempo: the file says 120 BPM, and the event says why.
+        assert (decoded["tempo"]["estimated"], decoded["tempo"]["reason"]) == (
+            False,
+            "too_few_notes",
+        )
+        assert decoded["tempo"]["bpm"] == 120.0
         assert decoded["tempo"]["changes"][0]["tick"] == 0
         assert decoded["midi"]["tempo_bpm"] == processed.tempo.bpm
         assert decoded["quantized"] is None and decoded["preview"] is None
