@@ -32,10 +32,11 @@ bench-ingest: ## full ingest path vs a bare aiohttp handler under wrk (prints ra
 	@scripts/bootstrap.sh --bench
 	@$(PYTHON) -m bench.ingest.run $(ARGS)
 
-bench-processor: ## normalize + render + write vs pretty_midi (prints ratios)
+bench-processor: ## normalize + render + write vs pretty_midi; the beat estimator vs the renderer (prints ratios)
 	@scripts/bootstrap.sh
 	@$(PYTHON) -m bench.processor.bench
 	@$(PYTHON) -m bench.processor.loop_stall
+	@$(PYTHON) -m bench.processor.beats
 
 bench-chaos: ## the chaos soak: 10,000 tasks over 10 minutes of faults, its ledger and throughput
 	@scripts/bootstrap.sh --test

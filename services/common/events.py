@@ -77,12 +77,9 @@ class CallbackEvent:
 
     @classmethod
     def from_record(cls, record: dict[str, Any]) -> CallbackEvent:
-        received_at = record["received_at"]
-        if received_at.tzinfo is None:
-            received_at = received_at.replace(tzinfo=UTC)
         return cls(
             task_id=record["task_id"],
-            received_at=received_at,
+            received_at=_aware(record["received_at"]),
             body=record["body"],
             body_sha256=record["body_sha256"],
             code=record.get("code"),
@@ -128,13 +125,10 @@ class MidiRequest:
 
     @classmethod
     def from_record(cls, record: dict[str, Any]) -> MidiRequest:
-        requested_at = record["requested_at"]
-        if requested_at.tzinfo is None:
-            requested_at = requested_at.replace(tzinfo=UTC)
         return cls(
             request_id=record["request_id"],
             source_task_id=record["source_task_id"],
-            requested_at=requested_at,
+            requested_at=_aware(record["requested_at"]),
             audio_id=record.get("audio_id"),
             requested_by=record.get("requested_by"),
         )
@@ -145,3 +139,9 @@ class MidiRequest:
     @classmethod
     def decode(cls, data: bytes) -> MidiRequest:
         return cls.from_record(load_codec(REQUEST_SCHEMA).decode(data))
+
+
+def _aware(moment: datetime) -> datetime:
+    """Every timestamp in our events is UTC: a naive one (a record built by hand rather
+    than decoded, which gives aware ones) is read as UTC."""
+    return moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)

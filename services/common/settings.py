@@ -280,6 +280,15 @@ class ProcessorSettings:
         True,
         "dead-letter (reason unverified) events the ingest accepted unsigned: they write no file",
     )
+    quantized_file: bool = setting(
+        "PROCESSOR_QUANTIZED_FILE",
+        False,
+        "also write each MIDI file's quantized variant (midi/<task>.quantized.mid): every note "
+        "snapped to PROCESSOR_QUANTIZE_GRID; the exact file stays as it is",
+    )
+    quantize_grid: Literal["1/4", "1/8", "1/8t", "1/16", "1/16t", "1/32", "1/32t", "1/64"] = (
+        setting("PROCESSOR_QUANTIZE_GRID", "1/16", "the quantized variant's grid (t: triplets)")
+    )
     previews: PreviewPolicy = setting(
         "PROCESSOR_PREVIEWS",
         "auto",

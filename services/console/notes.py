@@ -19,9 +19,10 @@ from services.common.errors import ObjectNotFoundError
 from services.common.storage import Storage
 from services.processor.normalize import normalize
 from services.processor.render import layout_tracks
+from services.processor.tempo_map import TempoMap, estimate_map
 from services.tracker.registry import Registry, Task
 
-__all__ = ["ArchivedBody", "newest_body", "notes_document"]
+__all__ = ["ArchivedBody", "newest_body", "notes_document", "tempo_document"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -78,6 +79,7 @@ def notes_document(archived: ArchivedBody) -> dict[str, Any] | None:
                 "notes": notes,
             }
         )
+    tempo = estimate_map(normalized.instruments) if normalized.state == "complete" else None
     return {
         "task_id": archived.task_id,
         "body_sha256": archived.body_sha256,
@@ -85,4 +87,23 @@ def notes_document(archived: ArchivedBody) -> dict[str, Any] | None:
         "duration_seconds": duration,
         "instruments": instruments,
         "dropped_notes": dict(normalized.dropped),
+        "tempo": None if tempo is None else tempo_document(tempo, duration),
+    }
+
+
+def tempo_document(tempo: TempoMap, duration: float) -> dict[str, Any]:
+    """The file's tempo map as the ruler draws it: its main tempo, and where each bar
+    starts (seconds, beats in it) up to the end of the notes; no bars without an
+    estimate, since a default 120 BPM grid would draw bar lines that mean nothing."""
+    bars: list[list[float]] = []
+    if tempo.estimated:
+        signatures = tempo.time_signatures
+        for tick in tempo.bar_ticks(tempo.to_ticks(duration)):
+            signature = next(s for s in reversed(signatures) if s.tick <= tick)
+            bars.append([tempo.to_seconds(tick), signature.numerator])
+    return {
+        "estimated": tempo.estimated,
+        "reason": tempo.reason,
+        "bpm": tempo.bpm,
+        "bars": bars,
     }

@@ -43,7 +43,8 @@ from .metrics import ProcessorMetrics
 from .normalize import NormalizedCallback, normalize
 from .notes_event import MidiLocation, encode_notes_event, notes_record
 from .preview import EXTENSION, MEDIA_TYPE, PreviewConfig, preview_config, render_preview
-from .render import RenderStats, render_midi_with_stats
+from .render import RenderStats, render_midi, render_midi_with_stats
+from .tempo_map import TempoMap, estimate_map
 
 __all__ = [
     "PreviewLocation",
@@ -55,6 +56,7 @@ __all__ = [
     "midi_version",
     "preview_key",
     "process_callback",
+    "quantized_key",
 ]
 
 log = structlog.get_logger(__name__)
@@ -81,6 +83,12 @@ def midi_version(event: CallbackEvent) -> str:
     return f"{received} {event.body_sha256}"
 
 
+def quantized_key(task_id: str) -> str:
+    """Storage key of a task's quantized variant, beside its exact file (``.`` is encoded
+    in a task key, so no task's key can end in ``.quantized``)."""
+    return f"midi/{task_key(task_id)}.quantized.mid"
+
+
 @dataclass(frozen=True, slots=True)
 class Processed:
     """The pure result of one callback body."""
@@ -89,6 +97,12 @@ class Processed:
     #: The MIDI file, ``None`` unless the task is complete.
     midi: bytes | None
     render: RenderStats
+    #: The file's tempo map, ``None`` unless the task is complete.
+    tempo: TempoMap | None = None
+    #: The quantized variant, when asked for and the task is complete.
+    quantized: bytes | None = None
+    #: Its grid, a note value (:func:`~.render.grid_step`).
+    grid: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -110,9 +124,9 @@ class Skipped:
     kind: CallbackKind
 
 
-def process_callback(body: bytes) -> Processed | Skipped:
-    """Parse, classify, normalize and render one callback body (CPU work, run off the
-    event loop).
+def process_callback(body: bytes, *, grid: str | None = None) -> Processed | Skipped:
+    """Parse, classify, normalize, find the tempo of and render one callback body (CPU
+    work, run off the event loop); with ``grid``, the quantized variant too.
 
     Raises :class:`DeadLetter` when the body is not a JSON object, or holds more than a MIDI
     file can (over 65 534 instruments): no retry can fix either.
@@ -132,11 +146,13 @@ def process_callback(body: bytes) -> Processed | Skipped:
     normalized = normalize(payload)
     if normalized.state != "complete":
         return Processed(normalized, None, RenderStats())
+    tempo = estimate_map(normalized.instruments)
     try:
-        midi, stats = render_midi_with_stats(normalized)
+        midi, stats = render_midi_with_stats(normalized, tempo)
+        quantized = None if grid is None else render_midi(normalized, tempo, grid=grid)
     except ValueError as exc:
         raise DeadLetter("unrenderable", str(exc)) from exc
-    return Processed(normalized, midi, stats)
+    return Processed(normalized, midi, stats, tempo, quantized, grid if quantized else None)
 
 
 class Processor:
@@ -157,20 +173,26 @@ class Processor:
         previews: PreviewConfig | None = None,
     ) -> None:
         self._notes_topic = settings.kafka.topics.notes
+        self._grid = settings.processor.quantize_grid if settings.processor.quantized_file else None
         self._storage = storage
         self._publisher = publisher
         self._metrics = metrics
         self._previews = previews
 
     async def handle(self, event: CallbackEvent) -> None:
-        processed = await asyncio.to_thread(process_callback, event.body)
+        processed = await asyncio.to_thread(process_callback, event.body, grid=self._grid)
         if isinstance(processed, Skipped):
             self._metrics.skipped.labels(processed.kind).inc()
             log.info("callback_skipped", kind=processed.kind, replay=event.replay)
             return
         location, written_at = await self._write_midi(event, processed.midi)
+        quantized = None
+        if location is not None and processed.quantized is not None:
+            quantized, _ = await self._write(
+                event, quantized_key(event.task_id), processed.quantized
+            )
         preview = await self._write_preview(event, processed.midi, location)
-        value = await asyncio.to_thread(_notes_event, event, processed, location)
+        value = await asyncio.to_thread(_notes_event, event, processed, location, quantized)
         await self._publisher.publish(
             self._notes_topic,
             key=event.task_id.encode(),
@@ -192,20 +214,33 @@ class Processor:
         task's file is already a newer callback's of other content (:func:`midi_version`)."""
         if midi is None:
             return None, None
-        key = midi_key(event.task_id)
-        uri = await self._storage.put_versioned(key, midi, midi_version(event))
-        if uri is None:
-            # Two bodies of one task can reach the processor out of order (a replay, a
-            # record taken over after a rebalance): the older one never replaces the file.
-            # The same body received twice (a repeat the dedupe did not catch) rendered
-            # the same file: its event points at it like its twin's.
-            if not await self._holds(key, midi):
-                log.info("midi_superseded", received_at=event.received_at.isoformat())
-                return None, None
-            return MidiLocation(self._storage.uri(key), sha256_hex(midi), len(midi)), None
-        written_at = datetime.now(UTC)
+        location, written = await self._write(event, midi_key(event.task_id), midi)
+        if location is None:
+            log.info("midi_superseded", received_at=event.received_at.isoformat())
+            return None, None
+        if not written:
+            return location, None
         self._metrics.midi_written_bytes.inc(len(midi))
-        return MidiLocation(uri=uri, sha256=sha256_hex(midi), size_bytes=len(midi)), written_at
+        return location, datetime.now(UTC)
+
+    async def _write(
+        self, event: CallbackEvent, key: str, data: bytes
+    ) -> tuple[MidiLocation | None, bool]:
+        """Write ``data`` unless a newer body's is there; where it is and whether it was
+        written now.
+
+        Two bodies of one task can reach the processor out of order (a replay, a record
+        taken over after a rebalance): the older one never replaces the file. The same
+        body received twice (a repeat the dedupe did not catch) rendered the same bytes:
+        its event points at them like its twin's.
+        """
+        uri = await self._storage.put_versioned(key, data, midi_version(event))
+        location = MidiLocation(
+            uri=uri or self._storage.uri(key), sha256=sha256_hex(data), size_bytes=len(data)
+        )
+        if uri is not None:
+            return location, True
+        return (location if await self._holds(key, data) else None), False
 
     async def _write_preview(
         self, event: CallbackEvent, midi: bytes | None, location: MidiLocation | None
@@ -247,10 +282,21 @@ class Processor:
 
 
 def _notes_event(
-    event: CallbackEvent, processed: Processed, location: MidiLocation | None
+    event: CallbackEvent,
+    processed: Processed,
+    location: MidiLocation | None,
+    quantized: MidiLocation | None,
 ) -> bytes:
     record = notes_record(
-        event, processed.normalized, location, datetime.now(UTC), rendered=processed.midi
+        event,
+        processed.normalized,
+        location,
+        datetime.now(UTC),
+        rendered=processed.midi,
+        tempo=processed.tempo,
+        quantized=None
+        if quantized is None or processed.grid is None
+        else (quantized, processed.grid),
     )
     return encode_notes_event(record)
 

@@ -18,9 +18,10 @@ from services.common.events import CallbackEvent, sha256_hex
 
 from . import render
 from .normalize import NormalizedCallback
-from .render import TEMPO_BPM, TICKS_PER_QUARTER, layout_tracks
+from .render import layout_tracks
+from .tempo_map import DEFAULT_BPM, TICKS_PER_QUARTER, TempoMap
 
-__all__ = ["MidiLocation", "encode_notes_event", "notes_record", "rendering_key"]
+__all__ = ["MidiLocation", "encode_notes_event", "notes_record", "rendering_key", "tempo_record"]
 
 #: The notes event's fields that come from normalizing the body (the rest say where, when
 #: and how it was delivered): what ``rendering_key`` digests when there is no file.
@@ -41,9 +42,12 @@ def notes_record(
     processed_at: datetime,
     *,
     rendered: bytes | None,
+    tempo: TempoMap | None,
+    quantized: tuple[MidiLocation, str] | None = None,
 ) -> dict[str, Any]:
     """The event's fields; ``rendered`` is the MIDI file this body rendered to, even when
-    ``midi`` is ``None`` because the task's file is a newer body's."""
+    ``midi`` is ``None`` because the task's file is a newer body's; ``tempo`` its tempo map;
+    ``quantized`` the quantized variant and its grid."""
     instruments = [
         {
             "name": instrument.name,
@@ -84,17 +88,54 @@ def notes_record(
             "sha256": midi.sha256,
             "size_bytes": midi.size_bytes,
             "ticks_per_quarter": TICKS_PER_QUARTER,
-            "tempo_bpm": TEMPO_BPM,
+            "tempo_bpm": DEFAULT_BPM if tempo is None else tempo.bpm,
         },
         "received_at": event.received_at,
         "processed_at": processed_at,
         "replay": event.replay,
+        "tempo": None if tempo is None else tempo_record(tempo),
+        "quantized": None
+        if quantized is None
+        else {
+            "uri": quantized[0].uri,
+            "sha256": quantized[0].sha256,
+            "size_bytes": quantized[0].size_bytes,
+            "grid": quantized[1],
+        },
+        "preview": None,
     }
     record["rendering_key"] = rendering_key(
         event.delivery_key,
         sha256_hex(rendered) if rendered is not None else _normalized_sha256(record),
     )
     return record
+
+
+def tempo_record(tempo: TempoMap) -> dict[str, Any]:
+    """The event's ``tempo`` field: the map as the file writes it."""
+    return {
+        "estimated": tempo.estimated,
+        "reason": tempo.reason,
+        "bpm": tempo.bpm,
+        "changes": [
+            {
+                "tick": change.tick,
+                "seconds": change.seconds,
+                "microseconds_per_quarter": change.microseconds_per_quarter,
+                "bpm": change.bpm,
+            }
+            for change in tempo.changes
+        ],
+        "time_signatures": [
+            {
+                "tick": signature.tick,
+                "seconds": signature.seconds,
+                "numerator": signature.numerator,
+                "denominator": signature.denominator,
+            }
+            for signature in tempo.time_signatures
+        ],
+    }
 
 
 def rendering_key(delivery_key: str, result_sha256: str) -> str:

@@ -1,10 +1,12 @@
 """Standard MIDI File bytes from normalized notes: a pure, deterministic, fast function.
 
 The file is what users come for, so its rules are fixed and documented (see
-``docs/processing.md``): format 1, a conductor track (tempo, time signature), one track per
-instrument; 960 ticks a quarter at 120 BPM = 1920 ticks a second, so the provider's 1/192 s
-grid lands exactly on ticks; General MIDI programs from the instrument names; drums on
-channel 10; same-pitch overlaps on one channel cut so that no note is stuck or swallowed.
+``docs/processing.md``): format 1, a conductor track (the tempo map's tempos and time
+signatures, :mod:`.tempo_map`), one track per instrument; 960 ticks a quarter, every note
+within half a tick (under 1 ms) of its time in seconds; General MIDI programs from the
+instrument names; drums on channel 10; same-pitch overlaps on one channel cut so that no
+note is stuck or swallowed. The optional quantized variant snaps every note to a grid of
+the same map.
 
 The writer is hand-rolled (no MIDI library at run time): notes become packed integers that
 sort in file order, which keeps 100 000 notes well under a second on one core.
@@ -16,22 +18,21 @@ import math
 import struct
 from collections.abc import Sequence
 from dataclasses import dataclass
-from fractions import Fraction
 from typing import Final
 
 from .gm import sound_for
 from .normalize import Instrument, NormalizedCallback
+from .tempo_map import MAX_TICK, TICKS_PER_QUARTER, TempoMap, default_map
 
 __all__ = [
     "DRUM_CHANNEL",
     "MAX_INSTRUMENTS",
     "MELODIC_CHANNELS",
     "RENDERER_VERSION",
-    "TEMPO_BPM",
     "TICKS_PER_QUARTER",
-    "TICKS_PER_SECOND",
     "RenderStats",
     "TrackLayout",
+    "grid_step",
     "layout_tracks",
     "render_midi",
     "render_midi_with_stats",
@@ -41,12 +42,8 @@ __all__ = [
 #: Raise it whenever normalization or rendering would turn the same body into a different
 #: result: it is part of the notes event's ``rendering_key``, so replays after the change
 #: read as new renderings downstream.
-RENDERER_VERSION: Final = 1
-TICKS_PER_QUARTER: Final = 960
-TEMPO_BPM: Final = 120.0
-#: 1920: every multiple of 1/192 s is a whole number of ticks (ten of them).
-TICKS_PER_SECOND: Final = 1920
-MICROSECONDS_PER_QUARTER: Final = 500_000  # 120 BPM
+RENDERER_VERSION: Final = 2
+_DEFAULT_MAP: Final = default_map("not_estimated")
 DRUM_CHANNEL: Final = 9  # "channel 10" in the GM spec's 1-based numbering
 MELODIC_CHANNELS: Final = tuple(channel for channel in range(16) if channel != DRUM_CHANNEL)
 #: The header's track count is 16 bits, one track being the conductor.
@@ -55,6 +52,7 @@ MAX_INSTRUMENTS: Final = 0xFFFF - 1
 # Near a tie (x.5 ticks) the float product may be off by an ulp either way, so ties are
 # decided on the exact value of the float; 1e-6 tick is many ulps at any accepted time.
 _TIE_WINDOW: Final = 1e-6
+_US: Final = 1_000_000
 
 # Event kinds, in the order events at the same tick are written.
 _OFF: Final = 0
@@ -62,13 +60,9 @@ _PROGRAM: Final = 1
 _ON: Final = 2
 
 
-def seconds_to_ticks(seconds: float) -> int:
-    """Nearest tick to ``seconds`` (exact float value), ties rounded up (half up)."""
-    scaled = seconds * TICKS_PER_SECOND
-    tick = math.floor(scaled + 0.5)
-    if abs(abs(scaled - tick) - 0.5) < _TIE_WINDOW:
-        tick = math.floor(Fraction(seconds) * TICKS_PER_SECOND + Fraction(1, 2))
-    return tick
+def seconds_to_ticks(seconds: float, tempo: TempoMap = _DEFAULT_MAP) -> int:
+    """Nearest tick to ``seconds`` (exact float value) by ``tempo``, ties rounded up."""
+    return tempo.to_ticks(seconds)
 
 
 @dataclass(frozen=True, slots=True)
@@ -154,40 +148,95 @@ def _meta(kind: int, data: bytes) -> bytes:
     return b"\xff" + bytes((kind,)) + _vlq(len(data)) + data
 
 
-def _conductor() -> bytes:
-    body = (
-        b"\x00" + _meta(0x51, MICROSECONDS_PER_QUARTER.to_bytes(3, "big"))
-        # 4/4, a click every quarter (24 MIDI clocks), 8 thirty-seconds per quarter
-        + b"\x00" + _meta(0x58, b"\x04\x02\x18\x08")
-        + b"\x00" + _meta(0x2F, b"")
-    )  # fmt: skip
+def _conductor(tempo: TempoMap) -> bytes:
+    """Time signatures before tempos at one tick (the order notation programs expect)."""
+    events: list[tuple[int, int, bytes]] = []
+    for signature in tempo.time_signatures:
+        # a click every quarter (24 MIDI clocks), 8 thirty-seconds per quarter
+        denominator_power = signature.denominator.bit_length() - 1
+        data = bytes((signature.numerator, denominator_power, 24, 8))
+        events.append((signature.tick, 0, _meta(0x58, data)))
+    for change in tempo.changes:
+        data = change.microseconds_per_quarter.to_bytes(3, "big")
+        events.append((change.tick, 1, _meta(0x51, data)))
+    events.sort()
+    body = bytearray()
+    last = 0
+    for tick, _, message in events:
+        body += _vlq(tick - last) + message
+        last = tick
+    body += b"\x00" + _meta(0x2F, b"")
     return _chunk(b"MTrk", body)
 
 
-_TICK_BITS: Final = 28  # MAX_SECONDS * 1920 < 2**28: every tick fits, so does a delta
+_TICK_BITS: Final = MAX_TICK.bit_length()
 _TICK_MASK: Final = (1 << _TICK_BITS) - 1
 
 
-def _note_keys(instrument: Instrument, track: int, track_bits: int) -> list[int]:
-    """One int per note that sorts by pitch, start, longest first, track, loudest first.
-
-    Packed ints instead of tuples: they sort faster and the garbage collector ignores them.
-    """
-    tps = TICKS_PER_SECOND
+def _note_ticks(instrument: Instrument, tempo: TempoMap) -> list[tuple[int, int]]:
+    """Each note's (on, off) ticks by the map; a note shorter than half a tick gets one."""
+    ticks: list[tuple[int, int]] = []
+    append = ticks.append
+    if not tempo.steady:
+        to_ticks = tempo.to_ticks
+        for note in instrument.notes:
+            on, off = to_ticks(note.start), to_ticks(note.end)
+            append((on, off if off > on else on + 1))
+        return ticks
+    # One tempo: the same arithmetic inline (this loop is most of the renderer's time).
+    tps = TICKS_PER_QUARTER * _US / tempo.changes[0].microseconds_per_quarter
     floor = math.floor
-    keys: list[int] = []
-    append = keys.append
     for note in instrument.notes:
         scaled = note.start * tps
         on = floor(scaled + 0.5)
         if abs(abs(scaled - on) - 0.5) < _TIE_WINDOW:
-            on = seconds_to_ticks(note.start)
+            on = tempo.to_ticks(note.start)
         scaled = note.end * tps
         off = floor(scaled + 0.5)
         if abs(abs(scaled - off) - 0.5) < _TIE_WINDOW:
-            off = seconds_to_ticks(note.end)
-        if off <= on:
-            off = on + 1  # a note shorter than half a tick still sounds for one tick
+            off = tempo.to_ticks(note.end)
+        append((on, off if off > on else on + 1))
+    return ticks
+
+
+def grid_step(grid: str) -> int:
+    """Ticks in one step of a grid written as a note value: ``1/16`` is a sixteenth,
+    ``1/8t`` an eighth-note triplet. Raises :class:`ValueError` for any other text, or a
+    step that is not a whole number of ticks."""
+    triplet = grid.endswith("t")
+    numerator, _, denominator = grid.removesuffix("t").partition("/")
+    if numerator != "1" or not denominator.isdigit() or int(denominator) == 0:
+        raise ValueError(f"grid {grid!r} is not a note value such as 1/16 or 1/8t")
+    whole = 4 * TICKS_PER_QUARTER * (2 if triplet else 3)
+    step, rest = divmod(whole, int(denominator) * 3)
+    if rest or step == 0:
+        raise ValueError(
+            f"grid {grid!r} is not a whole number of ticks at {TICKS_PER_QUARTER} a quarter"
+        )
+    return step
+
+
+def _snap(ticks: list[tuple[int, int]], step: int) -> list[tuple[int, int]]:
+    """Every on and off to the nearest grid line (ties later); a note keeps one step."""
+    half = step // 2
+    snapped = []
+    for on, off in ticks:
+        on = (on + half) // step * step
+        off = (off + half) // step * step
+        snapped.append((on, off if off > on else on + step))
+    return snapped
+
+
+def _note_keys(
+    instrument: Instrument, ticks: list[tuple[int, int]], track: int, track_bits: int
+) -> list[int]:
+    """One int per note that sorts by pitch, start, longest first, track, loudest first.
+
+    Packed ints instead of tuples: they sort faster and the garbage collector ignores them.
+    """
+    keys: list[int] = []
+    append = keys.append
+    for note, (on, off) in zip(instrument.notes, ticks, strict=True):
         if off > _TICK_MASK:
             raise ValueError(
                 f"a note ending at {note.end} s is beyond what the file can place "
@@ -291,11 +340,15 @@ def _track(name: str, layout: TrackLayout, events: list[int]) -> bytes:
     return _chunk(b"MTrk", body)
 
 
-def render_midi_with_stats(callback: NormalizedCallback) -> tuple[bytes, RenderStats]:
-    """The MIDI file of a normalized callback, and what it could not show as sent.
+def render_midi_with_stats(
+    callback: NormalizedCallback, tempo: TempoMap = _DEFAULT_MAP, *, grid: str | None = None
+) -> tuple[bytes, RenderStats]:
+    """The MIDI file of a normalized callback by ``tempo``, and what it could not show as
+    sent; ``grid`` (a :data:`QUANTIZE_GRIDS` key) snaps every note to that grid.
 
     Raises :class:`ValueError` for what no MIDI file can hold: more than
-    :data:`MAX_INSTRUMENTS` tracks, or a time past 2**28 ticks (normalization drops those).
+    :data:`MAX_INSTRUMENTS` tracks, or a time past 2**28 ticks (normalization drops those
+    at 120 BPM; a faster map can reach it sooner).
     """
     instruments = callback.instruments
     if len(instruments) > MAX_INSTRUMENTS:
@@ -303,24 +356,31 @@ def render_midi_with_stats(callback: NormalizedCallback) -> tuple[bytes, RenderS
             f"a MIDI file holds at most {MAX_INSTRUMENTS} instrument tracks; "
             f"this callback has {len(instruments)}"
         )
+    step = None if grid is None else grid_step(grid)
     layouts = layout_tracks(instruments)
     track_bits = max(1, len(instruments).bit_length())
     by_channel: dict[int, list[int]] = {}
     for track, (instrument, layout) in enumerate(zip(instruments, layouts, strict=True)):
-        by_channel.setdefault(layout.channel, []).extend(_note_keys(instrument, track, track_bits))
+        ticks = _note_ticks(instrument, tempo)
+        if step is not None:
+            ticks = _snap(ticks, step)
+        keys = _note_keys(instrument, ticks, track, track_bits)
+        by_channel.setdefault(layout.channel, []).extend(keys)
     per_track: list[list[int]] = [[] for _ in instruments]
     cut = merged = 0
     for channel in sorted(by_channel):
         stats = _resolve_channel(by_channel[channel], track_bits, per_track)
         cut += stats.notes_cut
         merged += stats.notes_merged
-    tracks = [_conductor()]
+    tracks = [_conductor(tempo)]
     for instrument, layout, events in zip(instruments, layouts, per_track, strict=True):
         tracks.append(_track(instrument.name, layout, events))
     header = _chunk(b"MThd", struct.pack(">HHH", 1, len(tracks), TICKS_PER_QUARTER))
     return header + b"".join(tracks), RenderStats(notes_cut=cut, notes_merged=merged)
 
 
-def render_midi(callback: NormalizedCallback) -> bytes:
+def render_midi(
+    callback: NormalizedCallback, tempo: TempoMap = _DEFAULT_MAP, *, grid: str | None = None
+) -> bytes:
     """Standard MIDI File (format 1) bytes for a normalized callback; same input, same bytes."""
-    return render_midi_with_stats(callback)[0]
+    return render_midi_with_stats(callback, tempo, grid=grid)[0]

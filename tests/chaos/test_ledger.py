@@ -44,7 +44,11 @@ def notes_event(task_id: str, body: bytes, received_at: datetime = NOW) -> Any:
     midi = processed.midi
     location = None if midi is None else MidiLocation("file:///m.mid", sha256_hex(midi), len(midi))
     return record(
-        encode_notes_event(notes_record(event, processed.normalized, location, NOW, rendered=midi)),
+        encode_notes_event(
+            notes_record(
+                event, processed.normalized, location, NOW, rendered=midi, tempo=processed.tempo
+            )
+        ),
         task_id,
     )
 
@@ -152,7 +156,9 @@ class TestLedger:
             body=world.provider[0].body,
             body_sha256=sha256_hex(world.provider[0].body),
         )
-        fields = notes_record(event, processed.normalized, None, NOW, rendered=processed.midi)
+        fields = notes_record(
+            event, processed.normalized, None, NOW, rendered=processed.midi, tempo=processed.tempo
+        )
         world.notes.append(record(encode_notes_event(fields), "task-a"))
         assert "disagree" in world.keep().mismatched[0]
 

@@ -8,11 +8,16 @@ from datetime import UTC, datetime
 
 import pytest
 
-from services.common.avro import NOTES_SCHEMA, load_codec
+from services.common.avro import HEADER_SIZE, NOTES_SCHEMA, load_codec
 from services.common.events import CallbackEvent, sha256_hex
 from services.processor import render
 from services.processor.app import Processed, process_callback
-from services.processor.notes_event import MidiLocation, encode_notes_event, notes_record
+from services.processor.notes_event import (
+    MidiLocation,
+    encode_notes_event,
+    notes_record,
+    tempo_record,
+)
 
 RECEIVED = datetime(2026, 1, 2, 3, 4, 5, 678000, tzinfo=UTC)
 PROCESSED = datetime(2026, 1, 2, 3, 4, 6, tzinfo=UTC)
@@ -28,7 +33,12 @@ def round_trip(body: bytes, location: MidiLocation | None = None) -> dict:
     processed = process_callback(body)
     value = encode_notes_event(
         notes_record(
-            event_for(body), processed.normalized, location, PROCESSED, rendered=processed.midi
+            event_for(body),
+            processed.normalized,
+            location,
+            PROCESSED,
+            rendered=processed.midi,
+            tempo=processed.tempo,
         )
     )
     return load_codec(NOTES_SCHEMA).decode(value)
@@ -121,7 +131,14 @@ class TestRenderingKey:
         processed = process_callback(body)
         assert isinstance(processed, Processed)
         event = replace(event_for(body), **changes)  # type: ignore[arg-type]
-        record = notes_record(event, processed.normalized, None, PROCESSED, rendered=processed.midi)
+        record = notes_record(
+            event,
+            processed.normalized,
+            None,
+            PROCESSED,
+            rendered=processed.midi,
+            tempo=processed.tempo,
+        )
         return str(record["rendering_key"])
 
     def test_same_body_same_key_even_replayed(self, reference_examples: dict[str, bytes]) -> None:
@@ -155,7 +172,65 @@ class TestRenderingKey:
         processed = process_callback(body)
         assert isinstance(processed, Processed)
         record = notes_record(
-            event_for(body), processed.normalized, None, PROCESSED, rendered=processed.midi
+            event_for(body),
+            processed.normalized,
+            None,
+            PROCESSED,
+            rendered=processed.midi,
+            tempo=processed.tempo,
         )
         old = codec.versions[1].encode(record)
         assert codec.decode(old)["rendering_key"] == ""
+
+
+class TestTempoFields:
+    """Version 3: the file's tempo map, the quantized variant and the preview."""
+
+    def test_tempo_round_trips_and_old_readers_skip_it(
+        self, reference_examples: dict[str, bytes]
+    ) -> None:
+        """Written as v3 with the tempo map; a v2 reader reads the same event without it."""
+        body = reference_examples["success-task-id-in-data"]
+        processed = process_callback(body)
+        assert isinstance(processed, Processed) and processed.tempo is not None
+        location = MidiLocation("file:///x.mid", "ab" * 32, 158)
+        decoded = round_trip(body, location)
+        assert decoded["tempo"] == tempo_record(processed.tempo)
+        # Six notes cannot tell a tempo: the file says 120 BPM, and the event says why.
+        assert (decoded["tempo"]["estimated"], decoded["tempo"]["reason"]) == (
+            False,
+            "too_few_notes",
+        )
+        assert decoded["tempo"]["bpm"] == 120.0
+        assert decoded["tempo"]["changes"][0]["tick"] == 0
+        assert decoded["midi"]["tempo_bpm"] == processed.tempo.bpm
+        assert decoded["quantized"] is None and decoded["preview"] is None
+        codec = load_codec(NOTES_SCHEMA)
+        value = codec.encode(
+            notes_record(
+                event_for(body),
+                processed.normalized,
+                location,
+                PROCESSED,
+                rendered=processed.midi,
+                tempo=processed.tempo,
+            )
+        )
+        old = codec.writer_of(value).read(value[HEADER_SIZE:], codec.versions[2])
+        assert "tempo" not in old and old["note_count"] == decoded["note_count"]
+
+    def test_a_v2_event_reads_with_no_tempo(self, reference_examples: dict[str, bytes]) -> None:
+        body = reference_examples["success-task-id-in-data"]
+        processed = process_callback(body)
+        assert isinstance(processed, Processed)
+        record = notes_record(
+            event_for(body),
+            processed.normalized,
+            None,
+            PROCESSED,
+            rendered=processed.midi,
+            tempo=processed.tempo,
+        )
+        codec = load_codec(NOTES_SCHEMA)
+        decoded = codec.decode(codec.versions[2].encode(record))
+        assert decoded["tempo"] is None and decoded["quantized"] is None

@@ -141,7 +141,7 @@ def check_file(payload: dict[str, Any]) -> None:
 
     data, stats = render_midi_with_stats(normalized)
     mido_read = read_with_mido(data)
-    event = notes_record(EVENT, normalized, None, EVENT.received_at, rendered=data)
+    event = notes_record(EVENT, normalized, None, EVENT.received_at, rendered=data, tempo=None)
     melodic = [i for i in event["instruments"] if not i["is_drum"]]
     assert all(i["channel"] != 9 for i in melodic)
     if len(melodic) <= 15:

@@ -13,11 +13,13 @@ from aiohttp.test_utils import TestServer
 from prometheus_client import CollectorRegistry
 
 from services.common.avro import NOTES_SCHEMA, load_codec
+from services.common.events import sha256_hex
 from services.common.kafka import Publisher
 from services.common.keys import task_key
 from services.common.settings import Settings, StorageSettings
 from services.processor import render
-from services.processor.app import create_app, process_callback
+from services.processor.app import Processed, create_app, process_callback, quantized_key
+from services.processor.notes_event import tempo_record
 
 from ..fixtures.s3 import S3Server
 from ..helpers import committed_offsets, eventually, read_topic
@@ -296,9 +298,9 @@ class TestEventLoop:
         threads: list[int] = []
         real = processor_app.process_callback
 
-        def spy(body: bytes) -> processor_app.Processed:
+        def spy(body: bytes, **options: Any) -> processor_app.Processed | processor_app.Skipped:
             threads.append(threading.get_ident())
-            return real(body)
+            return real(body, **options)
 
         monkeypatch.setattr(processor_app, "process_callback", spy)
         body = reference_examples["success-task-id-top-level"]
@@ -388,3 +390,59 @@ class TestLogContext:
         assert processed["task_id"] == "first" and processed["notes"] == 6
         (dead,) = [e for e in logs if e["event"] == "record_dead_lettered"]
         assert "task_id" not in dead and dead["reason"] == "undecodable"
+
+
+def steady_song(notes: int = 48) -> bytes:
+    """A callback whose notes fall on a 100 BPM grid (a beat every 0.6 s from 0.3 s)."""
+    played = [
+        {"pitch": 60 + (k % 5), "start": 0.3 + 0.6 * k, "end": 0.5 + 0.6 * k, "velocity": 0.8}
+        for k in range(notes)
+    ]
+    instruments = [{"name": "Acoustic Grand Piano", "notes": played}]
+    return json.dumps(
+        {"code": 200, "msg": "success", "data": {"taskId": "x", "instruments": instruments}}
+    ).encode()
+
+
+class TestTempoAndQuantized:
+    async def test_event_carries_the_files_tempo_map(
+        self, settings: Settings, publisher: Publisher, processor: TestServer
+    ) -> None:
+        """The event's tempo is the file's, and no quantized variant unless asked for."""
+        body = steady_song()
+        _, event = await process(publisher, settings, body, "tempo")
+        processed = process_callback(body)
+        assert isinstance(processed, Processed) and processed.tempo is not None
+        assert event["tempo"] == tempo_record(processed.tempo)
+        assert event["midi"]["tempo_bpm"] == processed.tempo.bpm
+        assert read_with_mido(midi_path(settings, "tempo").read_bytes()).tempos == [
+            change.microseconds_per_quarter for change in processed.tempo.changes
+        ]
+        assert event["quantized"] is None
+        assert not (settings.storage.data_dir / quantized_key("tempo")).exists()
+
+    async def test_quantized_variant_beside_the_exact_file(
+        self, settings: Settings, publisher: Publisher, registry: CollectorRegistry
+    ) -> None:
+        """PROCESSOR_QUANTIZED_FILE: a second file on the grid; the exact one unchanged."""
+        settings = settings.with_overrides(
+            processor=replace(settings.processor, quantized_file=True, quantize_grid="1/8")
+        )
+        body = steady_song()
+        server = TestServer(create_app(settings, registry=registry), host="127.0.0.1")
+        await server.start_server()
+        try:
+            _, event = await process(publisher, settings, body, "quantized")
+        finally:
+            await server.close()
+        snapped = process_callback(body, grid="1/8")
+        assert isinstance(snapped, Processed) and snapped.quantized is not None
+        path = settings.storage.data_dir / quantized_key("quantized")
+        assert path.read_bytes() == snapped.quantized
+        assert midi_path(settings, "quantized").read_bytes() == process_callback(body).midi
+        assert event["quantized"] == {
+            "uri": path.resolve().as_uri(),
+            "sha256": sha256_hex(snapped.quantized),
+            "size_bytes": len(snapped.quantized),
+            "grid": "1/8",
+        }

@@ -19,6 +19,7 @@ from services.common.keys import task_key
 from services.common.settings import Settings
 from services.processor.normalize import normalize
 from services.processor.render import render_midi
+from services.processor.tempo_map import estimate_map
 
 from ..helpers import eventually
 from .stack import AUTH, StackFactory, midi_of_record_info
@@ -47,7 +48,8 @@ class TestLifecycle:
         (provider_task,) = await system.provider_tasks("src-lost")
         assert provider_task["taskId"] == task_id
         assert all(attempt["status"] is None for attempt in provider_task["attempts"])
-        expected = render_midi(normalize(midi_of_record_info(await system.record_info(task_id))))
+        normalized = normalize(midi_of_record_info(await system.record_info(task_id)))
+        expected = render_midi(normalized, estimate_map(normalized.instruments))
         assert midi_file(system.settings.storage.data_dir, task_id) == expected
 
     async def test_a_delivered_task_and_a_failed_one(self, stack: StackFactory) -> None:

@@ -166,6 +166,17 @@ function showRoll(doc) {
   return roll;
 }
 
+/** The file's tempo beside the roll: estimated, or the default and why. */
+function showTempo(tempo) {
+  const element = document.getElementById("tempo");
+  if (!tempo) return;
+  element.hidden = false;
+  element.dataset.estimated = String(tempo.estimated);
+  element.textContent = tempo.estimated
+    ? `${tempo.bpm.toFixed(1)} BPM, ${tempo.bars.length} bar(s)`
+    : `${tempo.bpm.toFixed(0)} BPM (not estimated: ${tempo.reason.replaceAll("_", " ")})`;
+}
+
 async function loadNotes() {
   const section = document.getElementById("roll-section");
   section.hidden = false;
@@ -174,6 +185,7 @@ async function loadNotes() {
     const count = doc.instruments.reduce((n, i) => n + i.notes.length, 0);
     document.getElementById("roll-status").textContent =
       `${count} note(s) in ${doc.instruments.length} instrument(s), ${doc.duration_seconds.toFixed(2)} s, from body ${doc.body_sha256.slice(0, 12)}…`;
+    showTempo(doc.tempo);
     showInstruments(doc, showRoll(doc));
   } catch (error) {
     if (!(error instanceof ApiError) || error.status !== 404) throw error;
