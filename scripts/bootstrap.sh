@@ -4,8 +4,10 @@
 #                                 postgresql (the tracker's task registry)
 #   scripts/bootstrap.sh --test   the above, plus the servers the tests start
 #                                 (Debian's redis-server, redis-sentinel and prometheus),
-#                                 kustomize, and Debian's chromium + chromium-driver (the
-#                                 console's browser tests)
+#                                 kustomize, Debian's chromium + chromium-driver (the
+#                                 console's browser tests), and Debian's musescore3,
+#                                 fluidsynth and the Fluid R3 General MIDI SoundFont (the
+#                                 checks that real programs read our MIDI files; previews)
 #   scripts/bootstrap.sh --bench  the above, plus wrk, vegeta and redis-server for the benchmarks
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -71,6 +73,11 @@ if $want_test; then
   apt_install redis-server redis-sentinel prometheus
   # The console's browser tests drive Debian's headless Chromium through its chromedriver.
   apt_install chromium chromium-driver
+  # Real programs open our MIDI files (tests/processor/test_real_programs.py): MuseScore 3
+  # converts them headless, FluidSynth renders them (and the processor's previews) with
+  # Fluid R3: the General MIDI SoundFont Debian ranks first, its samples the best of the
+  # packaged ones (TimGM6mb, 6 MB, is the fallback libfluidsynth3 would pull in otherwise).
+  apt_install musescore3 fluidsynth fluid-soundfont-gm
   # The Debian packages enable system services; the tests start their own servers.
   for service in redis-server redis-sentinel prometheus; do
     if command -v systemctl >/dev/null && systemctl is-active --quiet "$service" 2>/dev/null; then

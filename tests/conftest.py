@@ -74,7 +74,13 @@ def fixture_settings(kafka_broker: Broker, topics: TopicNames, tmp_path: Path) -
         ),
         storage={"data_dir": tmp_path / "data"},
         ingest={"port": 0, "allow_unsigned": True},
-        processor={"port": 0, "group_id": f"test-processor-{suffix}", "require_verified": False},
+        # Previews (FluidSynth) off except where a test turns them on (test_previews.py).
+        processor={
+            "port": 0,
+            "group_id": f"test-processor-{suffix}",
+            "require_verified": False,
+            "previews": "off",
+        },
         archiver={"port": 0, "group_id": f"test-archiver-{suffix}"},
     )
 

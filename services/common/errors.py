@@ -22,6 +22,8 @@
     │   ├── MigrationError   the database's schema is not one this code can migrate
     │   └── UnknownTaskError no task has the task id or request id given
     ├── CommandError         a CLI problem the user can fix; ``status`` is the exit status
+    ├── ProgramError         an external program (FluidSynth, MuseScore) is missing, failed
+    │                        or ran out of time (services.common.programs); one line
     ├── InvalidRequestError  an HTTP request parameter the user can fix (services.console);
     │                        ``code`` names it in the 400 answer
     ├── ProviderError        the Suno API refused or did not answer (services.tracker.provider);
@@ -73,6 +75,7 @@ __all__ = [
     "OutcomeUnknownError",
     "PayloadTooLargeError",
     "PipelineError",
+    "ProgramError",
     "ProviderAnswerError",
     "ProviderAuthError",
     "ProviderBadRequestError",
@@ -203,6 +206,11 @@ class CommandError(PipelineError):
     def __init__(self, message: str, status: int = 1) -> None:
         super().__init__(message)
         self.status = status
+
+
+class ProgramError(PipelineError):
+    """An external program is missing, failed or ran out of time; the message is one line
+    naming the program and what happened."""
 
 
 class InvalidRequestError(PipelineError):

@@ -54,6 +54,7 @@ Backend = Literal["local", "s3"]
 LogFormat = Literal["auto", "json", "console"]
 RedisMode = Literal["standalone", "cluster", "sentinel"]
 DedupeUnavailablePolicy = Literal["accept", "refuse"]
+PreviewPolicy = Literal["auto", "on", "off"]
 
 _T = TypeVar("_T")
 
@@ -287,6 +288,26 @@ class ProcessorSettings:
     )
     quantize_grid: Literal["1/4", "1/8", "1/8t", "1/16", "1/16t", "1/32", "1/32t", "1/64"] = (
         setting("PROCESSOR_QUANTIZE_GRID", "1/16", "the quantized variant's grid (t: triplets)")
+    )
+    previews: PreviewPolicy = setting(
+        "PROCESSOR_PREVIEWS",
+        "auto",
+        "audio preview (Ogg Vorbis) beside each MIDI file: auto = when FluidSynth and the "
+        "SoundFont are found, on = refuse to start without them, off",
+    )
+    fluidsynth: str = setting(
+        "PROCESSOR_FLUIDSYNTH", "fluidsynth", "FluidSynth program (a name on PATH or a path)"
+    )
+    soundfont: Path = setting(
+        "PROCESSOR_SOUNDFONT",
+        Path("/usr/share/sounds/sf2/default-GM.sf2"),
+        "General MIDI SoundFont of the previews (Debian's default: Fluid R3 when installed)",
+    )
+    preview_timeout_seconds: float = setting(
+        "PROCESSOR_PREVIEW_TIMEOUT_SECONDS",
+        60.0,
+        "longest a preview may take: past it the task's record completes without one",
+        minimum=1,
     )
 
 

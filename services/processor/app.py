@@ -7,6 +7,9 @@ when the handler returns does the :class:`~services.common.consumer.ConsumerLoop
 the offset. A redelivered record rewrites the same file and republishes the same event.
 A callback another Suno operation sent to the same URL (:func:`callback_kind`) is skipped:
 no file, no notes event, one log line and a count (the archiver keeps its bytes).
+With previews on (:mod:`.preview`), the MIDI file's audio rendering is stored beside it
+before the event is published; a preview that fails or runs out of time is logged and
+counted, and the record completes without it.
 
 The CPU work runs in a worker thread (``asyncio.to_thread``): measured on a 100 000-note
 callback it keeps event-loop stalls under ~0.1 s (Kafka heartbeats every 3 s), while a
@@ -28,7 +31,7 @@ from prometheus_client import CollectorRegistry
 from services.common.callback import CallbackKind, callback_kind
 from services.common.consumer import EventHandler
 from services.common.consumer_app import STORAGE, create_consumer_app
-from services.common.errors import DeadLetter, ObjectNotFoundError
+from services.common.errors import DeadLetter, ObjectNotFoundError, ProgramError, StorageError
 from services.common.events import CallbackEvent, sha256_hex
 from services.common.kafka import Publisher
 from services.common.keys import task_key
@@ -39,16 +42,19 @@ from services.common.web import PUBLISHER
 from .metrics import ProcessorMetrics
 from .normalize import NormalizedCallback, normalize
 from .notes_event import MidiLocation, encode_notes_event, notes_record
+from .preview import EXTENSION, MEDIA_TYPE, PreviewConfig, preview_config, render_preview
 from .render import RenderStats, render_midi, render_midi_with_stats
 from .tempo_map import TempoMap, estimate_map
 
 __all__ = [
+    "PreviewLocation",
     "Processed",
     "Processor",
     "Skipped",
     "create_app",
     "midi_key",
     "midi_version",
+    "preview_key",
     "process_callback",
     "quantized_key",
 ]
@@ -62,6 +68,11 @@ PUBLISH_TIMEOUT_SECONDS = 30.0
 def midi_key(task_id: str) -> str:
     """Storage key of a task's MIDI file: ``midi/<percent-encoded task id>.mid``."""
     return f"midi/{task_key(task_id)}.mid"
+
+
+def preview_key(task_id: str) -> str:
+    """Storage key of a task's audio preview: ``previews/<percent-encoded task id>.ogg``."""
+    return f"previews/{task_key(task_id)}.{EXTENSION}"
 
 
 def midi_version(event: CallbackEvent) -> str:
@@ -92,6 +103,18 @@ class Processed:
     quantized: bytes | None = None
     #: Its grid, a note value (:func:`~.render.grid_step`).
     grid: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class PreviewLocation:
+    """Where a task's audio preview went: what the notes event's optional ``preview``
+    field carries."""
+
+    uri: str
+    sha256: str
+    size_bytes: int
+    media_type: str
+    duration_seconds: float
 
 
 @dataclass(frozen=True, slots=True)
@@ -147,12 +170,14 @@ class Processor:
         storage: Storage,
         publisher: Publisher,
         metrics: ProcessorMetrics,
+        previews: PreviewConfig | None = None,
     ) -> None:
         self._notes_topic = settings.kafka.topics.notes
         self._grid = settings.processor.quantize_grid if settings.processor.quantized_file else None
         self._storage = storage
         self._publisher = publisher
         self._metrics = metrics
+        self._previews = previews
 
     async def handle(self, event: CallbackEvent) -> None:
         processed = await asyncio.to_thread(process_callback, event.body, grid=self._grid)
@@ -166,6 +191,7 @@ class Processor:
             quantized, _ = await self._write(
                 event, quantized_key(event.task_id), processed.quantized
             )
+        preview = await self._write_preview(event, processed.midi, location)
         value = await asyncio.to_thread(_notes_event, event, processed, location, quantized)
         await self._publisher.publish(
             self._notes_topic,
@@ -179,7 +205,7 @@ class Processor:
             self._metrics.end_to_end_latency.observe(
                 max(0.0, (written_at - event.received_at).total_seconds())
             )
-        _log_processed(event, processed)
+        _log_processed(event, processed, preview)
 
     async def _write_midi(
         self, event: CallbackEvent, midi: bytes | None
@@ -216,6 +242,37 @@ class Processor:
             return location, True
         return (location if await self._holds(key, data) else None), False
 
+    async def _write_preview(
+        self, event: CallbackEvent, midi: bytes | None, location: MidiLocation | None
+    ) -> PreviewLocation | None:
+        """The MIDI file's preview, stored beside it under the same version; ``None`` when
+        previews are off, the task has no file (or a newer body's), or the preview failed:
+        a failure is logged and counted, never retried, so the record still completes."""
+        if self._previews is None or midi is None or location is None:
+            return None
+        metrics = self._metrics
+        try:
+            with metrics.preview_seconds.time():
+                # FluidSynth's timeout bounds the thread: past it the child is killed.
+                preview = await asyncio.to_thread(render_preview, midi, self._previews)
+            key = preview_key(event.task_id)
+            uri = await self._storage.put_versioned(key, preview.audio, midi_version(event))
+        except (ProgramError, StorageError) as exc:
+            metrics.previews.labels("failed").inc()
+            log.warning("preview_failed", error=str(exc))
+            return None
+        if uri is None:
+            metrics.previews.labels("superseded").inc()
+            return None
+        metrics.previews.labels("written").inc()
+        return PreviewLocation(
+            uri=uri,
+            sha256=sha256_hex(preview.audio),
+            size_bytes=len(preview.audio),
+            media_type=MEDIA_TYPE,
+            duration_seconds=preview.duration_seconds,
+        )
+
     async def _holds(self, key: str, midi: bytes) -> bool:
         """Whether the stored file is byte for byte ``midi``."""
         try:
@@ -244,7 +301,9 @@ def _notes_event(
     return encode_notes_event(record)
 
 
-def _log_processed(event: CallbackEvent, processed: Processed) -> None:
+def _log_processed(
+    event: CallbackEvent, processed: Processed, preview: PreviewLocation | None
+) -> None:
     normalized, midi = processed.normalized, processed.midi
     log.info(
         "callback_processed",
@@ -256,16 +315,25 @@ def _log_processed(event: CallbackEvent, processed: Processed) -> None:
         notes_cut=processed.render.notes_cut,
         notes_merged=processed.render.notes_merged,
         midi_bytes=None if midi is None else len(midi),
+        preview_bytes=None if preview is None else preview.size_bytes,
         replay=event.replay,
     )
 
 
 def create_app(settings: Settings, *, registry: CollectorRegistry | None = None) -> web.Application:
+    """The processor's app; :class:`~services.common.errors.ConfigError` when previews are
+    required (``PROCESSOR_PREVIEWS=on``) but FluidSynth or the SoundFont is missing."""
     metrics = ProcessorMetrics(registry or CollectorRegistry())
+    previews, reason = preview_config(settings.processor)
+    log.info("previews", enabled=previews is not None, reason=reason)
 
     def build_handler(app: web.Application) -> EventHandler:
         processor = Processor(
-            settings=settings, storage=app[STORAGE], publisher=app[PUBLISHER], metrics=metrics
+            settings=settings,
+            storage=app[STORAGE],
+            publisher=app[PUBLISHER],
+            metrics=metrics,
+            previews=previews,
         )
         return processor.handle
 

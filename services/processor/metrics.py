@@ -13,11 +13,12 @@ from services.common.metrics import DURATION_BUCKETS, ConsumerMetrics
 
 from .normalize import DROP_REASONS, NormalizedCallback
 
-__all__ = ["LATENCY_BUCKETS", "TASK_STATES", "ProcessorMetrics"]
+__all__ = ["LATENCY_BUCKETS", "PREVIEW_OUTCOMES", "TASK_STATES", "ProcessorMetrics"]
 
 #: From the request to the file: normally well under a second, minutes when lagging.
 LATENCY_BUCKETS = (*DURATION_BUCKETS, 120.0, 300.0, 600.0, 1800.0, 3600.0)
 TASK_STATES = ("complete", "failed", "unknown")
+PREVIEW_OUTCOMES = ("written", "superseded", "failed")
 
 
 class ProcessorMetrics:
@@ -62,6 +63,21 @@ class ProcessorMetrics:
             ["kind"],
             registry=registry,
         )
+        self.previews = Counter(
+            "processor_previews_total",
+            "Audio previews by outcome: written; superseded (a newer body's is kept); failed "
+            "(FluidSynth or storage: the record completed without one).",
+            ["outcome"],
+            registry=registry,
+        )
+        self.preview_seconds = Histogram(
+            "processor_preview_seconds",
+            "Time to render and store one audio preview, failures included.",
+            buckets=DURATION_BUCKETS,
+            registry=registry,
+        )
+        for outcome in PREVIEW_OUTCOMES:
+            self.previews.labels(outcome)
         for kind in CALLBACK_KINDS:
             if kind != "midi":
                 self.skipped.labels(kind)
