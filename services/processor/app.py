@@ -41,13 +41,12 @@ from services.common.web import PUBLISHER
 
 from .metrics import ProcessorMetrics
 from .normalize import NormalizedCallback, normalize
-from .notes_event import MidiLocation, encode_notes_event, notes_record
+from .notes_event import MidiLocation, PreviewLocation, encode_notes_event, notes_record
 from .preview import EXTENSION, MEDIA_TYPE, PreviewConfig, preview_config, render_preview
 from .render import RenderStats, render_midi, render_midi_with_stats
 from .tempo_map import TempoMap, estimate_map
 
 __all__ = [
-    "PreviewLocation",
     "Processed",
     "Processor",
     "Skipped",
@@ -103,18 +102,6 @@ class Processed:
     quantized: bytes | None = None
     #: Its grid, a note value (:func:`~.render.grid_step`).
     grid: str | None = None
-
-
-@dataclass(frozen=True, slots=True)
-class PreviewLocation:
-    """Where a task's audio preview went: what the notes event's optional ``preview``
-    field carries."""
-
-    uri: str
-    sha256: str
-    size_bytes: int
-    media_type: str
-    duration_seconds: float
 
 
 @dataclass(frozen=True, slots=True)
@@ -192,7 +179,9 @@ class Processor:
                 event, quantized_key(event.task_id), processed.quantized
             )
         preview = await self._write_preview(event, processed.midi, location)
-        value = await asyncio.to_thread(_notes_event, event, processed, location, quantized)
+        value = await asyncio.to_thread(
+            _notes_event, event, processed, location, quantized, preview
+        )
         await self._publisher.publish(
             self._notes_topic,
             key=event.task_id.encode(),
@@ -255,20 +244,21 @@ class Processor:
             with metrics.preview_seconds.time():
                 # FluidSynth's timeout bounds the thread: past it the child is killed.
                 preview = await asyncio.to_thread(render_preview, midi, self._previews)
-            key = preview_key(event.task_id)
-            uri = await self._storage.put_versioned(key, preview.audio, midi_version(event))
+            # The same MIDI bytes make the same preview bytes: a repeat of the body with a
+            # later version finds them there, and its event points at them, as for the file.
+            stored, written = await self._write(event, preview_key(event.task_id), preview.audio)
         except (ProgramError, StorageError) as exc:
             metrics.previews.labels("failed").inc()
             log.warning("preview_failed", error=str(exc))
             return None
-        if uri is None:
+        if stored is None:
             metrics.previews.labels("superseded").inc()
             return None
-        metrics.previews.labels("written").inc()
+        metrics.previews.labels("written" if written else "kept").inc()
         return PreviewLocation(
-            uri=uri,
-            sha256=sha256_hex(preview.audio),
-            size_bytes=len(preview.audio),
+            uri=stored.uri,
+            sha256=stored.sha256,
+            size_bytes=stored.size_bytes,
             media_type=MEDIA_TYPE,
             duration_seconds=preview.duration_seconds,
         )
@@ -286,6 +276,7 @@ def _notes_event(
     processed: Processed,
     location: MidiLocation | None,
     quantized: MidiLocation | None,
+    preview: PreviewLocation | None,
 ) -> bytes:
     record = notes_record(
         event,
@@ -297,6 +288,7 @@ def _notes_event(
         quantized=None
         if quantized is None or processed.grid is None
         else (quantized, processed.grid),
+        preview=preview,
     )
     return encode_notes_event(record)
 

@@ -18,7 +18,7 @@ __all__ = ["LATENCY_BUCKETS", "PREVIEW_OUTCOMES", "TASK_STATES", "ProcessorMetri
 #: From the request to the file: normally well under a second, minutes when lagging.
 LATENCY_BUCKETS = (*DURATION_BUCKETS, 120.0, 300.0, 600.0, 1800.0, 3600.0)
 TASK_STATES = ("complete", "failed", "unknown")
-PREVIEW_OUTCOMES = ("written", "superseded", "failed")
+PREVIEW_OUTCOMES = ("written", "kept", "superseded", "failed")
 
 
 class ProcessorMetrics:
@@ -65,8 +65,9 @@ class ProcessorMetrics:
         )
         self.previews = Counter(
             "processor_previews_total",
-            "Audio previews by outcome: written; superseded (a newer body's is kept); failed "
-            "(FluidSynth or storage: the record completed without one).",
+            "Audio previews by outcome: written; kept (a newer repeat of the same body had "
+            "stored the same bytes); superseded (a newer body's is kept); failed (FluidSynth "
+            "or storage: the record completed without one).",
             ["outcome"],
             registry=registry,
         )

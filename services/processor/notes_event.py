@@ -21,7 +21,14 @@ from .normalize import NormalizedCallback
 from .render import layout_tracks
 from .tempo_map import DEFAULT_BPM, TICKS_PER_QUARTER, TempoMap
 
-__all__ = ["MidiLocation", "encode_notes_event", "notes_record", "rendering_key", "tempo_record"]
+__all__ = [
+    "MidiLocation",
+    "PreviewLocation",
+    "encode_notes_event",
+    "notes_record",
+    "rendering_key",
+    "tempo_record",
+]
 
 #: The notes event's fields that come from normalizing the body (the rest say where, when
 #: and how it was delivered): what ``rendering_key`` digests when there is no file.
@@ -35,6 +42,17 @@ class MidiLocation:
     size_bytes: int
 
 
+@dataclass(frozen=True, slots=True)
+class PreviewLocation:
+    """Where a task's audio preview went: what the event's optional ``preview`` carries."""
+
+    uri: str
+    sha256: str
+    size_bytes: int
+    media_type: str
+    duration_seconds: float
+
+
 def notes_record(
     event: CallbackEvent,
     normalized: NormalizedCallback,
@@ -44,10 +62,11 @@ def notes_record(
     rendered: bytes | None,
     tempo: TempoMap | None,
     quantized: tuple[MidiLocation, str] | None = None,
+    preview: PreviewLocation | None = None,
 ) -> dict[str, Any]:
     """The event's fields; ``rendered`` is the MIDI file this body rendered to, even when
     ``midi`` is ``None`` because the task's file is a newer body's; ``tempo`` its tempo map;
-    ``quantized`` the quantized variant and its grid."""
+    ``quantized`` the quantized variant and its grid; ``preview`` the audio preview."""
     instruments = [
         {
             "name": instrument.name,
@@ -102,7 +121,15 @@ def notes_record(
             "size_bytes": quantized[0].size_bytes,
             "grid": quantized[1],
         },
-        "preview": None,
+        "preview": None
+        if preview is None
+        else {
+            "uri": preview.uri,
+            "sha256": preview.sha256,
+            "size_bytes": preview.size_bytes,
+            "media_type": preview.media_type,
+            "duration_seconds": preview.duration_seconds,
+        },
     }
     record["rendering_key"] = rendering_key(
         event.delivery_key,

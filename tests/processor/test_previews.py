@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import io
 import stat
+from dataclasses import replace
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
@@ -14,6 +16,7 @@ from aiohttp.test_utils import TestServer
 from prometheus_client import CollectorRegistry
 
 from services.common.errors import ConfigError, ProgramError
+from services.common.events import sha256_hex
 from services.common.kafka import Publisher
 from services.common.keys import task_key
 from services.common.settings import ProcessorSettings, Settings
@@ -21,6 +24,7 @@ from services.processor.app import create_app, preview_key
 from services.processor.preview import SAMPLE_RATE, preview_config, render_preview
 
 from ..helpers import committed_offsets, eventually
+from .conftest import callback_event
 from .test_real_programs import FLUIDSYNTH_MISSING, SONGS, needs_fluidsynth, note_times, rendered
 from .test_service import metric, notes_events, publish_callback
 
@@ -120,12 +124,14 @@ class TestProcessor:
     async def test_preview_beside_the_midi_file(
         self, settings: Settings, publisher: Publisher
     ) -> None:
-        """The processor stores the preview at previews/<task key>.ogg and counts it."""
+        """The processor stores the preview at previews/<task key>.ogg and the notes event
+        points at it; the same record again writes the same bytes and the same field."""
         settings, registry = with_previews(settings), CollectorRegistry()
         server = await run_processor(settings, registry)
         try:
             await publish_callback(publisher, settings, SONG, "song/1")
-            ((_, event),) = await notes_events(settings, 1)
+            await publish_callback(publisher, settings, SONG, "song/1")
+            ((_, event), (_, again)) = await notes_events(settings, 2)
         finally:
             await server.close()
         data = settings.storage.data_dir
@@ -135,8 +141,38 @@ class TestProcessor:
         assert event["state"] == "complete"
         config, _ = preview_config(settings.processor)
         assert config is not None
-        assert audio == render_preview(midi, config).audio
+        rendered = render_preview(midi, config)
+        assert audio == rendered.audio
+        assert event["preview"] == {
+            "uri": (data / preview_key("song/1")).resolve().as_uri(),
+            "sha256": sha256_hex(audio),
+            "size_bytes": len(audio),
+            "media_type": "audio/ogg",
+            "duration_seconds": rendered.duration_seconds,
+        }
+        assert again["preview"] == event["preview"]
+        assert metric(registry, "processor_previews_total", outcome="written") == 2
+
+    async def test_an_older_repeat_points_at_the_newer_ones_preview(
+        self, settings: Settings, publisher: Publisher
+    ) -> None:
+        """The same body again, received earlier (a repeat the dedupe missed, processed
+        late): it replaces nothing, finds the same bytes and names them in its event."""
+        settings, registry = with_previews(settings), CollectorRegistry()
+        newer = callback_event(SONG, "song-3")
+        older = replace(newer, received_at=newer.received_at - timedelta(minutes=1))
+        server = await run_processor(settings, registry)
+        try:
+            for event in (newer, older):
+                await publisher.publish(
+                    settings.kafka.topics.callbacks, key=b"song-3", value=event.encode()
+                )
+            ((_, first), (_, second)) = await notes_events(settings, 2)
+        finally:
+            await server.close()
+        assert first["preview"] is not None and second["preview"] == first["preview"]
         assert metric(registry, "processor_previews_total", outcome="written") == 1
+        assert metric(registry, "processor_previews_total", outcome="kept") == 1
 
     @pytest.mark.parametrize("program", ["failing", "hanging"])
     async def test_a_failed_preview_still_completes_the_record(
