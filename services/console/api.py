@@ -20,7 +20,8 @@ from services.common.errors import InvalidRequestError, ObjectNotFoundError
 from services.common.http import http_error
 from services.common.keys import is_valid_request_id, is_valid_task_id, task_key
 from services.common.storage import Storage
-from services.processor.app import midi_key
+from services.processor.app import midi_key, preview_key, quantized_key
+from services.processor.preview import MEDIA_TYPE as PREVIEW_MEDIA_TYPE
 from services.tracker.registry import Registry, Task, TaskState
 
 from .notes import newest_body, notes_document
@@ -51,6 +52,8 @@ def setup_api(app: web.Application) -> None:
     app.router.add_get(f"{API_PREFIX}/tasks/{{id}}/notes", _notes)
     app.router.add_get(f"{API_PREFIX}/tasks/{{id}}/midi", _midi)
     app.router.add_get(f"{API_PREFIX}/tasks/{{id}}/raw", _raw)
+    app.router.add_get(f"{API_PREFIX}/tasks/{{id}}/quantized", _quantized)
+    app.router.add_get(f"{API_PREFIX}/tasks/{{id}}/preview", _preview)
 
 
 def _filter(query: Any) -> tuple[TaskFilter, int, Cursor | None]:
@@ -147,7 +150,19 @@ def with_task(handler: TaskHandler) -> Handler:
 
 @with_task
 async def _show(request: web.Request, task: Task) -> web.Response:
-    return _json(await task_detail(request.app[REGISTRY], task))
+    document = await task_detail(request.app[REGISTRY], task)
+    document["files"] = await _files(request.app[STORAGE], task)
+    return _json(document)
+
+
+async def _files(storage: Storage, task: Task) -> dict[str, bool]:
+    """Which of the task's files exist: the page shows a control only for those (the
+    quantized variant and the preview are made only where the processor is set to)."""
+    keys = {"midi": midi_key, "quantized": quantized_key, "preview": preview_key}
+    if task.task_id is None:
+        return dict.fromkeys(keys, False)
+    found = await asyncio.gather(*(storage.exists(key(task.task_id)) for key in keys.values()))
+    return dict(zip(keys, found, strict=True))
 
 
 @with_task
@@ -174,6 +189,32 @@ async def _midi(request: web.Request, task: Task) -> web.Response:
     except ObjectNotFoundError:
         return missing
     return _attachment(midi, "audio/midi", f"{task_key(task.task_id)}.mid")
+
+
+@with_task
+async def _quantized(request: web.Request, task: Task) -> web.Response:
+    """The quantized variant, when the processor makes one (``PROCESSOR_QUANTIZED_FILE``)."""
+    missing = http_error(404, "no_quantized", f"no quantized MIDI file for task {task.task_id!r}")
+    if task.task_id is None:
+        return missing
+    try:
+        midi = await request.app[STORAGE].get(quantized_key(task.task_id))
+    except ObjectNotFoundError:
+        return missing
+    return _attachment(midi, "audio/midi", f"{task_key(task.task_id)}.quantized.mid")
+
+
+@with_task
+async def _preview(request: web.Request, task: Task) -> web.Response:
+    """The audio preview, inline so that the page's ``<audio>`` plays it."""
+    missing = http_error(404, "no_preview", f"no audio preview for task {task.task_id!r}")
+    if task.task_id is None:
+        return missing
+    try:
+        audio = await request.app[STORAGE].get(preview_key(task.task_id))
+    except ObjectNotFoundError:
+        return missing
+    return web.Response(body=audio, content_type=PREVIEW_MEDIA_TYPE)
 
 
 @with_task

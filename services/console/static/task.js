@@ -40,6 +40,19 @@ function showSummary(task) {
   document.getElementById("summary").hidden = false;
 }
 
+/** The quantized file and the audio preview exist only where the processor makes them. */
+function showOptionalFiles(files) {
+  if (files.quantized) {
+    const link = document.getElementById("download-quantized");
+    link.href = taskApi(taskId, "/quantized");
+    link.hidden = false;
+  }
+  if (files.preview) {
+    document.getElementById("preview").src = taskApi(taskId, "/preview");
+    document.getElementById("preview-row").hidden = false;
+  }
+}
+
 function showTimeline(events) {
   const list = document.getElementById("timeline");
   list.replaceChildren(
@@ -196,8 +209,9 @@ async function loadNotes() {
 
 async function main() {
   try {
-    const { task, timeline } = await getJson(taskApi(taskId));
+    const { task, timeline, files } = await getJson(taskApi(taskId));
     showSummary(task);
+    showOptionalFiles(files);
     showTimeline(timeline);
     await setupActions(taskId, task);
     await loadNotes();
