@@ -39,6 +39,7 @@ from services.common.settings import Settings
 from services.common.storage import Storage
 from services.common.web import PUBLISHER
 
+from .fast_decode import decode_well_formed
 from .metrics import ProcessorMetrics
 from .normalize import NormalizedCallback, normalize
 from .notes_event import MidiLocation, PreviewLocation, encode_notes_event, notes_record
@@ -53,6 +54,7 @@ __all__ = [
     "create_app",
     "midi_key",
     "midi_version",
+    "parse_callback",
     "preview_key",
     "process_callback",
     "quantized_key",
@@ -111,13 +113,16 @@ class Skipped:
     kind: CallbackKind
 
 
-def process_callback(body: bytes, *, grid: str | None = None) -> Processed | Skipped:
-    """Parse, classify, normalize, find the tempo of and render one callback body (CPU
-    work, run off the event loop); with ``grid``, the quantized variant too.
+def parse_callback(body: bytes) -> NormalizedCallback | Skipped:
+    """The normalized content of a MIDI callback body, or why it makes nothing (another
+    operation's callback). A completed task's well-formed body takes the typed fast path
+    (:func:`~.fast_decode.decode_well_formed`); any other, the general one.
 
-    Raises :class:`DeadLetter` when the body is not a JSON object, or holds more than a MIDI
-    file can (over 65 534 instruments): no retry can fix either.
+    Raises :class:`DeadLetter` when the body is not a JSON object.
     """
+    fast = decode_well_formed(body)
+    if fast is not None:
+        return fast
     try:
         payload = json.loads(body)
     except (ValueError, RecursionError) as exc:  # JSONDecodeError, UnicodeDecodeError, and
@@ -130,7 +135,19 @@ def process_callback(body: bytes, *, grid: str | None = None) -> Processed | Ski
     kind = callback_kind(payload)
     if kind != "midi":
         return Skipped(kind)
-    normalized = normalize(payload)
+    return normalize(payload)
+
+
+def process_callback(body: bytes, *, grid: str | None = None) -> Processed | Skipped:
+    """Parse, classify, normalize, find the tempo of and render one callback body (CPU
+    work, run off the event loop); with ``grid``, the quantized variant too.
+
+    Raises :class:`DeadLetter` when the body is not a JSON object, or holds more than a MIDI
+    file can (over 65 534 instruments): no retry can fix either.
+    """
+    normalized = parse_callback(body)
+    if isinstance(normalized, Skipped):
+        return normalized
     if normalized.state != "complete":
         return Processed(normalized, None, RenderStats())
     tempo = estimate_map(normalized.instruments)
