@@ -8,17 +8,20 @@ instrument names; drums on channel 10; same-pitch overlaps on one channel cut so
 note is stuck or swallowed. The optional quantized variant snaps every note to a grid of
 the same map.
 
-The writer is hand-rolled (no MIDI library at run time): notes become packed integers that
-sort in file order, which keeps 100 000 notes well under a second on one core.
+The writer is hand-rolled (no MIDI library at run time) on numpy arrays: the notes become
+columns, each event one int64 that sorts by track and then in file order, and the delta
+times and messages of all tracks are encoded in one buffer (100 000 notes in about 70 ms).
 """
 
 from __future__ import annotations
 
-import math
 import struct
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Final
+
+import numpy as np
+import numpy.typing as npt
 
 from .gm import sound_for
 from .normalize import Instrument, NormalizedCallback
@@ -171,32 +174,13 @@ def _conductor(tempo: TempoMap) -> bytes:
 
 _TICK_BITS: Final = MAX_TICK.bit_length()
 _TICK_MASK: Final = (1 << _TICK_BITS) - 1
+#: An event's bits above its tick: ``kind << 14 | pitch << 7 | velocity``.
+_EVENT_BITS: Final = 16
+#: Where the track goes in a sort key above an event (a tick has 28 bits).
+_TRACK_SHIFT: Final = _TICK_BITS + _EVENT_BITS
 
-
-def _note_ticks(instrument: Instrument, tempo: TempoMap) -> list[tuple[int, int]]:
-    """Each note's (on, off) ticks by the map; a note shorter than half a tick gets one."""
-    ticks: list[tuple[int, int]] = []
-    append = ticks.append
-    if not tempo.steady:
-        to_ticks = tempo.to_ticks
-        for note in instrument.notes:
-            on, off = to_ticks(note.start), to_ticks(note.end)
-            append((on, off if off > on else on + 1))
-        return ticks
-    # One tempo: the same arithmetic inline (this loop is most of the renderer's time).
-    tps = TICKS_PER_QUARTER * _US / tempo.changes[0].microseconds_per_quarter
-    floor = math.floor
-    for note in instrument.notes:
-        scaled = note.start * tps
-        on = floor(scaled + 0.5)
-        if abs(abs(scaled - on) - 0.5) < _TIE_WINDOW:
-            on = tempo.to_ticks(note.start)
-        scaled = note.end * tps
-        off = floor(scaled + 0.5)
-        if abs(abs(scaled - off) - 0.5) < _TIE_WINDOW:
-            off = tempo.to_ticks(note.end)
-        append((on, off if off > on else on + 1))
-    return ticks
+Ints = npt.NDArray[np.int64]
+Floats = npt.NDArray[np.float64]
 
 
 def grid_step(grid: str) -> int:
@@ -216,128 +200,165 @@ def grid_step(grid: str) -> int:
     return step
 
 
-def _snap(ticks: list[tuple[int, int]], step: int) -> list[tuple[int, int]]:
-    """Every on and off to the nearest grid line (ties later); a note keeps one step."""
-    half = step // 2
-    snapped = []
-    for on, off in ticks:
+@dataclass(frozen=True, slots=True)
+class _Notes:
+    """Every note of the callback as columns, in instrument order, then the provider's."""
+
+    pitch: Ints
+    on: Ints
+    off: Ints
+    velocity: Ints
+    track: Ints
+
+
+def _columns(instruments: Sequence[Instrument], tempo: TempoMap, step: int | None) -> _Notes:
+    """The notes' ticks by the map (a note shorter than half a tick gets one), snapped to
+    ``step`` when given: one pass over the Note objects per column, the rest by arrays."""
+    count = sum(len(instrument.notes) for instrument in instruments)
+    notes = [note for instrument in instruments for note in instrument.notes]
+    track = np.repeat(
+        np.arange(len(instruments), dtype=np.int64),
+        [len(instrument.notes) for instrument in instruments],
+    )
+    on = _ticks(np.fromiter((note.start for note in notes), np.float64, count), tempo)
+    off = _ticks(np.fromiter((note.end for note in notes), np.float64, count), tempo)
+    off = np.where(off > on, off, on + 1)
+    if step is not None:
+        # Every on and off to the nearest grid line (ties later); a note keeps one step.
+        half = step // 2
         on = (on + half) // step * step
         off = (off + half) // step * step
-        snapped.append((on, off if off > on else on + step))
-    return snapped
+        off = np.where(off > on, off, on + step)
+    beyond = np.flatnonzero(off > _TICK_MASK)
+    if len(beyond):
+        raise ValueError(
+            f"a note ending at {notes[beyond[0]].end} s is beyond what the file can place "
+            f"({_TICK_MASK} ticks); normalize() drops such notes"
+        )
+    return _Notes(
+        pitch=np.fromiter((note.pitch for note in notes), np.int64, count),
+        on=on,
+        off=off,
+        velocity=np.fromiter((note.midi_velocity for note in notes), np.int64, count),
+        track=track,
+    )
 
 
-def _note_keys(
-    instrument: Instrument, ticks: list[tuple[int, int]], track: int, track_bits: int
-) -> list[int]:
-    """One int per note that sorts by pitch, start, longest first, track, loudest first.
+def _ticks(seconds: Floats, tempo: TempoMap) -> Ints:
+    """:meth:`TempoMap.to_ticks` of each time, by the same float operations; the rare
+    near-ties (the exact value decides them) go through ``to_ticks`` itself."""
+    changes = tempo.changes
+    if len(changes) == 1:
+        index = np.zeros(len(seconds), dtype=np.intp)
+    else:
+        starts = np.array([change.seconds for change in changes])
+        index = np.maximum(np.searchsorted(starts, seconds, side="right") - 1, 0)
+    ticks_at = np.array([float(change.tick) for change in changes])[index]
+    seconds_at = np.array([change.seconds for change in changes])[index]
+    rate = np.array(
+        [TICKS_PER_QUARTER * _US / change.microseconds_per_quarter for change in changes]
+    )[index]
+    scaled = ticks_at + (seconds - seconds_at) * rate
+    ticks = np.floor(scaled + 0.5)
+    result: Ints = ticks.astype(np.int64)
+    for tie in np.flatnonzero(np.abs(np.abs(scaled - ticks) - 0.5) < _TIE_WINDOW):
+        result[tie] = tempo.to_ticks(float(seconds[tie]))
+    return result
 
-    Packed ints instead of tuples: they sort faster and the garbage collector ignores them.
+
+def _resolve(notes: _Notes, channel_of_track: Ints) -> tuple[Ints, RenderStats]:
+    """Resolve same-pitch overlaps per channel; each written note's two events as sort keys
+    ``track << 44 | tick << 16 | kind << 14 | pitch << 7 | velocity``, which sort by track,
+    then in file order (note-offs, then program changes, then note-ons at equal ticks).
+
+    Sorted by channel, pitch, start, longest first, track, loudest first: a note starting on
+    the same tick as the one before is not written (the first, longest, one is); a note
+    still sounding when the next one starts ends there. When the next note is in an
+    *earlier* track, a player that merges tracks (earlier track first at equal ticks) would
+    see its note-on before this note-off, so this note ends one tick earlier; if that
+    leaves nothing, it is not written.
     """
-    keys: list[int] = []
-    append = keys.append
-    for note, (on, off) in zip(instrument.notes, ticks, strict=True):
-        if off > _TICK_MASK:
-            raise ValueError(
-                f"a note ending at {note.end} s is beyond what the file can place "
-                f"({_TICK_MASK} ticks); normalize() drops such notes"
-            )
-        append(
-            (((((note.pitch << _TICK_BITS | on) << _TICK_BITS) | (_TICK_MASK - off)) << track_bits
-              | track) << 7) | (127 - note.midi_velocity)
-        )  # fmt: skip
-    return keys
+    if not len(notes.pitch):
+        return np.zeros(0, dtype=np.int64), RenderStats()
+    channel = channel_of_track[notes.track]
+    order = np.lexsort((-notes.velocity, notes.track, -notes.off, notes.on, notes.pitch, channel))
+    pitch, on, off = notes.pitch[order], notes.on[order], notes.off[order]
+    track, velocity, channel = notes.track[order], notes.velocity[order], channel[order]
+    start = (channel << 7 | pitch) << _TICK_BITS | on
+    head = np.flatnonzero(np.concatenate(([True], start[1:] != start[:-1])))
+    merged = len(pitch) - len(head)
+    pitch, on, off, track, velocity = pitch[head], on[head], off[head], track[head], velocity[head]
+    voice = (channel[head] << 7) | pitch
+    following = np.zeros(len(head), dtype=bool)
+    following[:-1] = voice[1:] == voice[:-1]
+    limit = np.full(len(head), _TICK_MASK + 1, dtype=np.int64)
+    limit[:-1] = np.where(track[1:] < track[:-1], on[1:] - 1, on[1:])
+    shortened = following & (off > limit)
+    off = np.where(shortened, limit, off)
+    gone = shortened & (off <= on)
+    merged += int(gone.sum())
+    cut = int(shortened.sum()) - int(gone.sum())
+    kept = ~gone
+    pitch, on, off, track, velocity = pitch[kept], on[kept], off[kept], track[kept], velocity[kept]
+    above = track << _TRACK_SHIFT | pitch << 7
+    events = np.concatenate(
+        (
+            above | (on << 2 | _ON) << 14 | velocity,
+            above | (off << 2 | _OFF) << 14 | 0x40,
+        )
+    )
+    return events, RenderStats(notes_cut=cut, notes_merged=merged)
 
 
-def _resolve_channel(keys: list[int], track_bits: int, per_track: list[list[int]]) -> RenderStats:
-    """Resolve same-pitch overlaps on one channel; append each track's events to its list.
-
-    Sorted by pitch, start, longest first: a note starting on the same tick as the one
-    before is not written (the first, longest, one is); a note still sounding when the next
-    one starts ends there. When the next note is in an *earlier* track, a player that merges
-    tracks (earlier track first at equal ticks) would see its note-on before this note-off,
-    so this note ends one tick earlier; if that leaves nothing, it is not written.
-
-    Events are ints ``tick << 16 | kind << 14 | pitch << 7 | velocity``: sorted, they are in
-    file order (note-offs, then program changes, then note-ons at equal ticks).
-    """
-    keys.sort()
-    track_mask = (1 << track_bits) - 1
-    start_shift = 7 + track_bits + _TICK_BITS  # key >> start_shift == pitch << 28 | on
-    cut = merged = 0
-    count = len(keys)
-    i = 0
-    while i < count:
-        key = keys[i]
-        start_key = key >> start_shift
-        j = i + 1
-        while j < count and keys[j] >> start_shift == start_key:
-            j += 1
-        merged += j - i - 1
-        track = (key >> 7) & track_mask
-        off = _TICK_MASK - ((key >> (7 + track_bits)) & _TICK_MASK)
-        on = start_key & _TICK_MASK
-        pitch = start_key >> _TICK_BITS
-        if j < count:
-            following = keys[j]
-            following_start = following >> start_shift
-            if following_start >> _TICK_BITS == pitch:
-                next_on = following_start & _TICK_MASK
-                limit = next_on - 1 if (following >> 7) & track_mask < track else next_on
-                if off > limit:
-                    off = limit
-                    if off <= on:
-                        merged += 1
-                        i = j
-                        continue
-                    cut += 1
-        events = per_track[track]
-        events.append((on << 2 | _ON) << 14 | pitch << 7 | (127 - (key & 0x7F)))
-        events.append((off << 2 | _OFF) << 14 | pitch << 7 | 0x40)
-        i = j
-    return RenderStats(notes_cut=cut, notes_merged=merged)
+def _with_program_changes(events: Ints, layouts: Sequence[TrackLayout]) -> Ints:
+    """A track whose channel carries another program restores its own before each tick
+    where it starts notes."""
+    shared = np.array([layout.shares_channel_with_other_program for layout in layouts])
+    if not shared.any():
+        return events
+    ons = events[((events >> 14) & 3 == _ON) & shared[events >> _TRACK_SHIFT]]
+    at = np.unique(ons >> _EVENT_BITS)  # track << 28 | tick
+    return np.concatenate((events, (at << 2 | _PROGRAM) << 14))
 
 
-def _message(low: int, channel: int, program: int) -> bytes:
-    """The channel message of an event's low 16 bits (kind, pitch, velocity)."""
-    kind = low >> 14
-    if kind == _ON:
-        return bytes((0x90 | channel, (low >> 7) & 0x7F, low & 0x7F))
-    if kind == _OFF:
-        return bytes((0x80 | channel, (low >> 7) & 0x7F, low & 0x7F))
-    return bytes((0xC0 | channel, program))
+def _encode(events: Ints, layouts: Sequence[TrackLayout]) -> tuple[npt.NDArray[np.uint8], Ints]:
+    """The sorted events' bytes (delta time, then the channel message), all tracks in one
+    buffer, and where each track's bytes end in it."""
+    track = events >> _TRACK_SHIFT
+    tick = (events >> _EVENT_BITS) & _TICK_MASK
+    kind = (events >> 14) & 3
+    first = np.ones(len(events), dtype=bool)
+    first[1:] = track[1:] != track[:-1]
+    delta = tick - np.where(first, 0, np.concatenate(([0], tick[:-1])))
+    size = 1 + (delta >= 1 << 7) + (delta >= 1 << 14) + (delta >= 1 << 21)
+    is_program = kind == _PROGRAM
+    length = size + np.where(is_program, 2, 3)
+    end = np.cumsum(length)
+    begin = end - length
+    out = np.zeros(int(end[-1]) if len(end) else 0, dtype=np.uint8)
+    for byte in range(4):  # the delta time, 7 bits a byte, most significant first
+        has = size > byte
+        shift = 7 * (size[has] - 1 - byte)
+        more = np.where(byte < size[has] - 1, 0x80, 0)
+        out[begin[has] + byte] = ((delta[has] >> shift) & 0x7F) | more
+    channel = np.array([layout.channel for layout in layouts], dtype=np.int64)[track]
+    program = np.array([layout.program for layout in layouts], dtype=np.int64)[track]
+    status = np.where(is_program, 0xC0, np.where(kind == _ON, 0x90, 0x80)) | channel
+    at = begin + size
+    out[at] = status
+    out[at + 1] = np.where(is_program, program, (events >> 7) & 0x7F)
+    note = ~is_program
+    out[at[note] + 2] = events[note] & 0x7F
+    track_end = np.searchsorted(track, np.arange(len(layouts)), side="right")
+    return out, np.concatenate(([0], end))[track_end]
 
 
-def _track(name: str, layout: TrackLayout, events: list[int]) -> bytes:
-    channel, program = layout.channel, layout.program
-    if layout.shares_channel_with_other_program:
-        # Another program plays on this channel: restore ours before each note-on tick.
-        on_ticks = {event >> 16 for event in events if (event >> 14) & 3 == _ON}
-        events.extend((tick << 2 | _PROGRAM) << 14 for tick in on_ticks)
-    events.sort()
-    body = bytearray(b"\x00")
-    body += _meta(0x03, name.encode("utf-8"))
-    body.append(0)
-    body += bytes((0xC0 | channel, program))
-    messages: dict[int, bytes] = {}
-    last = 0
-    for event in events:
-        delta = (event >> 16) - last
-        if delta < 0x80:
-            body.append(delta)
-        elif delta < 0x4000:
-            body.append(0x80 | delta >> 7)
-            body.append(delta & 0x7F)
-        else:
-            body += _vlq(delta)
-        last += delta
-        low = event & 0xFFFF
-        message = messages.get(low)
-        if message is None:
-            message = messages[low] = _message(low, channel, program)
-        body += message
-    body += b"\x00\xff\x2f\x00"
-    return _chunk(b"MTrk", body)
+def _track(layout: TrackLayout, body: bytes) -> bytes:
+    head = bytearray(b"\x00")
+    head += _meta(0x03, layout.name.encode("utf-8"))
+    head.append(0)
+    head += bytes((0xC0 | layout.channel, layout.program))
+    return _chunk(b"MTrk", bytes(head) + body + b"\x00\xff\x2f\x00")
 
 
 def render_midi_with_stats(
@@ -358,25 +379,18 @@ def render_midi_with_stats(
         )
     step = None if grid is None else grid_step(grid)
     layouts = layout_tracks(instruments)
-    track_bits = max(1, len(instruments).bit_length())
-    by_channel: dict[int, list[int]] = {}
-    for track, (instrument, layout) in enumerate(zip(instruments, layouts, strict=True)):
-        ticks = _note_ticks(instrument, tempo)
-        if step is not None:
-            ticks = _snap(ticks, step)
-        keys = _note_keys(instrument, ticks, track, track_bits)
-        by_channel.setdefault(layout.channel, []).extend(keys)
-    per_track: list[list[int]] = [[] for _ in instruments]
-    cut = merged = 0
-    for channel in sorted(by_channel):
-        stats = _resolve_channel(by_channel[channel], track_bits, per_track)
-        cut += stats.notes_cut
-        merged += stats.notes_merged
+    notes = _columns(instruments, tempo, step)
+    channels = np.array([layout.channel for layout in layouts], dtype=np.int64)
+    events, stats = _resolve(notes, channels)
+    events = np.sort(_with_program_changes(events, layouts))
+    data, ends = _encode(events, layouts)
     tracks = [_conductor(tempo)]
-    for instrument, layout, events in zip(instruments, layouts, per_track, strict=True):
-        tracks.append(_track(instrument.name, layout, events))
+    begin = 0
+    for layout, end in zip(layouts, ends.tolist(), strict=True):
+        tracks.append(_track(layout, data[begin:end].tobytes()))
+        begin = end
     header = _chunk(b"MThd", struct.pack(">HHH", 1, len(tracks), TICKS_PER_QUARTER))
-    return header + b"".join(tracks), RenderStats(notes_cut=cut, notes_merged=merged)
+    return header + b"".join(tracks), stats
 
 
 def render_midi(
