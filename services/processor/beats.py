@@ -45,6 +45,7 @@ from typing import Final
 import numpy as np
 import numpy.typing as npt
 
+from .columns import note_columns
 from .gm import sound_for
 from .normalize import Instrument
 
@@ -174,19 +175,18 @@ _DRUM_KIND: Final = _drum_table(kick=_KICK, snare=_SNARE, crash=0, other=0)
 
 def _collect(instruments: Sequence[Instrument]) -> _Onsets:
     """Every onset with its weights, sorted by time (by arrays: a callback may hold
-    100 000 notes, and this is the one pass over them in Python)."""
+    100 000 notes; their columns are the renderer's too)."""
     parts: list[tuple[Floats, ...]] = []
     for instrument in instruments:
-        notes = instrument.notes
-        count = len(notes)
-        starts = np.fromiter((note.start for note in notes), np.float64, count)
-        velocity = np.fromiter((note.velocity for note in notes), np.float64, count)
+        columns = note_columns(instrument)
+        count = len(columns.start)
+        starts, velocity = columns.start, columns.velocity
         sound = sound_for(instrument.name)
         if sound.is_drum:
-            pitch = np.fromiter((note.pitch for note in notes), np.int64, count)
+            pitch = columns.pitch
             role, bar, drum = _DRUM_ROLE[pitch], _DRUM_BAR[pitch], _DRUM_KIND[pitch]
         else:
-            ends = np.fromiter((note.end for note in notes), np.float64, count)
+            ends = columns.end
             bass = 32 <= sound.program <= 39
             role = np.full(count, 1.0 if bass else 0.6)
             bar = (1.5 if bass else 0.5) * np.minimum(ends - starts, 2.0)

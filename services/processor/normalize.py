@@ -95,6 +95,9 @@ class Instrument:
 
     name: str
     notes: tuple[Note, ...]
+    #: The notes as numpy columns (:class:`.columns.NoteColumns`), kept by whoever builds
+    #: them first (:func:`.columns.note_columns`); not part of the value.
+    columns: object = field(default=None, compare=False, repr=False)
 
 
 @dataclass(frozen=True, slots=True)

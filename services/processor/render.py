@@ -18,11 +18,12 @@ from __future__ import annotations
 import struct
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Final
+from typing import Any, Final
 
 import numpy as np
 import numpy.typing as npt
 
+from .columns import note_columns
 from .gm import sound_for
 from .normalize import Instrument, NormalizedCallback
 from .tempo_map import MAX_TICK, TICKS_PER_QUARTER, TempoMap, default_map
@@ -213,15 +214,14 @@ class _Notes:
 
 def _columns(instruments: Sequence[Instrument], tempo: TempoMap, step: int | None) -> _Notes:
     """The notes' ticks by the map (a note shorter than half a tick gets one), snapped to
-    ``step`` when given: one pass over the Note objects per column, the rest by arrays."""
-    count = sum(len(instrument.notes) for instrument in instruments)
-    notes = [note for instrument in instruments for note in instrument.notes]
+    ``step`` when given, from the instruments' columns (:func:`.columns.note_columns`)."""
+    columns = [note_columns(instrument) for instrument in instruments]
     track = np.repeat(
-        np.arange(len(instruments), dtype=np.int64),
-        [len(instrument.notes) for instrument in instruments],
+        np.arange(len(instruments), dtype=np.int64), [len(part.start) for part in columns]
     )
-    on = _ticks(np.fromiter((note.start for note in notes), np.float64, count), tempo)
-    off = _ticks(np.fromiter((note.end for note in notes), np.float64, count), tempo)
+    end = _joined([part.end for part in columns], np.float64)
+    on = _ticks(_joined([part.start for part in columns], np.float64), tempo)
+    off = _ticks(end, tempo)
     off = np.where(off > on, off, on + 1)
     if step is not None:
         # Every on and off to the nearest grid line (ties later); a note keeps one step.
@@ -232,16 +232,20 @@ def _columns(instruments: Sequence[Instrument], tempo: TempoMap, step: int | Non
     beyond = np.flatnonzero(off > _TICK_MASK)
     if len(beyond):
         raise ValueError(
-            f"a note ending at {notes[beyond[0]].end} s is beyond what the file can place "
+            f"a note ending at {float(end[beyond[0]])} s is beyond what the file can place "
             f"({_TICK_MASK} ticks); normalize() drops such notes"
         )
     return _Notes(
-        pitch=np.fromiter((note.pitch for note in notes), np.int64, count),
+        pitch=_joined([part.pitch for part in columns], np.int64),
         on=on,
         off=off,
-        velocity=np.fromiter((note.midi_velocity for note in notes), np.int64, count),
+        velocity=_joined([part.midi_velocity for part in columns], np.int64),
         track=track,
     )
+
+
+def _joined(parts: list[Any], dtype: type[Any]) -> Any:
+    return np.concatenate(parts) if parts else np.zeros(0, dtype=dtype)
 
 
 def _ticks(seconds: Floats, tempo: TempoMap) -> Ints:

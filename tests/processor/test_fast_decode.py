@@ -13,8 +13,9 @@ from bench.processor.callbacks import synthetic_callback
 from services.common.callback import callback_kind
 from services.common.errors import DeadLetter
 from services.processor.app import Skipped, parse_callback
+from services.processor.columns import note_columns
 from services.processor.fast_decode import decode_well_formed
-from services.processor.normalize import NormalizedCallback, normalize
+from services.processor.normalize import Instrument, NormalizedCallback, normalize
 
 
 def general(body: bytes) -> NormalizedCallback | Skipped | str:
@@ -137,6 +138,19 @@ class TestSamePathResult:
         """Each rule a note can meet, beside a well-formed note."""
         body = body_of([{"name": "Flute", "notes": [{"pitch": 1, "start": 0, "end": 1}, note]}])
         assert parsed(body) == general(body)
+
+    @given(st.lists(st.fixed_dictionaries({"name": st.text(max_size=5)}, optional={
+        "notes": st.lists(_well_formed, max_size=20)}), max_size=4))  # fmt: skip
+    @settings(max_examples=100)
+    def test_columns_are_the_notes(self, instruments: Any) -> None:
+        """The columns the fast path hands on are the ones its notes give."""
+        fast = decode_well_formed(body_of(instruments))
+        assert fast is not None
+        for instrument in fast.instruments:
+            carried = note_columns(instrument)
+            built = note_columns(Instrument(instrument.name, instrument.notes))
+            for name in ("pitch", "start", "end", "velocity", "midi_velocity"):
+                assert getattr(carried, name).tolist() == getattr(built, name).tolist()
 
     @pytest.mark.parametrize("notes", [10, 1_000])
     def test_benchmark_callbacks(self, notes: int) -> None:
