@@ -448,17 +448,26 @@ def _refine_once(
 ) -> tuple[float, float]:
     lo, hi = np.searchsorted(onsets.times, [start - period / 2, end + period / 2])
     times, weights = onsets.times[lo:hi], onsets.weights[lo:hi]
+    # The stretch grows to the whole song: the same arithmetic into two reused buffers
+    # (a fresh array per step of a 100 000-onset stretch costs as much as the step).
+    offset, index = np.empty_like(times), np.empty_like(times)
     for tolerance in (0.2, _ON_GRID, _ON_GRID):
-        index = np.rint((times - anchor) / period)
-        near = np.abs(times - anchor - index * period) < tolerance * period
-        if np.count_nonzero(near) < 4 or np.ptp(index[near]) == 0:
+        np.subtract(times, anchor, out=offset)
+        np.rint(np.divide(offset, period, out=index), out=index)
+        distance = np.abs(offset - index * period, out=offset)
+        near = np.flatnonzero(distance < tolerance * period)
+        if len(near) < 4:
             break
-        k, t, w = index[near], times[near], weights[near]
+        k = index[near]
+        if k.max() == k.min():
+            break
+        t, w = times[near], weights[near]
         if fixed:
             period = float(np.sum(w * k * (t - anchor)) / np.sum(w * k * k))
             continue
         # Sums of products, not ``w @ k``: BLAS's threads cost more than they save here.
-        k_mean, t_mean = float(np.sum(w * k) / w.sum()), float(np.sum(w * t) / w.sum())
+        total = w.sum()
+        k_mean, t_mean = float(np.sum(w * k) / total), float(np.sum(w * t) / total)
         slope = float(np.sum(w * (k - k_mean) * (t - t_mean)) / np.sum(w * (k - k_mean) ** 2))
         anchor, period = float(t_mean - slope * k_mean), slope
     return anchor, period

@@ -28,6 +28,16 @@ class NoteColumns:
     velocity: npt.NDArray[np.float64]
     midi_velocity: npt.NDArray[np.int64]
 
+    def slice(self, begin: int, end: int) -> NoteColumns:
+        """Notes ``begin`` to ``end`` (views, not copies)."""
+        return NoteColumns(
+            self.pitch[begin:end],
+            self.start[begin:end],
+            self.end[begin:end],
+            self.velocity[begin:end],
+            self.midi_velocity[begin:end],
+        )
+
 
 def note_columns(instrument: Instrument) -> NoteColumns:
     """``instrument``'s notes as columns: the ones it carries, else built and kept."""
