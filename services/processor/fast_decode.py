@@ -125,7 +125,7 @@ def _times(values: list[float | str]) -> list[float] | None:
 
 
 def _velocities(values: list[float | str | None]) -> list[float] | None:
-    if all(type(value) is float for value in values):
+    if set(map(type, values)) == {float}:
         return values  # type: ignore[return-value]
     read = [DEFAULT_VELOCITY if value is None else _number(value) for value in values]
     return None if None in read else read  # type: ignore[return-value]

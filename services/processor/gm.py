@@ -8,6 +8,7 @@ names are compared by a key that ignores case, spaces and punctuation.
 
 from __future__ import annotations
 
+import functools
 import unicodedata
 from typing import Final, NamedTuple
 
@@ -141,6 +142,9 @@ _TABLE: Final = _build_table()
 _UNKNOWN: Final = InstrumentSound(DEFAULT_PROGRAM, False, False)
 
 
+@functools.lru_cache(maxsize=1024)
 def sound_for(name: str) -> InstrumentSound:
-    """The GM program (and whether it is a drum kit) for an instrument name."""
+    """The GM program (and whether it is a drum kit) for an instrument name (cached: the
+    tempo estimate and the renderer both ask, for every callback, about the same few
+    names)."""
     return _TABLE.get(name_key(name), _UNKNOWN)

@@ -285,10 +285,14 @@ def _resolve(notes: _Notes, channel_of_track: Ints) -> tuple[Ints, RenderStats]:
     if not len(notes.pitch):
         return np.zeros(0, dtype=np.int64), RenderStats()
     channel = channel_of_track[notes.track]
-    order = np.lexsort((-notes.velocity, notes.track, -notes.off, notes.on, notes.pitch, channel))
+    # Two packed keys instead of six: (channel, pitch, start), then (longest, track,
+    # loudest) first; a track index has at most 16 bits.
+    voice_start = (channel << 7 | notes.pitch) << _TICK_BITS | notes.on
+    precedence = ((_TICK_MASK - notes.off) << 16 | notes.track) << 7 | (127 - notes.velocity)
+    order = np.lexsort((precedence, voice_start))
     pitch, on, off = notes.pitch[order], notes.on[order], notes.off[order]
     track, velocity, channel = notes.track[order], notes.velocity[order], channel[order]
-    start = (channel << 7 | pitch) << _TICK_BITS | on
+    start = voice_start[order]
     head = np.flatnonzero(np.concatenate(([True], start[1:] != start[:-1])))
     merged = len(pitch) - len(head)
     pitch, on, off, track, velocity = pitch[head], on[head], off[head], track[head], velocity[head]
@@ -340,15 +344,16 @@ def _encode(events: Ints, layouts: Sequence[TrackLayout]) -> tuple[npt.NDArray[n
     end = np.cumsum(length)
     begin = end - length
     out = np.zeros(int(end[-1]) if len(end) else 0, dtype=np.uint8)
-    for byte in range(4):  # the delta time, 7 bits a byte, most significant first
-        has = size > byte
-        shift = 7 * (size[has] - 1 - byte)
-        more = np.where(byte < size[has] - 1, 0x80, 0)
-        out[begin[has] + byte] = ((delta[has] >> shift) & 0x7F) | more
+    at = begin + size  # where the message starts
+    # The delta time, 7 bits a byte, the last byte without the continuation bit; most
+    # deltas are one byte, so the longer ones are picked out.
+    out[at - 1] = delta & 0x7F
+    for byte in range(1, 4):
+        longer = np.flatnonzero(size > byte)
+        out[at[longer] - 1 - byte] = (delta[longer] >> 7 * byte) & 0x7F | 0x80
     channel = np.array([layout.channel for layout in layouts], dtype=np.int64)[track]
     program = np.array([layout.program for layout in layouts], dtype=np.int64)[track]
     status = np.where(is_program, 0xC0, np.where(kind == _ON, 0x90, 0x80)) | channel
-    at = begin + size
     out[at] = status
     out[at + 1] = np.where(is_program, program, (events >> 7) & 0x7F)
     note = ~is_program

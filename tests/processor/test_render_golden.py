@@ -62,3 +62,16 @@ class TestSameBytes:
         record = repr(sorted(results.items(), key=str)).encode()
         assert RENDERER_VERSION == 2
         assert hashlib.sha256(record).hexdigest() == GOLDEN
+
+    def test_delta_times_of_every_length(self) -> None:
+        """Gaps that take one to four bytes of delta time (up to 24 h) are written as the
+        packed-int renderer wrote them."""
+        starts = (0.0, 0.07, 9.0, 1100.0, 86399.9)
+        notes = tuple(Note(60 + i, t, t + 0.001, 0.5, 64) for i, t in enumerate(starts))
+        callback = NormalizedCallback(
+            "complete", 200, None, None, (Instrument("Flute", notes),), {}
+        )
+        data, _ = render_midi_with_stats(callback)
+        assert hashlib.sha256(data).hexdigest() == (
+            "6bc672bbada987068af4b5ba3c0d3b2da2115bf55b7b06038ca5abb0986bbe07"
+        )
