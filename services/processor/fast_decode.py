@@ -61,6 +61,7 @@ _NUMERIC_LIST = re.compile(
 _MEMBERS: msgspec.json.Decoder[dict[str, msgspec.Raw]] = msgspec.json.Decoder(
     dict[str, msgspec.Raw]
 )
+_FLOATS: msgspec.json.Decoder[list[float]] = msgspec.json.Decoder(list[float])
 _INSTRUMENTS: msgspec.json.Decoder[list[_RawInstrument]] = msgspec.json.Decoder(
     list[_RawInstrument]
 )
@@ -114,14 +115,44 @@ def decode_well_formed(body: bytes) -> NormalizedCallback | None:
 
 def _times(values: list[float | str]) -> list[float] | None:
     """The times as floats, strings read as JSON numbers; ``None`` when a string is not
-    one. One regular-expression pass over all the strings: a call of
-    :func:`~.normalize._seconds` per string costs more than the rest of a note."""
+    one. All the strings at once, not a call of :func:`~.normalize._seconds` each (which
+    costs more than the rest of a note)."""
     texts = [value for value in values if type(value) is str]
-    if texts:
-        joined = ",".join(texts) + ","
-        if joined.count(",") != len(texts) or not _NUMERIC_LIST.fullmatch(joined):
-            return None  # a comma in a string would make it two: no number has one
-    return list(map(float, values))
+    if not texts:
+        return values  # type: ignore[return-value]  # msgspec made every number a float
+    joined = ",".join(texts)
+    if joined.count(",") != len(texts) - 1:
+        return None  # a comma in a string would make it two: no number has one
+    read = _texts_as_json(joined)
+    if read is None:  # not all JSON numbers ("+2", ".5"): the number rule decides
+        if not _NUMERIC_LIST.fullmatch(joined + ","):
+            return None
+        read = list(map(float, texts))
+    numbers = iter(read)
+    return [next(numbers) if isinstance(value, str) else value for value in values]
+
+
+def _texts_as_json(joined: str) -> list[float] | None:
+    """The comma-joined strings read as one JSON array of numbers, when they are that.
+
+    Every JSON number (with JSON's whitespace around it) is a number by the rule of
+    :data:`~.normalize._NUMERIC`, and msgspec reads it to the float ``float()`` gives, as
+    it does for the body's own numbers, with one exception: an integer literal is read as
+    an integer first, so ``"-0"`` would lose its sign. Zeros are therefore read again.
+    """
+    texts = joined.split(",")
+    try:
+        read = _FLOATS.decode(f"[{joined}]")
+    except msgspec.DecodeError:
+        return None
+    if len(read) != len(texts):  # a blank string alone reads as "[ ]", an empty array
+        return None
+    if 0.0 in read:
+        read = [
+            float(text) if number == 0.0 else number
+            for text, number in zip(texts, read, strict=True)
+        ]
+    return read
 
 
 def _velocities(values: list[float | str | None]) -> list[float] | None:

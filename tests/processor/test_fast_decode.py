@@ -14,8 +14,8 @@ from services.common.callback import callback_kind
 from services.common.errors import DeadLetter
 from services.processor.app import Skipped, parse_callback
 from services.processor.columns import note_columns
-from services.processor.fast_decode import decode_well_formed
-from services.processor.normalize import Instrument, NormalizedCallback, normalize
+from services.processor.fast_decode import _times, decode_well_formed
+from services.processor.normalize import _NUMERIC, Instrument, NormalizedCallback, normalize
 
 
 def general(body: bytes) -> NormalizedCallback | Skipped | str:
@@ -159,3 +159,29 @@ class TestSamePathResult:
         fast = decode_well_formed(body)
         assert fast is not None and fast == general(body)
         assert fast.note_count == notes
+
+
+_number_texts = st.one_of(
+    st.from_regex(_NUMERIC, fullmatch=True),
+    st.integers(-(10**30), 10**30).map(str),
+    st.floats(allow_nan=False).map(repr),
+    st.sampled_from(["-0", " -0 ", "-0.0", "-0e0", "0", "+0", "1e400", "-1e-400", "\x0b1"]),
+    st.text(alphabet="0123456789+-.eE ,\t\n[]", max_size=6),
+)
+
+
+class TestStringTimes:
+    """The strings of a column are read at once, exactly as one float() each."""
+
+    @given(st.lists(st.one_of(_number_texts, st.floats(0.0, 10.0)), max_size=12))
+    @settings(max_examples=500)
+    def test_as_the_number_rule_reads_them(self, values: list[float | str]) -> None:
+        """None when a string breaks the rule; else float() of each, signed zeros kept."""
+        texts = [value for value in values if isinstance(value, str)]
+        if not all(_NUMERIC.fullmatch(text) for text in texts):
+            assert _times(values) is None
+            return
+        read = _times(values)
+        assert read is not None
+        expected = [float(value) for value in values]
+        assert [repr(number) for number in read] == [repr(number) for number in expected]
