@@ -41,8 +41,9 @@ class _RawNote(msgspec.Struct, gc=False):
     as ``json.loads`` does."""
 
     pitch: int
-    start: float | str
-    end: float | str
+    #: The JSON text of the value: a column's times are read all at once (:func:`_times`).
+    start: msgspec.Raw
+    end: msgspec.Raw
     velocity: float | str | None = None
 
 
@@ -62,6 +63,7 @@ _MEMBERS: msgspec.json.Decoder[dict[str, msgspec.Raw]] = msgspec.json.Decoder(
     dict[str, msgspec.Raw]
 )
 _FLOATS: msgspec.json.Decoder[list[float]] = msgspec.json.Decoder(list[float])
+_FLOAT_OR_TEXT: msgspec.json.Decoder[list[float | str]] = msgspec.json.Decoder(list[float | str])
 _INSTRUMENTS: msgspec.json.Decoder[list[_RawInstrument]] = msgspec.json.Decoder(
     list[_RawInstrument]
 )
@@ -113,47 +115,46 @@ def decode_well_formed(body: bytes) -> NormalizedCallback | None:
     return replace(head, instruments=tuple(kept))
 
 
-def _times(values: list[float | str]) -> list[float] | None:
-    """The times as floats, strings read as JSON numbers; ``None`` when a string is not
-    one. All the strings at once, not a call of :func:`~.normalize._seconds` each (which
-    costs more than the rest of a note)."""
+def _times(tokens: list[msgspec.Raw]) -> list[float] | None:
+    """A column's times as floats, strings read as JSON numbers; ``None`` when a string is
+    not one. All at once: the tokens joined, their quotes dropped, read as one JSON array of
+    numbers. Where that does not apply (a string with an escape, ``"+2"``, ``".5"``), each
+    token is read as JSON and the strings by the number rule."""
+    joined = b",".join(tokens)
+    try:
+        read = _FLOATS.decode(b"[" + joined.replace(b'"', b"") + b"]")
+    except msgspec.DecodeError:
+        read = None
+    if read is None or len(read) != len(tokens):  # "1,5" is two; a blank string, none
+        try:
+            values = _FLOAT_OR_TEXT.decode(b"[" + joined + b"]")
+        except msgspec.DecodeError:  # not a number or a string, or a number out of range
+            return None
+        return _mixed_times(values)
+    # An integer literal is read as an integer first, so the string "-0" lost its sign:
+    # a zero that was a string is read again from its text (which has no escape).
+    for index in np.flatnonzero(np.array(read) == 0.0).tolist():
+        text = bytes(tokens[index])
+        if text.startswith(b'"'):
+            read[index] = float(text[1:-1])
+    return read
+
+
+def _mixed_times(values: list[float | str]) -> list[float] | None:
+    """The times as floats, strings read by the number rule; ``None`` when a string breaks
+    it. One regular-expression pass over all the strings, not a call of
+    :func:`~.normalize._seconds` each."""
     texts = [value for value in values if type(value) is str]
     if not texts:
         return values  # type: ignore[return-value]  # msgspec made every number a float
     joined = ",".join(texts)
     if joined.count(",") != len(texts) - 1:
         return None  # a comma in a string would make it two: no number has one
-    read = _texts_as_json(joined)
-    if read is None:  # not all JSON numbers ("+2", ".5"): the number rule decides
-        if not _NUMERIC_LIST.fullmatch(joined + ","):
-            return None
-        read = list(map(float, texts))
-    numbers = iter(read)
+    if not _NUMERIC_LIST.fullmatch(joined + ","):
+        return None
+    numbers = map(float, texts)
     merged = [next(numbers) if type(value) is str else value for value in values]
     return merged  # type: ignore[return-value]  # the strings replaced by their floats
-
-
-def _texts_as_json(joined: str) -> list[float] | None:
-    """The comma-joined strings read as one JSON array of numbers, when they are that.
-
-    Every JSON number (with JSON's whitespace around it) is a number by the rule of
-    :data:`~.normalize._NUMERIC`, and msgspec reads it to the float ``float()`` gives, as
-    it does for the body's own numbers, with one exception: an integer literal is read as
-    an integer first, so ``"-0"`` would lose its sign. Zeros are therefore read again.
-    """
-    texts = joined.split(",")
-    try:
-        read = _FLOATS.decode(f"[{joined}]")
-    except msgspec.DecodeError:
-        return None
-    if len(read) != len(texts):  # a blank string alone reads as "[ ]", an empty array
-        return None
-    if 0.0 in read:
-        read = [
-            float(text) if number == 0.0 else number
-            for text, number in zip(texts, read, strict=True)
-        ]
-    return read
 
 
 def _velocities(values: list[float | str | None]) -> list[float] | None:
