@@ -35,10 +35,11 @@ from .normalize import (
 __all__ = ["decode_well_formed"]
 
 
-class _RawNote(msgspec.Struct, gc=False):
+class _RawNote(msgspec.Struct, gc=False, forbid_unknown_fields=True):
     """A note as sent. msgspec refuses booleans for these types, reads JSON integers as
     floats for ``float`` (exactly, as ``float()`` does) and keeps the last of duplicate keys,
-    as ``json.loads`` does."""
+    as ``json.loads`` does. Any other member sends the body the general way: msgspec would
+    skip it unread, where ``json.loads`` may refuse it (an integer past 4 300 digits)."""
 
     pitch: int
     #: The JSON text of the value: a column's times are read all at once (:func:`_times`).
@@ -47,7 +48,7 @@ class _RawNote(msgspec.Struct, gc=False):
     velocity: float | str | None = None
 
 
-class _RawInstrument(msgspec.Struct):
+class _RawInstrument(msgspec.Struct, forbid_unknown_fields=True):
     name: str
     notes: list[_RawNote] | None = None
 

@@ -101,6 +101,11 @@ class TestSamePathResult:
             b'{"code": 200, "data": {"instruments": []}, "x": NaN}',
             b'{"code": 200, "data": {"instruments": [{"name": "\\ud800", "notes": []}]}}',
             b'{"code": 200, "data": {"instruments": [], "n": 1' + b"1" * 5000 + b"}}",
+            b'{"code": 200, "data": {"instruments": [{"name": "A", "notes": [{"pitch": 1,'
+            b' "start": 0, "end": 1, "x": 1' + b"1" * 5000 + b"}]}]}}",
+            b'{"code": 200, "data": {"instruments": [{"name": "A", "x": 1' + b"1" * 5000 + b"}]}}",
+            b'{"code": 200, "data": {"instruments": [{"name": "A", "notes": [{"pitch": 1,'
+            b' "start": 0, "end": 1, "x": 2}]}]}}',
             b'{"code": 500, "msg": "failed", "data": {"instruments": []}}',
             b'{"code": 200, "data": {"instruments": [], "callbackType": "x"}}',
             b'{"code": 200, "data": {"successFlag": 1, "midiData": {"instruments": []}}}',
