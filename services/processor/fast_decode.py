@@ -53,6 +53,28 @@ class _RawInstrument(msgspec.Struct, forbid_unknown_fields=True):
     notes: list[_RawNote] | None = None
 
 
+class _KnownData(msgspec.Struct, forbid_unknown_fields=True):
+    """``data`` of a MIDI callback as the provider sends it (any other member: see
+    :class:`_KnownBody`)."""
+
+    instruments: list[_RawInstrument]
+    state: msgspec.Raw | msgspec.UnsetType = msgspec.UNSET
+    taskId: msgspec.Raw | msgspec.UnsetType = msgspec.UNSET
+    task_id: msgspec.Raw | msgspec.UnsetType = msgspec.UNSET
+
+
+class _KnownBody(msgspec.Struct, forbid_unknown_fields=True):
+    """A MIDI callback of the provider's shape, decoded in one pass. A member it does not
+    name is refused (msgspec would skip it unread, where ``json.loads`` may refuse it), and
+    the body is then read member by member."""
+
+    data: _KnownData
+    code: msgspec.Raw | msgspec.UnsetType = msgspec.UNSET
+    msg: msgspec.Raw | msgspec.UnsetType = msgspec.UNSET
+    task_id: msgspec.Raw | msgspec.UnsetType = msgspec.UNSET
+    taskId: msgspec.Raw | msgspec.UnsetType = msgspec.UNSET
+
+
 #: Strings each followed by a comma, every one a number as :data:`~.normalize._NUMERIC`
 #: reads them. Possessive quantifiers (the same language: no part can give characters
 #: back to a later one and match) make it about twice as fast.
@@ -65,19 +87,31 @@ _MEMBERS: msgspec.json.Decoder[dict[str, msgspec.Raw]] = msgspec.json.Decoder(
 )
 _FLOATS: msgspec.json.Decoder[list[float]] = msgspec.json.Decoder(list[float])
 _FLOAT_OR_TEXT: msgspec.json.Decoder[list[float | str]] = msgspec.json.Decoder(list[float | str])
+_KNOWN: msgspec.json.Decoder[_KnownBody] = msgspec.json.Decoder(_KnownBody)
 _INSTRUMENTS: msgspec.json.Decoder[list[_RawInstrument]] = msgspec.json.Decoder(
     list[_RawInstrument]
 )
 
 
-def decode_well_formed(body: bytes) -> NormalizedCallback | None:
-    """The normalized MIDI callback of ``body`` when it is a completed task's whose every
-    instrument and note is kept as sent; ``None`` for any other body (take the general
-    path: ``json.loads``, :func:`~services.common.callback.callback_kind`, ``normalize``).
-    """
+Read = tuple[dict[str, Any], list[_RawInstrument]]
+
+
+def _decode_known(body: bytes) -> Read | None:
+    """The body's members, but for the instruments, as ``json.loads`` reads them, and the
+    instruments typed, in one pass; for a body of the provider's own shape only."""
+    try:
+        known = _KNOWN.decode(body)
+    except (msgspec.DecodeError, RecursionError):
+        return None
+    payload = _loaded(_set_members(known), _set_members(known.data))
+    return None if payload is None else (payload, known.data.instruments)
+
+
+def _decode_members(body: bytes) -> Read | None:
+    """The same for a body with other members: each one kept as JSON text, then read."""
     try:
         members = _MEMBERS.decode(body)
-        raw_data = members.get("data")
+        raw_data = members.pop("data", None)
         if raw_data is None:
             return None
         data = _MEMBERS.decode(raw_data)
@@ -87,15 +121,38 @@ def decode_well_formed(body: bytes) -> NormalizedCallback | None:
         instruments = _INSTRUMENTS.decode(raw_instruments)
     except (msgspec.DecodeError, RecursionError):
         return None
-    # Everything but the notes is small: read by json.loads, exactly as the general path
-    # (which also decides what to do with what json.loads refuses, such as a long integer).
+    payload = _loaded(members, data)
+    return None if payload is None else (payload, instruments)
+
+
+def _set_members(struct: msgspec.Struct) -> dict[str, msgspec.Raw]:
+    return {
+        name: value
+        for name in struct.__struct_fields__
+        if isinstance(value := getattr(struct, name), msgspec.Raw)
+    }
+
+
+def _loaded(members: dict[str, msgspec.Raw], data: dict[str, msgspec.Raw]) -> dict[str, Any] | None:
+    """The payload without its notes, read by json.loads exactly as the general path reads
+    it (which also decides what to do with what json.loads refuses: a long integer)."""
     try:
-        payload: dict[str, Any] = {
-            key: json.loads(bytes(raw)) for key, raw in members.items() if key != "data"
-        }
+        payload: dict[str, Any] = {key: json.loads(bytes(raw)) for key, raw in members.items()}
         payload["data"] = {key: json.loads(bytes(raw)) for key, raw in data.items()}
     except (ValueError, RecursionError):
         return None
+    return payload
+
+
+def decode_well_formed(body: bytes) -> NormalizedCallback | None:
+    """The normalized MIDI callback of ``body`` when it is a completed task's whose every
+    instrument and note is kept as sent; ``None`` for any other body (take the general
+    path: ``json.loads``, :func:`~services.common.callback.callback_kind`, ``normalize``).
+    """
+    decoded = _decode_known(body) or _decode_members(body)
+    if decoded is None:
+        return None
+    payload, instruments = decoded
     payload["data"]["instruments"] = []  # a marker of the MIDI kind, as the real list is
     if is_record_info(payload) or callback_kind(payload) != "midi":
         return None

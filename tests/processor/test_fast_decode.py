@@ -145,6 +145,20 @@ class TestSamePathResult:
         body = body_of([{"name": "Flute", "notes": [{"pitch": 1, "start": 0, "end": 1}, note]}])
         assert parsed(body) == general(body)
 
+    @given(
+        st.lists(st.fixed_dictionaries({"name": st.text(max_size=5)}), max_size=3),
+        st.sampled_from([{}, {"task_id": "t"}, {"taskId": 5}, {"extra": [1, {"a": None}]}]),
+        st.sampled_from([{}, {"taskId": "t"}, {"task_id": None}, {"extra": "x"}]),
+    )
+    @settings(max_examples=100)
+    def test_other_members(
+        self, instruments: Any, top: dict[str, Any], data: dict[str, Any]
+    ) -> None:
+        """Members the provider sends or might (read in one pass or member by member)."""
+        body = body_of([], **top, data={"state": "complete", "instruments": instruments, **data})
+        assert decode_well_formed(body) == general(body)
+        assert decode_well_formed(body) is not None
+
     @given(st.lists(st.fixed_dictionaries({"name": st.text(max_size=5)}, optional={
         "notes": st.lists(_well_formed, max_size=20)}), max_size=4))  # fmt: skip
     @settings(max_examples=100)
