@@ -208,3 +208,17 @@ class TestStringTimes:
         assert read is not None
         expected = [float(value) for value in values]
         assert [repr(number) for number in read] == [repr(number) for number in expected]
+
+    @pytest.mark.parametrize(
+        "start", ["-0", "-0.0", '"-0"', '"-0.0"', '" -0 "', '"0e0"', "-0e0", '"-0e-5"', '"1E2"']
+    )
+    def test_signed_zeros_in_a_body(self, start: str) -> None:
+        """A zero keeps the sign normalize gives it (equality alone cannot tell)."""
+        body = (
+            '{"code": 200, "data": {"instruments": [{"name": "A", "notes": '
+            f'[{{"pitch": 1, "start": {start}, "end": 200}}]}}]}}}}'
+        ).encode()
+        fast = decode_well_formed(body)
+        assert fast is not None
+        expected = normalize(json.loads(body)).instruments[0].notes[0].start
+        assert repr(fast.instruments[0].notes[0].start) == repr(expected)
