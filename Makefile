@@ -32,7 +32,7 @@ bench-ingest: ## full ingest path vs a bare aiohttp handler under wrk (prints ra
 	@scripts/bootstrap.sh --bench
 	@$(PYTHON) -m bench.ingest.run $(ARGS)
 
-bench-processor: ## normalize + render + write vs pretty_midi; the beat estimator vs the renderer (prints ratios)
+bench-processor: ## the processor's path vs symusic and pretty_midi; the loop stall; the beat estimator vs the renderer (prints ratios)
 	@scripts/bootstrap.sh
 	@$(PYTHON) -m bench.processor.bench
 	@$(PYTHON) -m bench.processor.loop_stall
