@@ -26,6 +26,7 @@ from fractions import Fraction
 from typing import Final
 
 from .beats import estimate_beats
+from .columns import note_columns
 from .normalize import Instrument
 
 __all__ = [
@@ -290,7 +291,8 @@ def estimate_map(instruments: Sequence[Instrument]) -> TempoMap:
         )
     except ValueError:
         return default_map("unusable_beats")
-    last = max((note.end for instrument in instruments for note in instrument.notes), default=0.0)
+    ends = [note_columns(instrument).end for instrument in instruments if instrument.notes]
+    last = max((float(end.max()) for end in ends), default=0.0)
     if tempo.to_ticks(last) > MAX_TICK:
         return default_map("too_long")
     return tempo
