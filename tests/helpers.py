@@ -111,6 +111,7 @@ def service_environment(settings: Settings) -> dict[str, str]:
         "PROCESSOR_PORT": "0",
         "PROCESSOR_GROUP_ID": settings.processor.group_id,
         "PROCESSOR_REQUIRE_VERIFIED": str(settings.processor.require_verified).lower(),
+        "PROCESSOR_PREVIEWS": settings.processor.previews,
         "INGEST_ALLOW_UNSIGNED": str(settings.ingest.allow_unsigned).lower(),
         "ARCHIVER_HOST": "127.0.0.1",
         "ARCHIVER_PORT": "0",

@@ -312,6 +312,9 @@ class System:
                 "INGEST_REUSE_PORT": "true",
                 "PROCESSOR_HOST": "127.0.0.1",
                 "PROCESSOR_PORT": str(self.ports["processor"]),
+                # Previews take seconds of the processor's time per song (docs/processing.md):
+                # the run tests what the pipeline keeps, not a machine's FluidSynth.
+                "PROCESSOR_PREVIEWS": "off",
                 "ARCHIVER_HOST": "127.0.0.1",
                 "ARCHIVER_PORT": str(self.ports["archiver"]),
                 "TRACKER_HOST": "127.0.0.1",

@@ -159,7 +159,9 @@ async def task(request: web.Request) -> web.Response:
             "detail": {"source": "callback", "body_sha256": "0" * 64, "verified": True},
         },
     ]
-    return web.json_response({"task": {**TASKS[0], "audio_id": None}, "timeline": timeline})
+    files = {"midi": True, "quantized": False, "preview": False}
+    document = {"task": {**TASKS[0], "audio_id": None}, "timeline": timeline, "files": files}
+    return web.json_response(document)
 
 
 async def notes(request: web.Request) -> web.Response:
