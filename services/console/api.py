@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
@@ -50,10 +51,9 @@ def setup_api(app: web.Application) -> None:
     app.router.add_get(f"{API_PREFIX}/counts", _counts)
     app.router.add_get(f"{API_PREFIX}/tasks/{{id}}", _show)
     app.router.add_get(f"{API_PREFIX}/tasks/{{id}}/notes", _notes)
-    app.router.add_get(f"{API_PREFIX}/tasks/{{id}}/midi", _midi)
     app.router.add_get(f"{API_PREFIX}/tasks/{{id}}/raw", _raw)
-    app.router.add_get(f"{API_PREFIX}/tasks/{{id}}/quantized", _quantized)
-    app.router.add_get(f"{API_PREFIX}/tasks/{{id}}/preview", _preview)
+    for name in _STORED_FILES:
+        app.router.add_get(f"{API_PREFIX}/tasks/{{id}}/{name}", _stored_file_route(name))
 
 
 def _filter(query: Any) -> tuple[TaskFilter, int, Cursor | None]:
@@ -158,11 +158,12 @@ async def _show(request: web.Request, task: Task) -> web.Response:
 async def _files(storage: Storage, task: Task) -> dict[str, bool]:
     """Which of the task's files exist: the page shows a control only for those (the
     quantized variant and the preview are made only where the processor is set to)."""
-    keys = {"midi": midi_key, "quantized": quantized_key, "preview": preview_key}
     if task.task_id is None:
-        return dict.fromkeys(keys, False)
-    found = await asyncio.gather(*(storage.exists(key(task.task_id)) for key in keys.values()))
-    return dict(zip(keys, found, strict=True))
+        return dict.fromkeys(_STORED_FILES, False)
+    found = await asyncio.gather(
+        *(storage.exists(stored.key(task.task_id)) for stored in _STORED_FILES.values())
+    )
+    return dict(zip(_STORED_FILES, found, strict=True))
 
 
 @with_task
@@ -179,42 +180,44 @@ async def _notes(request: web.Request, task: Task) -> web.Response:
     return web.Response(body=body, content_type="application/json")
 
 
-@with_task
-async def _midi(request: web.Request, task: Task) -> web.Response:
-    missing = http_error(404, "no_midi", f"no MIDI file for task {task.task_id!r} (yet)")
-    if task.task_id is None:
-        return missing
-    try:
-        midi = await request.app[STORAGE].get(midi_key(task.task_id))
-    except ObjectNotFoundError:
-        return missing
-    return _attachment(midi, "audio/midi", f"{task_key(task.task_id)}.mid")
+@dataclass(frozen=True, slots=True)
+class _StoredFile:
+    """A file of a task the processor may have written, as the API serves it."""
+
+    key: Callable[[str], str]
+    content_type: str
+    #: The attachment's file name after the task key; ``None``: served inline.
+    suffix: str | None
+    what: str
 
 
-@with_task
-async def _quantized(request: web.Request, task: Task) -> web.Response:
-    """The quantized variant, when the processor makes one (``PROCESSOR_QUANTIZED_FILE``)."""
-    missing = http_error(404, "no_quantized", f"no quantized MIDI file for task {task.task_id!r}")
-    if task.task_id is None:
-        return missing
-    try:
-        midi = await request.app[STORAGE].get(quantized_key(task.task_id))
-    except ObjectNotFoundError:
-        return missing
-    return _attachment(midi, "audio/midi", f"{task_key(task.task_id)}.quantized.mid")
+#: The task's files by route name; ``files`` in the task document lists the same names.
+#: The quantized variant and the preview exist only where the processor is set to make them.
+_STORED_FILES: dict[str, _StoredFile] = {
+    "midi": _StoredFile(midi_key, "audio/midi", ".mid", "MIDI file"),
+    "quantized": _StoredFile(quantized_key, "audio/midi", ".quantized.mid", "quantized MIDI file"),
+    # Inline, so that the page's <audio> plays it.
+    "preview": _StoredFile(preview_key, PREVIEW_MEDIA_TYPE, None, "audio preview"),
+}
 
 
-@with_task
-async def _preview(request: web.Request, task: Task) -> web.Response:
-    """The audio preview, inline so that the page's ``<audio>`` plays it."""
-    missing = http_error(404, "no_preview", f"no audio preview for task {task.task_id!r}")
-    if task.task_id is None:
-        return missing
-    try:
-        audio = await request.app[STORAGE].get(preview_key(task.task_id))
-    except ObjectNotFoundError:
-        return missing
-    return web.Response(body=audio, content_type=PREVIEW_MEDIA_TYPE)
+def _stored_file_route(name: str) -> Handler:
+    stored = _STORED_FILES[name]
+
+    @with_task
+    async def serve(request: web.Request, task: Task) -> web.Response:
+        missing = http_error(404, f"no_{name}", f"no {stored.what} for task {task.task_id!r} (yet)")
+        if task.task_id is None:
+            return missing
+        try:
+            data = await request.app[STORAGE].get(stored.key(task.task_id))
+        except ObjectNotFoundError:
+            return missing
+        if stored.suffix is None:
+            return web.Response(body=data, content_type=stored.content_type)
+        return _attachment(data, stored.content_type, f"{task_key(task.task_id)}{stored.suffix}")
+
+    return serve
 
 
 @with_task

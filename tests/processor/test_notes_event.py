@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from dataclasses import replace
 from datetime import UTC, datetime
+from typing import Any
 
 import pytest
 
@@ -29,19 +30,22 @@ def event_for(body: bytes) -> CallbackEvent:
     )
 
 
-def round_trip(body: bytes, location: MidiLocation | None = None) -> dict:
+def record_of(body: bytes, location: MidiLocation | None = None) -> dict[str, Any]:
+    """The event's fields for ``body`` as the processor builds them."""
     processed = process_callback(body)
-    value = encode_notes_event(
-        notes_record(
-            event_for(body),
-            processed.normalized,
-            location,
-            PROCESSED,
-            rendered=processed.midi,
-            tempo=processed.tempo,
-        )
+    assert isinstance(processed, Processed)
+    return notes_record(
+        event_for(body),
+        processed.normalized,
+        location,
+        PROCESSED,
+        rendered=processed.midi,
+        tempo=processed.tempo,
     )
-    return load_codec(NOTES_SCHEMA).decode(value)
+
+
+def round_trip(body: bytes, location: MidiLocation | None = None) -> dict[str, Any]:
+    return load_codec(NOTES_SCHEMA).decode(encode_notes_event(record_of(body, location)))
 
 
 class TestCompleteTask:
@@ -169,17 +173,7 @@ class TestRenderingKey:
         decoded = round_trip(body)
         assert decoded["rendering_key"] == self.key(body)
         codec = load_codec(NOTES_SCHEMA)
-        processed = process_callback(body)
-        assert isinstance(processed, Processed)
-        record = notes_record(
-            event_for(body),
-            processed.normalized,
-            None,
-            PROCESSED,
-            rendered=processed.midi,
-            tempo=processed.tempo,
-        )
-        old = codec.versions[1].encode(record)
+        old = codec.versions[1].encode(record_of(body))
         assert codec.decode(old)["rendering_key"] == ""
 
 
@@ -206,31 +200,12 @@ class TestTempoFields:
         assert decoded["midi"]["tempo_bpm"] == processed.tempo.bpm
         assert decoded["quantized"] is None and decoded["preview"] is None
         codec = load_codec(NOTES_SCHEMA)
-        value = codec.encode(
-            notes_record(
-                event_for(body),
-                processed.normalized,
-                location,
-                PROCESSED,
-                rendered=processed.midi,
-                tempo=processed.tempo,
-            )
-        )
+        value = codec.encode(record_of(body, location))
         old = codec.writer_of(value).read(value[HEADER_SIZE:], codec.versions[2])
         assert "tempo" not in old and old["note_count"] == decoded["note_count"]
 
     def test_a_v2_event_reads_with_no_tempo(self, reference_examples: dict[str, bytes]) -> None:
         body = reference_examples["success-task-id-in-data"]
-        processed = process_callback(body)
-        assert isinstance(processed, Processed)
-        record = notes_record(
-            event_for(body),
-            processed.normalized,
-            None,
-            PROCESSED,
-            rendered=processed.midi,
-            tempo=processed.tempo,
-        )
         codec = load_codec(NOTES_SCHEMA)
-        decoded = codec.decode(codec.versions[2].encode(record))
+        decoded = codec.decode(codec.versions[2].encode(record_of(body)))
         assert decoded["tempo"] is None and decoded["quantized"] is None
