@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from datetime import datetime
 from typing import Any
 
@@ -103,9 +103,7 @@ def notes_record(
         "midi": None
         if midi is None
         else {
-            "uri": midi.uri,
-            "sha256": midi.sha256,
-            "size_bytes": midi.size_bytes,
+            **asdict(midi),
             "ticks_per_quarter": TICKS_PER_QUARTER,
             "tempo_bpm": DEFAULT_BPM if tempo is None else tempo.bpm,
         },
@@ -113,23 +111,9 @@ def notes_record(
         "processed_at": processed_at,
         "replay": event.replay,
         "tempo": None if tempo is None else tempo_record(tempo),
-        "quantized": None
-        if quantized is None
-        else {
-            "uri": quantized[0].uri,
-            "sha256": quantized[0].sha256,
-            "size_bytes": quantized[0].size_bytes,
-            "grid": quantized[1],
-        },
-        "preview": None
-        if preview is None
-        else {
-            "uri": preview.uri,
-            "sha256": preview.sha256,
-            "size_bytes": preview.size_bytes,
-            "media_type": preview.media_type,
-            "duration_seconds": preview.duration_seconds,
-        },
+        # The locations' fields are the schema's, name for name.
+        "quantized": None if quantized is None else {**asdict(quantized[0]), "grid": quantized[1]},
+        "preview": None if preview is None else asdict(preview),
     }
     record["rendering_key"] = rendering_key(
         event.delivery_key,

@@ -100,7 +100,8 @@ class TempoMap:
     #: Why this map: ``estimated``, or why not (``too_few_notes`` ...).
     reason: str
 
-    #: Each change's start in seconds, as floats (for the search) and exactly.
+    #: Each change's start in ticks and in seconds, as floats (for the searches) and exactly.
+    _ticks: tuple[int, ...] = field(init=False, repr=False, compare=False)
     _starts: tuple[float, ...] = field(init=False, repr=False, compare=False)
     _exact: tuple[Fraction, ...] = field(init=False, repr=False, compare=False)
 
@@ -120,6 +121,7 @@ class TempoMap:
                     f"tempo {change.microseconds_per_quarter} us a quarter is outside "
                     f"{_MIN_US_PER_QUARTER}..{_MAX_US_PER_QUARTER}"
                 )
+        object.__setattr__(self, "_ticks", tuple(change.tick for change in self.changes))
         object.__setattr__(self, "_starts", tuple(change.seconds for change in self.changes))
         object.__setattr__(self, "_exact", tuple(exact))
 
@@ -145,7 +147,7 @@ class TempoMap:
 
     def exact_seconds(self, tick: int) -> Fraction:
         """Where ``tick`` falls, in seconds, exactly by the integer tempos."""
-        index = max(bisect.bisect_right([c.tick for c in self.changes], tick) - 1, 0)
+        index = max(bisect.bisect_right(self._ticks, tick) - 1, 0)
         change = self.changes[index]
         return self._exact[index] + _span(tick - change.tick, change)
 
