@@ -9,6 +9,7 @@ and the task page (loading, ready, error), ``data-notes-drawn`` and
 from __future__ import annotations
 
 import contextlib
+from typing import Any
 
 from selenium.common.exceptions import TimeoutException
 from selenium.webdriver.remote.webelement import WebElement
@@ -65,3 +66,21 @@ def assert_clean_log(browser: Browser, *, allowed_404: int = 0) -> None:
             problems.append(f"{entry.get('level')}: {message}")
     assert not problems, "the browser logged:\n" + "\n".join(problems)
     assert missing == allowed_404, f"expected {allowed_404} 404 answer(s) in the log, saw {missing}"
+
+
+def act_from_page(browser: Browser, url: str, task_id: str, action: str) -> Any:
+    """Opens the task's page, presses the action's button (``replay``, ``redrive``) and
+    confirms; the outcome element once it settles (done, refused or error)."""
+    open_task_page(browser, f"{url}/tasks/{task_id}")
+    assert browser.find("#actions").is_displayed()
+    browser.find(f"#{action}").click()
+    assert browser.find(f"#{action}-confirm").is_displayed()
+    browser.find(f"#{action}-yes").click()
+    return browser.wait_until(
+        lambda: (
+            browser.find("#action-status").get_attribute("data-status")
+            in ("done", "refused", "error")
+            and browser.find("#action-status")
+        ),
+        f"the {action}'s outcome",
+    )

@@ -20,7 +20,7 @@ from services.common.settings import Secret, Settings
 from tests.fixtures.browser import Browser
 from tests.helpers import read_topic
 
-from .browser import open_task_page
+from .browser import act_from_page, open_task_page
 from .conftest import (
     PASSWORD,
     USER,
@@ -52,20 +52,7 @@ def signed_in(browser: Browser, user: str, password: str) -> Iterator[None]:
 
 
 def replay_from_page(browser: Browser, console: Console, task_id: str) -> Any:
-    """Opens the task's page, presses Replay and confirms; the outcome element once settled."""
-    open_task_page(browser, f"{console.url}/tasks/{task_id}")
-    assert browser.find("#actions").is_displayed()
-    browser.find("#replay").click()
-    assert browser.find("#replay-confirm").is_displayed()
-    browser.find("#replay-yes").click()
-    return browser.wait_until(
-        lambda: (
-            browser.find("#action-status").get_attribute("data-status")
-            in ("done", "refused", "error")
-            and browser.find("#action-status")
-        ),
-        "the replay's outcome",
-    )
+    return act_from_page(browser, console.url, task_id, "replay")
 
 
 def severe(browser: Browser) -> list[str]:

@@ -14,7 +14,7 @@ from services.common.settings import Settings
 from tests.fixtures.browser import Browser
 from tests.helpers import read_topic
 
-from .browser import open_task_page
+from .browser import act_from_page, open_task_page
 from .conftest import PASSWORD, USER, Console, dead_letter, indexed, unique
 from .test_ui_actions import severe, signed_in
 
@@ -22,19 +22,7 @@ pytestmark = [pytest.mark.postgres, pytest.mark.kafka]
 
 
 def redrive_from_page(browser: Browser, console: Console, task_id: str) -> Any:
-    """Opens the task's page, presses Redrive and confirms; the outcome once settled."""
-    open_task_page(browser, f"{console.url}/tasks/{task_id}")
-    browser.find("#redrive").click()
-    assert browser.find("#redrive-confirm").is_displayed()
-    browser.find("#redrive-yes").click()
-    return browser.wait_until(
-        lambda: (
-            browser.find("#action-status").get_attribute("data-status")
-            in ("done", "refused", "error")
-            and browser.find("#action-status")
-        ),
-        "the redrive's outcome",
-    )
+    return act_from_page(browser, console.url, task_id, "redrive")
 
 
 async def test_redrive_from_the_page_with_credentials(
