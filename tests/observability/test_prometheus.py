@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import math
+import time
 import uuid
 from dataclasses import dataclass
 from typing import Any
@@ -29,6 +30,7 @@ import pytest
 
 from services.common.settings import Settings
 
+from ..fixtures.prometheus import SCRAPE_SECONDS as _SCRAPE_SECONDS
 from ..fixtures.prometheus import PrometheusServer
 from ..helpers import eventually
 from .pipeline import (
@@ -71,9 +73,13 @@ class PromClient:
     def __init__(self, server: PrometheusServer, http: aiohttp.ClientSession) -> None:
         self._url = server.url
         self._http = http
+        #: The instant every query is evaluated at, once pinned (None: now).
+        self.at: float | None = None
 
-    async def query(self, expr: str) -> Answer:
-        async with self._http.post(f"{self._url}/api/v1/query", data={"query": expr}) as r:
+    async def query(self, expr: str, *, at: float | None = None) -> Answer:
+        when = at if at is not None else self.at
+        form = {"query": expr} if when is None else {"query": expr, "time": f"{when:.3f}"}
+        async with self._http.post(f"{self._url}/api/v1/query", data=form) as r:
             body = await r.json(content_type=None)
         data = body.get("data") or {}
         result = data.get("result", [])
@@ -112,6 +118,28 @@ async def _wait_for_first_scrape(prom: PromClient, jobs: int) -> None:
         return len(targets) == jobs and all(t["health"] == "up" for t in targets)
 
     await eventually(scraped, timeout=30, interval=0.2, what="Prometheus' first scrape")
+
+
+async def _pin_to_healthy_scrapes(prom: PromClient, jobs: int) -> None:
+    """Evaluate every later query at one past instant when each target's last scrape was up.
+
+    A scrape that times out (1 s here, with four services sharing the test's event loop
+    on a busy machine) marks its target's series stale until the next one succeeds, so a
+    query in that second sees the target's gauges vanish. Its stale markers carry the
+    scrape's start time and are written when it fails, so "now" is not settled yet: an
+    instant one interval plus one timeout back is.
+    """
+    settled = 2 * _SCRAPE_SECONDS
+
+    async def healthy_instant() -> float | None:
+        at = time.time() - settled
+        answer = await prom.query("up", at=at)
+        up = answer.finite
+        return at if len(up) == jobs and all(value == 1 for value in up) else None
+
+    prom.at = await eventually(
+        healthy_instant, timeout=30, interval=0.5, what="an instant with every target up"
+    )
 
 
 async def _wait_for_pipeline(
@@ -233,8 +261,10 @@ async def test_every_dashboard_and_rule_query_against_real_prometheus(
                 await _wait_for_pipeline(
                     prom, defined, accepted=accepted, garbage=garbage, sent=sent, waves=wave
                 )
-            # Two more scrapes, so every rate() window holds the final values.
-            await asyncio.sleep(2.5)
+            # Two more scrapes after the settled instant the queries are pinned to, so
+            # every rate() window holds the final values.
+            await asyncio.sleep(2.5 + 2 * _SCRAPE_SECONDS)
+            await _pin_to_healthy_scrapes(prom, len(pipeline.targets()))
 
             problems, pending, returned = await _check_dashboard(prom, defined)
             problems += await _check_rules(prom)
