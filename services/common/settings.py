@@ -439,6 +439,13 @@ class ConsoleSettings:
         "suno-midi-console-dlq",
         "consumer group of the console's dead-letter indexer (dead letters into the registry)",
     )
+    notes_cache_bytes: int = setting(
+        "CONSOLE_NOTES_CACHE_BYTES",
+        64 * 1024 * 1024,
+        "bytes of piano-roll notes documents one console keeps in memory, newest used first "
+        "(an archived body's document is made once, not per view); 0 = off",
+        minimum=0,
+    )
 
 
 @dataclass(frozen=True)

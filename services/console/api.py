@@ -20,12 +20,13 @@ from aiohttp.typedefs import Handler
 from services.common.errors import InvalidRequestError, ObjectNotFoundError
 from services.common.http import http_error
 from services.common.keys import is_valid_request_id, is_valid_task_id, task_key
+from services.common.settings import ConsoleSettings
 from services.common.storage import Storage
 from services.processor.app import midi_key, preview_key, quantized_key
 from services.processor.preview import MEDIA_TYPE as PREVIEW_MEDIA_TYPE
 from services.tracker.registry import Registry, Task, TaskState
 
-from .notes import newest_body, notes_document
+from .notes import NotesCache, newest_body, notes_document
 from .queries import (
     MAX_LIMIT,
     MIN_QUERY_LENGTH,
@@ -44,9 +45,11 @@ DEFAULT_LIMIT = 50
 
 REGISTRY = web.AppKey("console_registry", Registry)
 STORAGE = web.AppKey("console_storage", Storage)
+NOTES_CACHE = web.AppKey("console_notes_cache", NotesCache)
 
 
-def setup_api(app: web.Application) -> None:
+def setup_api(app: web.Application, settings: ConsoleSettings) -> None:
+    app[NOTES_CACHE] = NotesCache(settings.notes_cache_bytes)
     app.router.add_get(f"{API_PREFIX}/tasks", _list)
     app.router.add_get(f"{API_PREFIX}/counts", _counts)
     app.router.add_get(f"{API_PREFIX}/tasks/{{id}}", _show)
@@ -171,12 +174,18 @@ async def _notes(request: web.Request, task: Task) -> web.Response:
     archived = await newest_body(request.app[REGISTRY], request.app[STORAGE], task)
     if archived is None:
         return _no_body(task)
-    document = await asyncio.to_thread(notes_document, archived)
-    if document is None:
-        return http_error(
-            422, "unreadable_body", f"the archived body {archived.body_sha256} is not a JSON object"
-        )
-    body = await asyncio.to_thread(orjson.dumps, document)
+    cache = request.app[NOTES_CACHE]
+    body = cache.get(archived)
+    if body is None:
+        document = await asyncio.to_thread(notes_document, archived)
+        if document is None:
+            return http_error(
+                422,
+                "unreadable_body",
+                f"the archived body {archived.body_sha256} is not a JSON object",
+            )
+        body = await asyncio.to_thread(orjson.dumps, document)
+        cache.put(archived, body)
     return web.Response(body=body, content_type="application/json")
 
 

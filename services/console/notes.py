@@ -11,6 +11,8 @@ A delivery whose body is not archived yet is passed over for the next newest.
 from __future__ import annotations
 
 import json
+import threading
+from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Any
 
@@ -22,7 +24,7 @@ from services.processor.render import layout_tracks
 from services.processor.tempo_map import TempoMap, estimate_map
 from services.tracker.registry import Registry, Task
 
-__all__ = ["ArchivedBody", "newest_body", "notes_document", "tempo_document"]
+__all__ = ["ArchivedBody", "NotesCache", "newest_body", "notes_document", "tempo_document"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -30,6 +32,45 @@ class ArchivedBody:
     task_id: str
     body_sha256: str
     body: bytes
+
+
+class NotesCache:
+    """Serialized notes documents by archived body, least recently used dropped first once
+    their bytes pass ``budget``.
+
+    A body's bytes never change under its SHA-256, and its document is a pure function of
+    them (normalize, the tempo estimate): made once, it serves every later view. The first
+    view of a 100 000-note song costs a few hundred ms of CPU, mostly the estimate.
+    (cachetools' ``LRUCache(getsizeof=len)`` does the same; not worth a dependency.)
+    """
+
+    def __init__(self, budget: int) -> None:
+        self._budget = budget
+        self._size = 0
+        self._documents: OrderedDict[tuple[str, str], bytes] = OrderedDict()
+        self._lock = threading.Lock()  # documents are made in worker threads
+
+    def get(self, archived: ArchivedBody) -> bytes | None:
+        with self._lock:
+            document = self._documents.get(_key(archived))
+            if document is not None:
+                self._documents.move_to_end(_key(archived))
+            return document
+
+    def put(self, archived: ArchivedBody, document: bytes) -> None:
+        if len(document) > self._budget:
+            return
+        with self._lock:
+            previous = self._documents.pop(_key(archived), None)
+            self._size += len(document) - (0 if previous is None else len(previous))
+            self._documents[_key(archived)] = document
+            while self._size > self._budget:
+                _, dropped = self._documents.popitem(last=False)
+                self._size -= len(dropped)
+
+
+def _key(archived: ArchivedBody) -> tuple[str, str]:
+    return archived.task_id, archived.body_sha256
 
 
 async def newest_body(registry: Registry, storage: Storage, task: Task) -> ArchivedBody | None:

@@ -6,17 +6,25 @@ from __future__ import annotations
 import hashlib
 import json
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
 import pytest
 import requests
 
-from services.archiver.archive import archive_event
+from services.archiver.archive import archive_event, raw_key
 from services.processor.normalize import normalize
 from services.tracker.registry import TaskState
 
-from .conftest import Console, callback_event, simulated_body, unique
+from .conftest import (
+    Console,
+    callback_event,
+    console_settings,
+    running_console,
+    simulated_body,
+    unique,
+)
 
 pytestmark = pytest.mark.postgres
 
@@ -351,6 +359,26 @@ class TestNotes:
         assert_error(get(console, f"{TASKS}/{request_id}/notes"), 404, "no_body")
         assert_error(get(console, f"{TASKS}/{request_id}/raw"), 404, "no_body")
         assert_error(get(console, f"{TASKS}/{request_id}/midi"), 404, "no_midi")
+
+    @pytest.mark.parametrize("cache_bytes", [1 << 20, 0])
+    def test_a_body_is_made_into_notes_once(
+        self, database_url: str, tmp_path: Path, cache_bytes: int
+    ) -> None:
+        """The document of an archived body is made once and kept (its bytes cannot change
+        under their hash): the stored body is swapped behind the console's back, and a
+        console with a cache still serves the first document; one without reads again."""
+        settings = console_settings(database_url, tmp_path / "data", notes_cache_bytes=cache_bytes)
+        with running_console(settings) as console:
+            task_id = unique("task")
+            made = console.completed_task(task_id=task_id)
+            first = ok(console, f"{TASKS}/{task_id}/notes")
+            other = simulated_body(task_id, seed=5)
+            console.run(console.storage.put(raw_key(task_id, made.body_sha256), other))
+            again = ok(console, f"{TASKS}/{task_id}/notes")
+        if cache_bytes:
+            assert again == first
+        else:
+            assert again["instruments"] != first["instruments"]
 
     def test_a_body_that_is_not_json_is_422(self, console: Console) -> None:
         """An archived body that is not a JSON object has no notes: 422, never a 500."""
