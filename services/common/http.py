@@ -11,7 +11,7 @@ from aiohttp.typedefs import Handler
 
 from .errors import Transient
 
-__all__ = ["RETRY_AFTER_SECONDS", "http_error", "json_errors"]
+__all__ = ["RETRY_AFTER_SECONDS", "http_error", "json_errors", "try_again"]
 
 log = structlog.get_logger(__name__)
 
@@ -31,6 +31,16 @@ def http_error(
 ) -> web.Response:
     return web.json_response(
         {"error": {"code": code, "message": message}}, status=status, headers=headers
+    )
+
+
+def try_again(code: str, what: str) -> web.Response:
+    """503 for a dependency that is away for now: ``what`` failed, with ``Retry-After``."""
+    return http_error(
+        503,
+        code,
+        f"{what}; try again in a few seconds",
+        headers={"Retry-After": str(RETRY_AFTER_SECONDS)},
     )
 
 
@@ -57,12 +67,7 @@ async def json_errors(request: web.Request, handler: Handler) -> web.StreamRespo
         log.warning(
             "dependency_unavailable", method=request.method, path=request.path, error=str(exc)
         )
-        return http_error(
-            503,
-            "unavailable",
-            f"{what}; try again in a few seconds",
-            headers={"Retry-After": str(RETRY_AFTER_SECONDS)},
-        )
+        return try_again("unavailable", what)
     except Exception:
         # Last resort only: every known bad input has its own answer above this line.
         log.exception("unexpected_error", method=request.method, path=request.path)

@@ -21,7 +21,7 @@ from aiohttp import web
 from services.archiver.catalog import ArchiveEntry, Filters, scan
 from services.archiver.replay import replay
 from services.common.errors import PublishError
-from services.common.http import RETRY_AFTER_SECONDS, http_error
+from services.common.http import http_error, try_again
 from services.common.kafka import Publisher
 from services.common.replays import ReplayMark
 from services.common.web import SETTINGS
@@ -115,12 +115,10 @@ async def _replay(request: web.Request, task: Task) -> web.Response:
         )
     except PublishError as exc:
         log.error("replay_failed", task_id=task.task_id, sent=len(sent), error=str(exc))
-        return http_error(
-            503,
+        return try_again(
             "kafka_unavailable",
             f"Kafka did not acknowledge the replay ({len(sent)} of {len(entries)} bodies sent; "
-            "replaying again is harmless); try again in a few seconds",
-            headers={"Retry-After": str(RETRY_AFTER_SECONDS)},
+            "replaying again is harmless)",
         )
     log.info("task_replayed", task_id=task.task_id, replayed=len(sent), topic=topic)
     return web.json_response({"replayed": len(sent), "bodies": sent}, status=202)

@@ -30,7 +30,7 @@ from services.archiver.dlq import (
     redrive_one,
 )
 from services.common.errors import CommandError, PublishError
-from services.common.http import RETRY_AFTER_SECONDS, http_error
+from services.common.http import http_error, try_again
 from services.common.kafka import Publisher
 from services.common.web import SETTINGS
 from services.tracker.registry import Registry, Task, registry_errors
@@ -106,12 +106,10 @@ async def redrive(
             await _redrive(request.app, connect, chosen, Marker(conn, operator), sent, skipped)
     except (PublishError, KafkaError) as exc:
         log.error("redrive_failed", task_id=task.task_id, sent=len(sent), error=str(exc))
-        return http_error(
-            503,
+        return try_again(
             "kafka_unavailable",
             f"Kafka did not answer ({len(sent)} of {len(chosen)} dead letters redriven; "
-            "redriving again sends none twice); try again in a few seconds",
-            headers={"Retry-After": str(RETRY_AFTER_SECONDS)},
+            "redriving again sends none twice)",
         )
     log.info("task_redriven", task_id=task.task_id, redriven=len(sent), skipped=len(skipped))
     return web.json_response({"redriven": sent, "skipped": skipped}, status=202)
