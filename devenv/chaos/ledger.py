@@ -40,6 +40,13 @@ CALLBACK_GROUPS: Final = ("suno-midi-processor", "suno-midi-archiver", "suno-mid
 _WHEN_FIELDS: Final = ("received_at", "processed_at")
 
 
+def request_id_of(described: dict[str, Any]) -> str | None:
+    """The request id the tracker put in a provider task's callback URL, if any."""
+    query = parse_qs(urlsplit(str(described["callBackUrl"])).query)
+    found = query.get(REQUEST_ID_PARAM)
+    return found[0] if found else None
+
+
 @dataclass(frozen=True, slots=True)
 class ProviderTask:
     """One task as the provider (the simulator) knows it."""
@@ -52,10 +59,9 @@ class ProviderTask:
 
     @classmethod
     def of(cls, described: dict[str, Any], body: bytes) -> ProviderTask:
-        query = parse_qs(urlsplit(described["callBackUrl"]).query)
         return cls(
             task_id=described["taskId"],
-            request_id=(query.get(REQUEST_ID_PARAM) or [None])[0],
+            request_id=request_id_of(described),
             outcome=described["outcome"],
             accepted=sum(1 for a in described["attempts"] if (a["status"] or 0) // 100 == 2),
             body=body,

@@ -13,14 +13,12 @@ from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
 from typing import Final
-from urllib.parse import parse_qs, urlsplit
 
 import aiohttp
 
-from services.common.keys import REQUEST_ID_PARAM
 from services.tracker.registry import Registry
 
-from .ledger import Ledger, read_provider, read_registry, read_topic
+from .ledger import Ledger, read_provider, read_registry, read_topic, request_id_of
 from .load import BadInputs, Load, send_bad_inputs, submit
 from .plan import Fault, schedule
 from .system import TOPICS, Knobs, System, leftover_processes
@@ -123,12 +121,13 @@ async def settle(
     registry = await Registry.connect(system.database_url)
     try:
         while time.monotonic() < deadline:
-            rows = await registry.pool.fetch(
-                "SELECT request_id FROM tasks WHERE request_id = ANY($1::text[])"
-                " AND state IN ('requested', 'submitted')",
+            row = await registry.pool.fetchrow(
+                "SELECT count(*), count(*) FILTER (WHERE state IN ('requested', 'submitted'))"
+                " FROM tasks WHERE request_id = ANY($1::text[])",
                 accepted,
             )
-            if not rows and len(accepted) == await _count(registry, accepted):
+            known, still_open = (0, 0) if row is None else tuple(row)
+            if known == len(accepted) and still_open == 0:
                 return len(resolved)
             for task in await registry.unknown_submissions(_UNKNOWN_AFTER):
                 rid = task.request_id
@@ -142,23 +141,12 @@ async def settle(
     return len(resolved)
 
 
-async def _count(registry: Registry, request_ids: list[str]) -> int:
-    found = await registry.pool.fetchval(
-        "SELECT count(*) FROM tasks WHERE request_id = ANY($1::text[])", request_ids
-    )
-    return int(found)
-
-
 async def _resolve(system: System, http: aiohttp.ClientSession, rid: str, say: Say) -> None:
     """``suno-tracker resolve``, with what the provider's task list says (the simulator's
     control API stands for the provider's dashboard)."""
     async with http.get(system.url("simulator", "/_sim/tasks")) as answer:
         tasks = (await answer.json())["tasks"]
-    made = [
-        t["taskId"]
-        for t in tasks
-        if parse_qs(urlsplit(t["callBackUrl"]).query).get(REQUEST_ID_PARAM) == [rid]
-    ]
+    made = [t["taskId"] for t in tasks if request_id_of(t) == rid]
     how = ["--task-id", made[0]] if made else ["--resubmit"]
     env = {**os.environ, "DATABASE_URL": system.database_url}
     process = await asyncio.create_subprocess_exec(
