@@ -154,6 +154,8 @@ def report(count: int, rendering: float, result: ReplayRun, files: int) -> int:
           f"{count / result.publish_seconds:8.1f} callbacks/s")  # fmt: skip
     print(f"replay -> processor (start to lag 0):                   {through:8.1f} callbacks/s"
           f" ({result.seconds:.1f} s)")  # fmt: skip
+    print(f"processor: {result.handling_seconds * 1e3:.2f} ms per record handled (fetch to "
+          f"commit-ready), {result.seconds / count * 1e3:.2f} ms per record overall")  # fmt: skip
     print(f".mid files written: {files} of {count}")
     print(f"ratio replay / renderer: {ratio:.2f}x (target >= {TARGET}x); {load()}")
     failures = []

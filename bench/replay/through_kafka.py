@@ -10,6 +10,7 @@ import signal
 import subprocess
 import sys
 import time
+import urllib.request
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -17,6 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from aiokafka.admin import AIOKafkaAdminClient
+from prometheus_client.parser import text_string_to_metric_families
 
 from devenv.processes import free_port, log_tail, stop, wait_http
 from services.common.settings import VARIABLES
@@ -37,6 +39,10 @@ class ReplayRun:
     sent: int
     publish_seconds: float
     seconds: float
+    #: The processor's mean seconds per record from fetch to "may commit" (its
+    #: ``processor_record_processing_seconds``): the rest of ``seconds / sent`` is commits,
+    #: fetches and waiting for the replay.
+    handling_seconds: float
 
 
 def service_env(bootstrap: str, data_dir: Path) -> dict[str, str]:
@@ -88,6 +94,20 @@ async def committed(admin: AIOKafkaAdminClient, group: str, topic: str) -> int:
     """The group's committed offsets on ``topic``, summed (a fresh topic: records done)."""
     offsets = await admin.list_consumer_group_offsets(group)
     return sum(meta.offset for tp, meta in offsets.items() if tp.topic == topic and meta.offset > 0)
+
+
+def mean_processing_seconds(port: str) -> float:
+    """``processor_record_processing_seconds`` sum / count, from the service's /metrics."""
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as response:
+        text = response.read().decode()
+    values: dict[str, float] = {}
+    for family in text_string_to_metric_families(text):
+        if family.name == "processor_record_processing_seconds":
+            for sample in family.samples:
+                if sample.name.endswith(("_sum", "_count")):
+                    key = sample.name.rsplit("_", 1)[1]
+                    values[key] = values.get(key, 0.0) + float(sample.value)
+    return values.get("sum", 0.0) / max(1.0, values.get("count", 0.0))
 
 
 def _sampler(output: Path) -> list[str]:
@@ -145,7 +165,8 @@ async def replay_through_kafka(
             await asyncio.sleep(0.02)
         seconds = time.perf_counter() - started
         await cli.wait()
-        return ReplayRun(count, publish_seconds or seconds, seconds)
+        handling = mean_processing_seconds(env["PROCESSOR_PORT"])
+        return ReplayRun(count, publish_seconds or seconds, seconds, handling)
     finally:
         if sampler is not None:
             sampler.send_signal(signal.SIGINT)
