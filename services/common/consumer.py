@@ -22,8 +22,10 @@ handler raises (the tree in :mod:`services.common.errors`):
   ``<service>_halted_partitions`` gauge counts it, until the partition is revoked or the
   service restarts with a schema that reads it.
 
-An offset is committed only after its record's effects are durable, one record at a time,
-so a committed offset always means done.
+An offset is committed only after its record's effects are durable, one record at a time
+per partition, so a committed offset always means done. A partition's records are handled
+one at a time, in order; with ``parallel_partitions`` the partitions of a batch run side by
+side (one record in hand each), otherwise one after another.
 
 A record that takes long (retries through an outage) must not cost the group membership:
 after ``KAFKA_MAX_POLL_INTERVAL_SECONDS`` without a poll aiokafka leaves the group and
@@ -175,6 +177,7 @@ class ConsumerLoop:
         backoff_initial: float = 0.2,
         backoff_max: float = 30.0,
         max_poll_records: int = 50,
+        parallel_partitions: bool = False,
     ) -> None:
         self._settings = settings
         self._role = role
@@ -188,6 +191,7 @@ class ConsumerLoop:
         self._backoff_initial = backoff_initial
         self._backoff_max = backoff_max
         self._max_poll_records = max_poll_records
+        self._parallel_partitions = parallel_partitions
         self._max_poll_interval = settings.max_poll_interval_seconds
         self._consumer: AIOKafkaConsumer | None = None
         self._stopping = asyncio.Event()
@@ -195,7 +199,10 @@ class ConsumerLoop:
         self._interrupt = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._next_offset: dict[TopicPartition, int] = {}
-        self._in_hand: _InHand | None = None
+        #: The record in hand of each partition (one at most, of all, unless in parallel).
+        self._in_hand: dict[TopicPartition, _InHand] = {}
+        #: One keep-alive poll at a time, whichever record in hand runs long.
+        self._keepalive = asyncio.Lock()
         self._halted: set[TopicPartition] = set()
         #: Bumped by every revocation: records fetched before it are not handled after it.
         self._generation = 0
@@ -279,16 +286,18 @@ class ConsumerLoop:
         the next owner handles it again, which is safe because every effect is idempotent.
         """
         self._generation += 1
-        in_hand = self._in_hand
-        if in_hand is None or in_hand.tp not in revoked:
+        held = {tp: h.task for tp, h in self._in_hand.items() if tp in revoked}
+        if not held:
             return
         self._interrupt.set()
         bound = min(_REVOKE_WAIT_MAX, self._max_poll_interval / 2)
-        done, _ = await asyncio.wait({in_hand.task}, timeout=bound)
-        if not done:
-            log.warning("record_abandoned", partition=f"{in_hand.tp.topic}:{in_hand.tp.partition}")
-            in_hand.task.cancel()
-            await asyncio.wait({in_hand.task})
+        _, pending = await asyncio.wait(held.values(), timeout=bound)
+        for tp, task in held.items():
+            if task in pending:
+                log.warning("record_abandoned", partition=f"{tp.topic}:{tp.partition}")
+                task.cancel()
+        if pending:
+            await asyncio.wait(pending)
 
     # the loop ------------------------------------------------------------------------
 
@@ -298,17 +307,7 @@ class ConsumerLoop:
         while not self._stopping.is_set():
             try:
                 batch = await consumer.getmany(timeout_ms=500)
-                generation = self._generation
-                for tp, records in batch.items():
-                    for record in records:
-                        if (
-                            self._stopping.is_set()
-                            or generation != self._generation
-                            or tp in self._halted
-                            or tp not in consumer.assignment()
-                        ):
-                            break
-                        await self._hold(tp, record)
+                await self._handle_batch(batch, self._generation)
                 await self._update_lag()
                 backoff = self._backoff_initial
             except Exception as exc:  # the loop must outlive any one failure
@@ -318,19 +317,48 @@ class ConsumerLoop:
                     await asyncio.wait_for(self._stopping.wait(), backoff)
                 backoff = min(backoff * 2, self._backoff_max)
 
+    async def _handle_batch(
+        self, batch: dict[TopicPartition, list[ConsumerRecord[bytes, bytes]]], generation: int
+    ) -> None:
+        """Each partition's records in order; the partitions one after another, or side by
+        side with ``parallel_partitions`` (a record's I/O, a file's fsync, an acknowledgement,
+        a commit, then overlaps another partition's work; one task's records share a
+        partition, so they still run one at a time, in order)."""
+        if not self._parallel_partitions:
+            for tp, records in batch.items():
+                await self._handle_partition(tp, records, generation)
+            return
+        # A failure of one partition's loop cancels the others before the loop rewinds.
+        async with asyncio.TaskGroup() as group:
+            for tp, records in batch.items():
+                group.create_task(self._handle_partition(tp, records, generation))
+
+    async def _handle_partition(
+        self, tp: TopicPartition, records: list[ConsumerRecord[bytes, bytes]], generation: int
+    ) -> None:
+        for record in records:
+            if (
+                self._stopping.is_set()
+                or generation != self._generation
+                or tp in self._halted
+                or tp not in self.consumer.assignment()
+            ):
+                break
+            await self._hold(tp, record)
+
     async def _hold(self, tp: TopicPartition, record: ConsumerRecord[bytes, bytes]) -> None:
         """Handle one record in a task of its own while the loop keeps polling."""
         if not self._stopping.is_set():
             self._interrupt.clear()
         task = asyncio.create_task(self._process(tp, record))
-        self._in_hand = _InHand(tp, task)
+        self._in_hand[tp] = _InHand(tp, task)
         try:
             await self._poll_until(task)
         except asyncio.CancelledError:
             task.cancel()  # stop() gave up: the record must not outlive the loop
             raise
         finally:
-            self._in_hand = None
+            self._in_hand.pop(tp, None)
         if not task.cancelled():
             task.result()  # a failure of the loop itself (not the handler's) propagates
 
@@ -345,17 +373,18 @@ class ConsumerLoop:
             if done:
                 break
             paused = True
-            consumer.pause(*consumer.assignment())
-            try:
-                stray = await consumer.getmany(timeout_ms=0)
-            except KafkaError as exc:
-                log.warning("keepalive_poll_failed", error=repr(exc))
-                continue
-            # Partitions assigned by a rebalance meanwhile are not paused yet: put their
-            # records back, to come again once the record in hand is done.
-            for stray_tp, records in stray.items():
-                consumer.seek(stray_tp, records[0].offset)
-                consumer.pause(stray_tp)
+            async with self._keepalive:
+                consumer.pause(*consumer.assignment())
+                try:
+                    stray = await consumer.getmany(timeout_ms=0)
+                except KafkaError as exc:
+                    log.warning("keepalive_poll_failed", error=repr(exc))
+                    continue
+                # Partitions assigned by a rebalance meanwhile are not paused yet: put their
+                # records back, to come again once the record in hand is done.
+                for stray_tp, records in stray.items():
+                    consumer.seek(stray_tp, records[0].offset)
+                    consumer.pause(stray_tp)
         if paused:
             consumer.resume(*(consumer.assignment() - self._halted))
 

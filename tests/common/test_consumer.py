@@ -31,7 +31,12 @@ pytestmark = pytest.mark.kafka
 
 
 def make_loop(
-    settings: Settings, publisher: Publisher, handler: RecordHandler, registry: CollectorRegistry
+    settings: Settings,
+    publisher: Publisher,
+    handler: RecordHandler,
+    registry: CollectorRegistry,
+    *,
+    parallel_partitions: bool = False,
 ) -> ConsumerLoop:
     return ConsumerLoop(
         settings=settings.kafka,
@@ -43,10 +48,51 @@ def make_loop(
         metrics=ConsumerMetrics("test", registry),
         backoff_initial=0.05,
         backoff_max=0.2,
+        parallel_partitions=parallel_partitions,
     )
 
 
 class TestConsumerLoop:
+    async def test_parallel_partitions_run_side_by_side_each_in_order(
+        self, settings: Settings, publisher: Publisher
+    ) -> None:
+        """With ``parallel_partitions`` two partitions' records are in hand at once (each
+        first record waits until the other partition's has started), while each partition's
+        records still come one at a time, in order, and every offset is committed."""
+        topic = settings.kafka.topics.callbacks
+        started = {0: asyncio.Event(), 1: asyncio.Event()}
+        handled: dict[int, list[bytes]] = {0: [], 1: []}
+        in_hand: list[int] = []
+
+        async def handler(record: ConsumerRecord[bytes, bytes]) -> None:
+            partition = record.partition
+            assert partition not in in_hand, "two records of one partition at once"
+            in_hand.append(partition)
+            try:
+                started[partition].set()
+                await asyncio.wait_for(started[1 - partition].wait(), 10)
+                handled[partition].append(record.value or b"")
+            finally:
+                in_hand.remove(partition)
+
+        values = {p: [f"{p}-{i}".encode() for i in range(3)] for p in (0, 1)}
+        for partition, records in values.items():
+            for value in records:
+                await publisher.producer.send_and_wait(topic, value, partition=partition)
+        loop = make_loop(
+            settings, publisher, handler, CollectorRegistry(), parallel_partitions=True
+        )
+        await loop.start()
+        try:
+            await eventually(lambda: handled == values, what="both partitions' records")
+            group = settings.processor.group_id
+            offsets = await eventually(
+                lambda: _all_committed(settings, group, 6), what="every offset committed"
+            )
+        finally:
+            await loop.stop()
+        assert offsets == {0: 3, 1: 3}
+
     async def test_dead_letters_carry_the_why_and_the_where(
         self, settings: Settings, publisher: Publisher
     ) -> None:
@@ -415,3 +461,8 @@ class TestEnsureTopics:
         kafka = replace(settings.kafka, create_topics=False)
         with pytest.raises(ConfigError, match="KAFKA_CREATE_TOPICS is false"):
             await ensure_topics(kafka, "test", [kafka.topics.notes])
+
+
+async def _all_committed(settings: Settings, group: str, count: int) -> dict[int, int] | None:
+    offsets = await committed_offsets(settings, group)
+    return offsets if sum(offsets.values()) == count else None
