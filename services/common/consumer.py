@@ -302,11 +302,10 @@ class ConsumerLoop:
     # the loop ------------------------------------------------------------------------
 
     async def _run(self) -> None:
-        consumer = self.consumer
         backoff = self._backoff_initial
         while not self._stopping.is_set():
             try:
-                batch = await consumer.getmany(timeout_ms=500)
+                batch = await self._fetch()
                 await self._handle_batch(batch, self._generation)
                 await self._update_lag()
                 backoff = self._backoff_initial
@@ -316,6 +315,21 @@ class ConsumerLoop:
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._stopping.wait(), backoff)
                 backoff = min(backoff * 2, self._backoff_max)
+
+    async def _fetch(self) -> dict[TopicPartition, list[ConsumerRecord[bytes, bytes]]]:
+        """The next batch. In parallel, a share of it from every partition with records
+        fetched: aiokafka fills a batch from one partition before the next, so a backlog
+        would otherwise make every batch one partition's, and nothing would run beside it."""
+        consumer = self.consumer
+        batch: dict[TopicPartition, list[ConsumerRecord[bytes, bytes]]]
+        if not self._parallel_partitions:
+            batch = await consumer.getmany(timeout_ms=500)
+            return batch
+        share = max(1, self._max_poll_records // max(1, len(consumer.assignment())))
+        batch = await consumer.getmany(timeout_ms=500, max_records=share)
+        for tp in consumer.assignment() - batch.keys():
+            batch.update(await consumer.getmany(tp, timeout_ms=0, max_records=share))
+        return batch
 
     async def _handle_batch(
         self, batch: dict[TopicPartition, list[ConsumerRecord[bytes, bytes]]], generation: int

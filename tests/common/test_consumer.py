@@ -57,8 +57,9 @@ class TestConsumerLoop:
         self, settings: Settings, publisher: Publisher
     ) -> None:
         """With ``parallel_partitions`` two partitions' records are in hand at once (each
-        first record waits until the other partition's has started), while each partition's
-        records still come one at a time, in order, and every offset is committed."""
+        first record waits until the other partition's has started), even with more records
+        waiting in each than a batch holds, while each partition's records still come one at
+        a time, in order, and every offset is committed."""
         topic = settings.kafka.topics.callbacks
         started = {0: asyncio.Event(), 1: asyncio.Event()}
         handled: dict[int, list[bytes]] = {0: [], 1: []}
@@ -75,10 +76,13 @@ class TestConsumerLoop:
             finally:
                 in_hand.remove(partition)
 
-        values = {p: [f"{p}-{i}".encode() for i in range(3)] for p in (0, 1)}
+        # More than max_poll_records (50) in each: a batch filled from one partition alone
+        # would hold its first record until the other's timed out.
+        values = {p: [f"{p}-{i}".encode() for i in range(60)] for p in (0, 1)}
         for partition, records in values.items():
             for value in records:
-                await publisher.producer.send_and_wait(topic, value, partition=partition)
+                await publisher.producer.send(topic, value, partition=partition)
+        await publisher.producer.flush()
         loop = make_loop(
             settings, publisher, handler, CollectorRegistry(), parallel_partitions=True
         )
@@ -87,11 +91,11 @@ class TestConsumerLoop:
             await eventually(lambda: handled == values, what="both partitions' records")
             group = settings.processor.group_id
             offsets = await eventually(
-                lambda: _all_committed(settings, group, 6), what="every offset committed"
+                lambda: _all_committed(settings, group, 120), what="every offset committed"
             )
         finally:
             await loop.stop()
-        assert offsets == {0: 3, 1: 3}
+        assert offsets == {0: 60, 1: 60}
 
     async def test_dead_letters_carry_the_why_and_the_where(
         self, settings: Settings, publisher: Publisher
