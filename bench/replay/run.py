@@ -41,6 +41,7 @@ from services.common.storage import TEMPORARY_PREFIX
 from services.processor.app import Processed, process_callback
 from services.processor.notes_event import MidiLocation, encode_notes_event, notes_record
 
+from . import stacks
 from .archive import bodies, callback_event, write_archive
 from .through_kafka import ReplayRun, processor, replay_through_kafka, service_env
 
@@ -142,6 +143,9 @@ def main(argv: list[str] | None = None) -> int:
         result = replay(bootstrap, data_dir, logs, count, args.profile)
         rendering += render_pass(events[half:])
         files = midi_files(data_dir)
+    if args.profile is not None:
+        for name in ("processor.txt", "replay.txt"):
+            print(stacks.report(args.profile / name))
     return report(count, rendering, result, files)
 
 
