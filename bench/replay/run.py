@@ -69,12 +69,12 @@ def render(event: CallbackEvent) -> bytes:
     return encode_notes_event(record)
 
 
-def render_pass(events: list[CallbackEvent]) -> float:
-    """Wall seconds to render ``events`` one after another."""
-    started = time.perf_counter()
+def render_pass(events: list[CallbackEvent]) -> tuple[float, float]:
+    """Wall and CPU seconds to render ``events`` one after another."""
+    started, cpu = time.perf_counter(), time.process_time()
     for event in events:
         render(event)
-    return time.perf_counter() - started
+    return time.perf_counter() - started, time.process_time() - cpu
 
 
 def midi_files(data_dir: Path) -> int:
@@ -111,14 +111,18 @@ def replay(
     bootstrap: str | None, data_dir: Path, logs: Path, count: int, profiles: Path | None
 ) -> ReplayRun:
     with ExitStack() as stack:
+        broker_pid = None
         if bootstrap is None:
             broker = stack.enter_context(LocalKafka(heap="1g"))
             bootstrap = broker.bootstrap_servers
+            broker_pid = None if broker.process is None else broker.process.pid
         env = service_env(bootstrap, data_dir)
         print(f"broker {bootstrap}, topic {env['KAFKA_TOPIC_CALLBACKS']}, PROCESSOR_PREVIEWS=off")
         service = stack.enter_context(processor(env, logs / "processor.log"))
         return asyncio.run(
-            replay_through_kafka(env, count, logs, service=service, profiles=profiles)
+            replay_through_kafka(
+                env, count, logs, service=service, broker=broker_pid, profiles=profiles
+            )
         )
 
 
@@ -139,18 +143,19 @@ def main(argv: list[str] | None = None) -> int:
         logs.mkdir(parents=True, exist_ok=True)
         events = prepare(data_dir, count)
         half = count // 2
-        rendering = render_pass(events[:half])
+        first = render_pass(events[:half])
         result = replay(bootstrap, data_dir, logs, count, args.profile)
-        rendering += render_pass(events[half:])
+        second = render_pass(events[half:])
         files = midi_files(data_dir)
     if args.profile is not None:
         for name in ("processor.txt", "replay.txt"):
             print(stacks.report(args.profile / name))
+    rendering = (first[0] + second[0], first[1] + second[1])
     return report(count, rendering, result, files)
 
 
-def report(count: int, rendering: float, result: ReplayRun, files: int) -> int:
-    renderer = count / rendering
+def report(count: int, rendering: tuple[float, float], result: ReplayRun, files: int) -> int:
+    renderer = count / rendering[0]
     through = count / result.seconds
     ratio = through / renderer
     print(f"renderer (process_callback + notes event, in process): {renderer:8.1f} callbacks/s")
@@ -160,6 +165,10 @@ def report(count: int, rendering: float, result: ReplayRun, files: int) -> int:
           f" ({result.seconds:.1f} s)")  # fmt: skip
     print(f"processor: {result.handling_seconds * 1e3:.2f} ms per record handled (fetch to "
           f"commit-ready), {result.seconds / count * 1e3:.2f} ms per record overall")  # fmt: skip
+    cpu = [f"renderer {rendering[1] / count * 1e3:.2f}"] + [
+        f"{name} {seconds / count * 1e3:.2f}" for name, seconds in result.cpu.items()
+    ]
+    print(f"CPU ms per callback: {', '.join(cpu)} ({os.cpu_count()} CPUs shared)")
     print(f".mid files written: {files} of {count}")
     print(f"ratio replay / renderer: {ratio:.2f}x (target >= {TARGET}x); {load()}")
     failures = []

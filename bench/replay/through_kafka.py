@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import resource
 import signal
 import subprocess
 import sys
@@ -43,6 +44,9 @@ class ReplayRun:
     #: ``processor_record_processing_seconds``): the rest of ``seconds / sent`` is commits,
     #: fetches and waiting for the replay.
     handling_seconds: float
+    #: CPU seconds (user + system) each process used during the replay (the broker's
+    #: when it is this run's).
+    cpu: dict[str, float]
 
 
 def service_env(bootstrap: str, data_dir: Path) -> dict[str, str]:
@@ -96,6 +100,22 @@ async def committed(admin: AIOKafkaAdminClient, group: str, topic: str) -> int:
     return sum(meta.offset for tp, meta in offsets.items() if tp.topic == topic and meta.offset > 0)
 
 
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time a process has used so far (Linux ``/proc``)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def _cpu_now(processor: int, broker: int | None) -> dict[str, float]:
+    """CPU seconds so far of the processor, the broker and this process's reaped children
+    (the replay CLI, once it has exited)."""
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    now = {"processor": cpu_seconds(processor), "replay CLI": usage.ru_utime + usage.ru_stime}
+    if broker is not None:
+        now["broker"] = cpu_seconds(broker)
+    return now
+
+
 def mean_processing_seconds(port: str) -> float:
     """``processor_record_processing_seconds`` sum / count, from the service's /metrics."""
     with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as response:
@@ -135,11 +155,13 @@ async def replay_through_kafka(
     logs: Path,
     *,
     service: subprocess.Popen[bytes],
+    broker: int | None = None,
     profiles: Path | None = None,
 ) -> ReplayRun:
     """Run ``suno-archiver replay --all`` and wait until the processor's group has
     committed ``count`` offsets. With ``profiles``, py-spy samples the replay CLI and the
-    processor meanwhile (``replay.txt``, ``processor.txt``: collapsed stacks)."""
+    processor meanwhile (``replay.txt``, ``processor.txt``: collapsed stacks). ``broker``:
+    the local broker's process id, to count its CPU time too."""
     topic, group = env["KAFKA_TOPIC_CALLBACKS"], env["PROCESSOR_GROUP_ID"]
     admin = AIOKafkaAdminClient(bootstrap_servers=env["KAFKA_BOOTSTRAP_SERVERS"])
     await admin.start()
@@ -147,6 +169,7 @@ async def replay_through_kafka(
     try:
         command = [sys.executable, "-m", "services.archiver", "replay", "--all", "--quiet"]
         command = _profiled(command, None if profiles is None else profiles / "replay.txt")
+        before = _cpu_now(service.pid, broker)
         started = time.perf_counter()
         log = logs / "replay.log"
         with log.open("ab") as out:
@@ -165,8 +188,10 @@ async def replay_through_kafka(
             await asyncio.sleep(0.02)
         seconds = time.perf_counter() - started
         await cli.wait()
+        after = _cpu_now(service.pid, broker)
+        cpu = {k: after[k] - v for k, v in before.items()}
         handling = mean_processing_seconds(env["PROCESSOR_PORT"])
-        return ReplayRun(count, publish_seconds or seconds, seconds, handling)
+        return ReplayRun(count, publish_seconds or seconds, seconds, handling, cpu)
     finally:
         if sampler is not None:
             sampler.send_signal(signal.SIGINT)
