@@ -22,10 +22,12 @@ handler raises (the tree in :mod:`services.common.errors`):
   ``<service>_halted_partitions`` gauge counts it, until the partition is revoked or the
   service restarts with a schema that reads it.
 
-An offset is committed only after its record's effects are durable, one record at a time
-per partition, so a committed offset always means done. A partition's records are handled
-one at a time, in order; with ``parallel_partitions`` the partitions of a batch run side by
-side (one record in hand each), otherwise one after another.
+An offset is committed only after its record's effects are durable, so a committed offset
+always means done. A partition's records are handled one at a time, in order. With
+``parallel_partitions`` the partitions of a batch run side by side (one record in hand
+each), and each partition's share of the batch is committed once, after its last record
+(and before a retry's backoff, a rebalance, a rewind or the stop); otherwise the partitions
+run one after another and each record is committed as it is done.
 
 A record that takes long (retries through an outage) must not cost the group membership:
 after ``KAFKA_MAX_POLL_INTERVAL_SECONDS`` without a poll aiokafka leaves the group and
@@ -203,6 +205,8 @@ class ConsumerLoop:
         self._in_hand: dict[TopicPartition, _InHand] = {}
         #: One keep-alive poll at a time, whichever record in hand runs long.
         self._keepalive = asyncio.Lock()
+        #: In parallel: the offset after each partition's last done record, not committed yet.
+        self._done: dict[TopicPartition, int] = {}
         self._halted: set[TopicPartition] = set()
         #: Bumped by every revocation: records fetched before it are not handled after it.
         self._generation = 0
@@ -245,6 +249,8 @@ class ConsumerLoop:
                 log.warning("consumer_stop_timeout", timeout=timeout)
                 task.cancel()
                 await asyncio.gather(task, return_exceptions=True)
+        if self._consumer is not None:
+            await self._commit_done(*self._done)
         consumer, self._consumer = self._consumer, None
         if consumer is not None:
             await consumer.stop()
@@ -298,6 +304,7 @@ class ConsumerLoop:
                 task.cancel()
         if pending:
             await asyncio.wait(pending)
+        await self._commit_done(*(tp for tp in self._done if tp in revoked))
 
     # the loop ------------------------------------------------------------------------
 
@@ -350,6 +357,8 @@ class ConsumerLoop:
     async def _handle_partition(
         self, tp: TopicPartition, records: list[ConsumerRecord[bytes, bytes]], generation: int
     ) -> None:
+        """The partition's records in order; in parallel, one commit after them (each record
+        was done before the next began, so the last done offset covers all before it)."""
         for record in records:
             if (
                 self._stopping.is_set()
@@ -359,6 +368,7 @@ class ConsumerLoop:
             ):
                 break
             await self._hold(tp, record)
+        await self._commit_done(tp)
 
     async def _hold(self, tp: TopicPartition, record: ConsumerRecord[bytes, bytes]) -> None:
         """Handle one record in a task of its own while the loop keeps polling."""
@@ -404,8 +414,9 @@ class ConsumerLoop:
 
     async def _rewind(self) -> None:
         """Go back to the committed offsets: records fetched but not done must come again,
-        so no later commit can pass over them."""
+        so no later commit can pass over them (the records done are committed first)."""
         consumer = self.consumer
+        await self._commit_done(*self._done)
         for tp in consumer.assignment():
             if tp in self._halted:
                 continue  # already at its stopped record
@@ -435,7 +446,10 @@ class ConsumerLoop:
             if outcome != "done":
                 return  # stopping, revoked or halted: leave the offset uncommitted
             self.metrics.processing.labels(record.topic).observe(time.perf_counter() - started)
-            await self._commit(tp, record.offset + 1)
+            if self._parallel_partitions:
+                self._done[tp] = record.offset + 1  # committed with the partition's share
+            else:
+                await self._commit(tp, record.offset + 1)
         finally:
             structlog.contextvars.clear_contextvars()
 
@@ -484,6 +498,8 @@ class ConsumerLoop:
                 self.metrics.records.labels(record.topic, "ok").inc()
                 return "done"
             self.metrics.records.labels(record.topic, "retried").inc()
+            # The records done before it are committed now, not after the outage.
+            await self._commit_done(TopicPartition(record.topic, record.partition))
             # A record held by retries must show as growing lag, not a frozen gauge.
             with contextlib.suppress(KafkaError):
                 await self._update_lag()
@@ -525,6 +541,13 @@ class ConsumerLoop:
         self.metrics.dead_letters.labels(reason).inc()
         log.warning("record_dead_lettered", reason=reason, error=error[:200])
         return "done"
+
+    async def _commit_done(self, *partitions: TopicPartition) -> None:
+        """Commit the done records of ``partitions`` not committed yet (in parallel)."""
+        for tp in partitions:
+            offset = self._done.pop(tp, None)
+            if offset is not None:
+                await self._commit(tp, offset)
 
     async def _commit(self, tp: TopicPartition, offset: int) -> None:
         try:

@@ -97,6 +97,60 @@ class TestConsumerLoop:
             await loop.stop()
         assert offsets == {0: 60, 1: 60}
 
+    async def test_parallel_partitions_commit_once_per_share(
+        self, settings: Settings, publisher: Publisher
+    ) -> None:
+        """In parallel each partition's share of a batch is committed once after its last
+        record: fewer commits than records, and every offset committed in the end."""
+        topic = settings.kafka.topics.callbacks
+        handled: list[bytes] = []
+
+        async def handler(record: ConsumerRecord[bytes, bytes]) -> None:
+            handled.append(record.value or b"")
+
+        for index in range(60):
+            await publisher.producer.send(topic, str(index).encode(), partition=index % 2)
+        await publisher.producer.flush()
+        loop = make_loop(
+            settings, publisher, handler, CollectorRegistry(), parallel_partitions=True
+        )
+        await loop.start()
+        commits = _count_commits(loop)
+        try:
+            group = settings.processor.group_id
+            await eventually(lambda: _all_committed(settings, group, 60), what="every offset")
+        finally:
+            await loop.stop()
+        assert len(handled) == 60
+        assert 0 < commits[0] < 60
+
+    async def test_parallel_partitions_commit_what_is_done_before_a_retry_waits(
+        self, settings: Settings, publisher: Publisher
+    ) -> None:
+        """A record retried through an outage does not hold back the commit of the records
+        its partition finished before it (a crash meanwhile would redo only it)."""
+        topic = settings.kafka.topics.callbacks
+        outage = True
+
+        async def handler(record: ConsumerRecord[bytes, bytes]) -> None:
+            if record.value == b"b" and outage:
+                raise Transient("storage away")
+
+        for value in (b"a", b"b", b"c"):
+            await publisher.producer.send(topic, value, partition=0)
+        await publisher.producer.flush()
+        loop = make_loop(
+            settings, publisher, handler, CollectorRegistry(), parallel_partitions=True
+        )
+        group = settings.processor.group_id
+        await loop.start()
+        try:
+            await eventually(lambda: _all_committed(settings, group, 1), what="a committed")
+            outage = False
+            await eventually(lambda: _all_committed(settings, group, 3), what="all committed")
+        finally:
+            await loop.stop()
+
     async def test_dead_letters_carry_the_why_and_the_where(
         self, settings: Settings, publisher: Publisher
     ) -> None:
@@ -470,3 +524,17 @@ class TestEnsureTopics:
 async def _all_committed(settings: Settings, group: str, count: int) -> dict[int, int] | None:
     offsets = await committed_offsets(settings, group)
     return offsets if sum(offsets.values()) == count else None
+
+
+def _count_commits(loop: ConsumerLoop) -> list[int]:
+    """Counts the real consumer's commit requests (the call goes on unchanged)."""
+    consumer = loop.consumer
+    commit = consumer.commit
+    count = [0]
+
+    async def counted(*args: object, **kwargs: object) -> None:
+        count[0] += 1
+        await commit(*args, **kwargs)
+
+    consumer.commit = counted  # type: ignore[method-assign]
+    return count
