@@ -1,5 +1,5 @@
 # The two commands a new machine needs: `make run` and `make test`.
-.PHONY: run test send-example demo tasks chaos lint typecheck bench-ingest bench-processor bench-chaos bench-console kafka clean
+.PHONY: run test send-example demo tasks chaos lint typecheck bench-ingest bench-processor bench-chaos bench-console bench-replay kafka clean
 
 PYTHON := .venv/bin/python
 
@@ -45,6 +45,10 @@ bench-chaos: ## the chaos soak: 10,000 tasks over 10 minutes of faults, its ledg
 bench-console: ## the console: list p99 at 1,000,000 tasks, page weight, piano roll draw time
 	@scripts/bootstrap.sh --test
 	@$(PYTHON) -m bench.console.run $(ARGS)
+
+bench-replay: ## 10,000 archived callbacks replayed through Kafka to the processor vs the renderer alone (prints the ratio)
+	@scripts/bootstrap.sh --test
+	@$(PYTHON) -m bench.replay.run $(ARGS)
 
 lint:
 	@.venv/bin/ruff check services devenv tests bench

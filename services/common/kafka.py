@@ -30,6 +30,7 @@ from .errors import (
 from .settings import KafkaSettings
 
 __all__ = [
+    "Acknowledgement",
     "Publisher",
     "TopicSpec",
     "client_options",
@@ -196,6 +197,28 @@ def _settled(released: Callable[[], None] | None) -> Callable[[asyncio.Future[An
     return done
 
 
+@dataclass(frozen=True, slots=True)
+class Acknowledgement:
+    """The broker's answer to one enqueued record (:meth:`Publisher.enqueue`)."""
+
+    topic: str
+    future: asyncio.Future[RecordMetadata]
+
+    async def wait(self, timeout: float | None = None) -> RecordMetadata:  # noqa: ASYNC109
+        """The record's metadata once acknowledged; :class:`PublishTimeoutError` after
+        ``timeout`` seconds, :class:`PublishError` when Kafka refused or failed it."""
+        try:
+            async with asyncio.timeout(timeout):
+                # Shielded: a timeout leaves the record to the producer, as publish() does.
+                return await asyncio.shield(self.future)
+        except TimeoutError as exc:
+            raise PublishTimeoutError(
+                f"Kafka did not acknowledge the record on {self.topic} within {timeout} s"
+            ) from exc
+        except KafkaError as exc:
+            raise PublishError(f"Kafka refused the record on {self.topic}: {exc}") from exc
+
+
 class Publisher:
     """An idempotent, ``acks=all`` producer: a record is published once Kafka says so."""
 
@@ -293,6 +316,28 @@ class Publisher:
         finally:
             if released is not None and not queued:
                 released()
+
+    async def enqueue(
+        self,
+        topic: str,
+        *,
+        key: bytes,
+        value: bytes,
+        headers: Sequence[tuple[str, bytes]] = (),
+    ) -> Acknowledgement:
+        """Hand one record to the producer without waiting for the broker: records enqueued
+        one after another keep that order on their partition (the producer is idempotent),
+        while their acknowledgements overlap. The record is published once its
+        :class:`Acknowledgement` is awaited without error.
+
+        Raises :class:`PublishError` when the producer refuses the record outright.
+        """
+        try:
+            future = await self.producer.send(topic, value=value, key=key, headers=list(headers))
+        except KafkaError as exc:
+            raise PublishError(f"Kafka refused the record on {topic}: {exc}") from exc
+        future.add_done_callback(_settled(None))
+        return Acknowledgement(topic, future)
 
     async def missing_topics(
         self,

@@ -11,12 +11,15 @@ from aiohttp.test_utils import TestServer
 from prometheus_client import CollectorRegistry
 
 from services.archiver.app import create_app as create_archiver
+from services.archiver.archive import archive_event
+from services.archiver.catalog import ArchiveEntry, scan
 from services.archiver.cli import main
+from services.archiver.replay import replay
 from services.common.events import CallbackEvent
 from services.common.kafka import Publisher
 from services.common.keys import task_key
 from services.common.settings import Settings
-from services.common.storage import TEMPORARY_PREFIX
+from services.common.storage import TEMPORARY_PREFIX, LocalStorage
 from services.processor.app import create_app as create_processor
 
 from ..helpers import committed_offsets, eventually, read_topic, service_environment
@@ -135,3 +138,37 @@ async def test_replay_restores_byte_identical_midi(
     finally:
         await processor.close()
         await archiver.close()
+
+
+async def test_replay_with_acknowledgements_overlapping_keeps_the_order(
+    settings: Settings, publisher: Publisher, tmp_path: Path
+) -> None:
+    """With several records awaiting their acknowledgement at once, every one is sent,
+    reported in order, and one task's bodies reach its partition in received order."""
+    storage = LocalStorage(tmp_path / "archive")
+    events = [
+        make_event("window", callback_body("window", pitch=30 + index), received_at=at(index))
+        for index in range(10)
+    ]
+    for event in events:
+        await archive_event(storage, event)
+    entries = sorted(
+        [entry async for entry in scan(storage) if isinstance(entry, ArchiveEntry)],
+        key=ArchiveEntry.sort_key,
+    )
+    reported: list[str] = []
+    topic = settings.kafka.topics.callbacks
+
+    sent = await replay(
+        storage,
+        publisher,
+        topic,
+        entries,
+        on_sent=lambda entry: reported.append(entry.body_sha256),
+        window=3,
+    )
+
+    in_order = [event.body_sha256 for event in events]
+    assert sent == len(events) and reported == in_order
+    records = await read_topic(settings.kafka.bootstrap_servers, topic, len(events))
+    assert [CallbackEvent.decode(record.value).body_sha256 for record in records] == in_order

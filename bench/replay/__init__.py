@@ -1,0 +1,1 @@
+"""Replay benchmark: archived callbacks through Kafka against the renderer alone."""
