@@ -22,12 +22,8 @@ handler raises (the tree in :mod:`services.common.errors`):
   ``<service>_halted_partitions`` gauge counts it, until the partition is revoked or the
   service restarts with a schema that reads it.
 
-An offset is committed only after its record's effects are durable, so a committed offset
-always means done. A partition's records are handled one at a time, in order. With
-``parallel_partitions`` the partitions of a batch run side by side (one record in hand
-each), and each partition's share of the batch is committed once, after its last record
-(and before a retry's backoff, a rebalance, a rewind or the stop); otherwise the partitions
-run one after another and each record is committed as it is done.
+An offset is committed only after its record's effects are durable, one record at a time,
+so a committed offset always means done.
 
 A record that takes long (retries through an outage) must not cost the group membership:
 after ``KAFKA_MAX_POLL_INTERVAL_SECONDS`` without a poll aiokafka leaves the group and
@@ -179,7 +175,6 @@ class ConsumerLoop:
         backoff_initial: float = 0.2,
         backoff_max: float = 30.0,
         max_poll_records: int = 50,
-        parallel_partitions: bool = False,
     ) -> None:
         self._settings = settings
         self._role = role
@@ -193,7 +188,6 @@ class ConsumerLoop:
         self._backoff_initial = backoff_initial
         self._backoff_max = backoff_max
         self._max_poll_records = max_poll_records
-        self._parallel_partitions = parallel_partitions
         self._max_poll_interval = settings.max_poll_interval_seconds
         self._consumer: AIOKafkaConsumer | None = None
         self._stopping = asyncio.Event()
@@ -201,12 +195,7 @@ class ConsumerLoop:
         self._interrupt = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._next_offset: dict[TopicPartition, int] = {}
-        #: The record in hand of each partition (one at most, of all, unless in parallel).
-        self._in_hand: dict[TopicPartition, _InHand] = {}
-        #: One keep-alive poll at a time, whichever record in hand runs long.
-        self._keepalive = asyncio.Lock()
-        #: In parallel: the offset after each partition's last done record, not committed yet.
-        self._done: dict[TopicPartition, int] = {}
+        self._in_hand: _InHand | None = None
         self._halted: set[TopicPartition] = set()
         #: Bumped by every revocation: records fetched before it are not handled after it.
         self._generation = 0
@@ -249,8 +238,6 @@ class ConsumerLoop:
                 log.warning("consumer_stop_timeout", timeout=timeout)
                 task.cancel()
                 await asyncio.gather(task, return_exceptions=True)
-        if self._consumer is not None:
-            await self._commit_done(*self._done)
         consumer, self._consumer = self._consumer, None
         if consumer is not None:
             await consumer.stop()
@@ -292,28 +279,36 @@ class ConsumerLoop:
         the next owner handles it again, which is safe because every effect is idempotent.
         """
         self._generation += 1
-        held = {tp: h.task for tp, h in self._in_hand.items() if tp in revoked}
-        if not held:
+        in_hand = self._in_hand
+        if in_hand is None or in_hand.tp not in revoked:
             return
         self._interrupt.set()
         bound = min(_REVOKE_WAIT_MAX, self._max_poll_interval / 2)
-        _, pending = await asyncio.wait(held.values(), timeout=bound)
-        for tp, task in held.items():
-            if task in pending:
-                log.warning("record_abandoned", partition=f"{tp.topic}:{tp.partition}")
-                task.cancel()
-        if pending:
-            await asyncio.wait(pending)
-        await self._commit_done(*(tp for tp in self._done if tp in revoked))
+        done, _ = await asyncio.wait({in_hand.task}, timeout=bound)
+        if not done:
+            log.warning("record_abandoned", partition=f"{in_hand.tp.topic}:{in_hand.tp.partition}")
+            in_hand.task.cancel()
+            await asyncio.wait({in_hand.task})
 
     # the loop ------------------------------------------------------------------------
 
     async def _run(self) -> None:
+        consumer = self.consumer
         backoff = self._backoff_initial
         while not self._stopping.is_set():
             try:
-                batch = await self._fetch()
-                await self._handle_batch(batch, self._generation)
+                batch = await consumer.getmany(timeout_ms=500)
+                generation = self._generation
+                for tp, records in batch.items():
+                    for record in records:
+                        if (
+                            self._stopping.is_set()
+                            or generation != self._generation
+                            or tp in self._halted
+                            or tp not in consumer.assignment()
+                        ):
+                            break
+                        await self._hold(tp, record)
                 await self._update_lag()
                 backoff = self._backoff_initial
             except Exception as exc:  # the loop must outlive any one failure
@@ -323,66 +318,19 @@ class ConsumerLoop:
                     await asyncio.wait_for(self._stopping.wait(), backoff)
                 backoff = min(backoff * 2, self._backoff_max)
 
-    async def _fetch(self) -> dict[TopicPartition, list[ConsumerRecord[bytes, bytes]]]:
-        """The next batch. In parallel, a share of it from every partition with records
-        fetched: aiokafka fills a batch from one partition before the next, so a backlog
-        would otherwise make every batch one partition's, and nothing would run beside it."""
-        consumer = self.consumer
-        batch: dict[TopicPartition, list[ConsumerRecord[bytes, bytes]]]
-        if not self._parallel_partitions:
-            batch = await consumer.getmany(timeout_ms=500)
-            return batch
-        share = max(1, self._max_poll_records // max(1, len(consumer.assignment())))
-        batch = await consumer.getmany(timeout_ms=500, max_records=share)
-        for tp in consumer.assignment() - batch.keys():
-            batch.update(await consumer.getmany(tp, timeout_ms=0, max_records=share))
-        return batch
-
-    async def _handle_batch(
-        self, batch: dict[TopicPartition, list[ConsumerRecord[bytes, bytes]]], generation: int
-    ) -> None:
-        """Each partition's records in order; the partitions one after another, or side by
-        side with ``parallel_partitions`` (a record's I/O, a file's fsync, an acknowledgement,
-        a commit, then overlaps another partition's work; one task's records share a
-        partition, so they still run one at a time, in order)."""
-        if not self._parallel_partitions:
-            for tp, records in batch.items():
-                await self._handle_partition(tp, records, generation)
-            return
-        # A failure of one partition's loop cancels the others before the loop rewinds.
-        async with asyncio.TaskGroup() as group:
-            for tp, records in batch.items():
-                group.create_task(self._handle_partition(tp, records, generation))
-
-    async def _handle_partition(
-        self, tp: TopicPartition, records: list[ConsumerRecord[bytes, bytes]], generation: int
-    ) -> None:
-        """The partition's records in order; in parallel, one commit after them (each record
-        was done before the next began, so the last done offset covers all before it)."""
-        for record in records:
-            if (
-                self._stopping.is_set()
-                or generation != self._generation
-                or tp in self._halted
-                or tp not in self.consumer.assignment()
-            ):
-                break
-            await self._hold(tp, record)
-        await self._commit_done(tp)
-
     async def _hold(self, tp: TopicPartition, record: ConsumerRecord[bytes, bytes]) -> None:
         """Handle one record in a task of its own while the loop keeps polling."""
         if not self._stopping.is_set():
             self._interrupt.clear()
         task = asyncio.create_task(self._process(tp, record))
-        self._in_hand[tp] = _InHand(tp, task)
+        self._in_hand = _InHand(tp, task)
         try:
             await self._poll_until(task)
         except asyncio.CancelledError:
             task.cancel()  # stop() gave up: the record must not outlive the loop
             raise
         finally:
-            self._in_hand.pop(tp, None)
+            self._in_hand = None
         if not task.cancelled():
             task.result()  # a failure of the loop itself (not the handler's) propagates
 
@@ -397,26 +345,24 @@ class ConsumerLoop:
             if done:
                 break
             paused = True
-            async with self._keepalive:
-                consumer.pause(*consumer.assignment())
-                try:
-                    stray = await consumer.getmany(timeout_ms=0)
-                except KafkaError as exc:
-                    log.warning("keepalive_poll_failed", error=repr(exc))
-                    continue
-                # Partitions assigned by a rebalance meanwhile are not paused yet: put their
-                # records back, to come again once the record in hand is done.
-                for stray_tp, records in stray.items():
-                    consumer.seek(stray_tp, records[0].offset)
-                    consumer.pause(stray_tp)
+            consumer.pause(*consumer.assignment())
+            try:
+                stray = await consumer.getmany(timeout_ms=0)
+            except KafkaError as exc:
+                log.warning("keepalive_poll_failed", error=repr(exc))
+                continue
+            # Partitions assigned by a rebalance meanwhile are not paused yet: put their
+            # records back, to come again once the record in hand is done.
+            for stray_tp, records in stray.items():
+                consumer.seek(stray_tp, records[0].offset)
+                consumer.pause(stray_tp)
         if paused:
             consumer.resume(*(consumer.assignment() - self._halted))
 
     async def _rewind(self) -> None:
         """Go back to the committed offsets: records fetched but not done must come again,
-        so no later commit can pass over them (the records done are committed first)."""
+        so no later commit can pass over them."""
         consumer = self.consumer
-        await self._commit_done(*self._done)
         for tp in consumer.assignment():
             if tp in self._halted:
                 continue  # already at its stopped record
@@ -446,10 +392,7 @@ class ConsumerLoop:
             if outcome != "done":
                 return  # stopping, revoked or halted: leave the offset uncommitted
             self.metrics.processing.labels(record.topic).observe(time.perf_counter() - started)
-            if self._parallel_partitions:
-                self._done[tp] = record.offset + 1  # committed with the partition's share
-            else:
-                await self._commit(tp, record.offset + 1)
+            await self._commit(tp, record.offset + 1)
         finally:
             structlog.contextvars.clear_contextvars()
 
@@ -498,8 +441,6 @@ class ConsumerLoop:
                 self.metrics.records.labels(record.topic, "ok").inc()
                 return "done"
             self.metrics.records.labels(record.topic, "retried").inc()
-            # The records done before it are committed now, not after the outage.
-            await self._commit_done(TopicPartition(record.topic, record.partition))
             # A record held by retries must show as growing lag, not a frozen gauge.
             with contextlib.suppress(KafkaError):
                 await self._update_lag()
@@ -541,13 +482,6 @@ class ConsumerLoop:
         self.metrics.dead_letters.labels(reason).inc()
         log.warning("record_dead_lettered", reason=reason, error=error[:200])
         return "done"
-
-    async def _commit_done(self, *partitions: TopicPartition) -> None:
-        """Commit the done records of ``partitions`` not committed yet (in parallel)."""
-        for tp in partitions:
-            offset = self._done.pop(tp, None)
-            if offset is not None:
-                await self._commit(tp, offset)
 
     async def _commit(self, tp: TopicPartition, offset: int) -> None:
         try:

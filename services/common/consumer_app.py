@@ -30,7 +30,6 @@ def create_consumer_app(
     unknown_schema: UnknownSchemaPolicy,
     produces: tuple[str, ...] = (),
     require_verified: bool = False,
-    parallel_partitions: bool = False,
 ) -> web.Application:
     """An app whose consumer runs ``build_handler(app)`` on each callback event.
 
@@ -38,8 +37,7 @@ def create_consumer_app(
     returns sees decoded events with valid task ids only (and verified ones only, with
     ``require_verified``), and raises to retry or dead-letter. ``unknown_schema`` says what
     the consumer does with an event of a schema it does not know (see :mod:`.consumer`):
-    each app states it, the loop applies it. ``parallel_partitions``: the handler may run
-    for records of different partitions at once (see :class:`~.consumer.ConsumerLoop`).
+    each app states it, the loop applies it.
     """
     app = web.Application()
     app[SETTINGS] = settings
@@ -62,7 +60,6 @@ def create_consumer_app(
             publisher=app[PUBLISHER],
             metrics=metrics,
             unknown_schema=unknown_schema,
-            parallel_partitions=parallel_partitions,
         )
         await loop.start()
         app[CONSUMER] = loop

@@ -356,7 +356,4 @@ def create_app(settings: Settings, *, registry: CollectorRegistry | None = None)
         unknown_schema="dead_letter",
         produces=(settings.kafka.topics.notes,),
         require_verified=settings.processor.require_verified,
-        # A record is mostly waiting (fsyncs, the notes event's acknowledgement, the commit):
-        # other partitions' records render meanwhile (bench/replay, docs/profiles/replay.md).
-        parallel_partitions=True,
     )

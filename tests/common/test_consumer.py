@@ -31,12 +31,7 @@ pytestmark = pytest.mark.kafka
 
 
 def make_loop(
-    settings: Settings,
-    publisher: Publisher,
-    handler: RecordHandler,
-    registry: CollectorRegistry,
-    *,
-    parallel_partitions: bool = False,
+    settings: Settings, publisher: Publisher, handler: RecordHandler, registry: CollectorRegistry
 ) -> ConsumerLoop:
     return ConsumerLoop(
         settings=settings.kafka,
@@ -48,109 +43,10 @@ def make_loop(
         metrics=ConsumerMetrics("test", registry),
         backoff_initial=0.05,
         backoff_max=0.2,
-        parallel_partitions=parallel_partitions,
     )
 
 
 class TestConsumerLoop:
-    async def test_parallel_partitions_run_side_by_side_each_in_order(
-        self, settings: Settings, publisher: Publisher
-    ) -> None:
-        """With ``parallel_partitions`` two partitions' records are in hand at once (each
-        first record waits until the other partition's has started), even with more records
-        waiting in each than a batch holds, while each partition's records still come one at
-        a time, in order, and every offset is committed."""
-        topic = settings.kafka.topics.callbacks
-        started = {0: asyncio.Event(), 1: asyncio.Event()}
-        handled: dict[int, list[bytes]] = {0: [], 1: []}
-        in_hand: list[int] = []
-
-        async def handler(record: ConsumerRecord[bytes, bytes]) -> None:
-            partition = record.partition
-            assert partition not in in_hand, "two records of one partition at once"
-            in_hand.append(partition)
-            try:
-                started[partition].set()
-                await asyncio.wait_for(started[1 - partition].wait(), 10)
-                handled[partition].append(record.value or b"")
-            finally:
-                in_hand.remove(partition)
-
-        # More than max_poll_records (50) in each: a batch filled from one partition alone
-        # would hold its first record until the other's timed out.
-        values = {p: [f"{p}-{i}".encode() for i in range(60)] for p in (0, 1)}
-        for partition, records in values.items():
-            for value in records:
-                await publisher.producer.send(topic, value, partition=partition)
-        await publisher.producer.flush()
-        loop = make_loop(
-            settings, publisher, handler, CollectorRegistry(), parallel_partitions=True
-        )
-        await loop.start()
-        try:
-            await eventually(lambda: handled == values, what="both partitions' records")
-            group = settings.processor.group_id
-            offsets = await eventually(
-                lambda: _all_committed(settings, group, 120), what="every offset committed"
-            )
-        finally:
-            await loop.stop()
-        assert offsets == {0: 60, 1: 60}
-
-    async def test_parallel_partitions_commit_once_per_share(
-        self, settings: Settings, publisher: Publisher
-    ) -> None:
-        """In parallel each partition's share of a batch is committed once after its last
-        record: fewer commits than records, and every offset committed in the end."""
-        topic = settings.kafka.topics.callbacks
-        handled: list[bytes] = []
-
-        async def handler(record: ConsumerRecord[bytes, bytes]) -> None:
-            handled.append(record.value or b"")
-
-        for index in range(60):
-            await publisher.producer.send(topic, str(index).encode(), partition=index % 2)
-        await publisher.producer.flush()
-        loop = make_loop(
-            settings, publisher, handler, CollectorRegistry(), parallel_partitions=True
-        )
-        await loop.start()
-        commits = _count_commits(loop)
-        try:
-            group = settings.processor.group_id
-            await eventually(lambda: _all_committed(settings, group, 60), what="every offset")
-        finally:
-            await loop.stop()
-        assert len(handled) == 60
-        assert 0 < commits[0] < 60
-
-    async def test_parallel_partitions_commit_what_is_done_before_a_retry_waits(
-        self, settings: Settings, publisher: Publisher
-    ) -> None:
-        """A record retried through an outage does not hold back the commit of the records
-        its partition finished before it (a crash meanwhile would redo only it)."""
-        topic = settings.kafka.topics.callbacks
-        outage = True
-
-        async def handler(record: ConsumerRecord[bytes, bytes]) -> None:
-            if record.value == b"b" and outage:
-                raise Transient("storage away")
-
-        for value in (b"a", b"b", b"c"):
-            await publisher.producer.send(topic, value, partition=0)
-        await publisher.producer.flush()
-        loop = make_loop(
-            settings, publisher, handler, CollectorRegistry(), parallel_partitions=True
-        )
-        group = settings.processor.group_id
-        await loop.start()
-        try:
-            await eventually(lambda: _all_committed(settings, group, 1), what="a committed")
-            outage = False
-            await eventually(lambda: _all_committed(settings, group, 3), what="all committed")
-        finally:
-            await loop.stop()
-
     async def test_dead_letters_carry_the_why_and_the_where(
         self, settings: Settings, publisher: Publisher
     ) -> None:
@@ -519,22 +415,3 @@ class TestEnsureTopics:
         kafka = replace(settings.kafka, create_topics=False)
         with pytest.raises(ConfigError, match="KAFKA_CREATE_TOPICS is false"):
             await ensure_topics(kafka, "test", [kafka.topics.notes])
-
-
-async def _all_committed(settings: Settings, group: str, count: int) -> dict[int, int] | None:
-    offsets = await committed_offsets(settings, group)
-    return offsets if sum(offsets.values()) == count else None
-
-
-def _count_commits(loop: ConsumerLoop) -> list[int]:
-    """Counts the real consumer's commit requests (the call goes on unchanged)."""
-    consumer = loop.consumer
-    commit = consumer.commit
-    count = [0]
-
-    async def counted(*args: object, **kwargs: object) -> None:
-        count[0] += 1
-        await commit(*args, **kwargs)
-
-    consumer.commit = counted  # type: ignore[method-assign]
-    return count
