@@ -30,8 +30,13 @@ _GROUPS = (
     ("/yarl/", "yarl"),
     ("/fastavro/", "fastavro"),
     ("/uvloop/", "uvloop"),
-    ("/asyncio/", "asyncio (event loop, transports)"),
-    ("/selectors.py", "asyncio (event loop, transports)"),
+    # The loop itself; under uvloop its C code is charged to asyncio's Runner.run.
+    ("/asyncio/selector_events.py", "event loop and transports"),
+    ("/asyncio/base_events.py", "event loop and transports"),
+    ("/asyncio/events.py", "event loop and transports"),
+    ("/asyncio/runners.py", "event loop and transports"),
+    ("/selectors.py", "event loop and transports"),
+    ("/asyncio/", "asyncio tasks, timeouts, streams"),
     ("/logging/", "logging (stdlib)"),
 )
 

@@ -1,15 +1,17 @@
 """Runs the ingest as ``python -m services.ingest`` does, with a bench variant applied first.
 
-The variants that are not settings of the ingest (yet) are chosen here, from the
-environment the bench sets: ``BENCH_EVENT_LOOP=uvloop`` runs the event loop of uvloop,
-``BENCH_REDIS_PARSER=hiredis`` lets redis-py use hiredis's reply parser. Without them the
-process is what production runs: asyncio's loop and redis-py's own parser (hiredis, a dev
-dependency here, is hidden from redis-py so the default variant does not pick it up).
+Candidates that are not settings of the ingest (measured, not adopted: docs/ingest.md)
+are chosen here, from the environment the bench sets: ``BENCH_EVENT_LOOP=uvloop`` runs
+uvloop's event loop, ``BENCH_REDIS_PARSER=hiredis`` lets redis-py use hiredis's reply
+parser (hiredis is not a dependency: ``.venv/bin/python -m uv pip install hiredis`` first;
+every other variant hides it from redis-py). Without them the process is what production
+runs: asyncio's loop and redis-py's own parser.
 """
 
 from __future__ import annotations
 
 import asyncio
+import importlib.util
 import os
 import sys
 
@@ -17,6 +19,8 @@ import sys
 def main() -> None:
     if os.environ.get("BENCH_REDIS_PARSER") != "hiredis":
         sys.modules["hiredis"] = None  # type: ignore[assignment]  # import fails: not used
+    elif importlib.util.find_spec("hiredis") is None:
+        sys.exit("the hiredis variant needs hiredis: .venv/bin/python -m uv pip install hiredis")
     if os.environ.get("BENCH_EVENT_LOOP") == "uvloop":
         import uvloop
 
