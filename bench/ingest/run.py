@@ -318,7 +318,9 @@ VARIANTS: dict[str, dict[str, str]] = {
     "default": {},
     # aiohttp's pure-Python HTTP parser instead of its C one (shows the C one is in use).
     "py-parser": {"AIOHTTP_NO_EXTENSIONS": "1"},
-    "uvloop": {"BENCH_EVENT_LOOP": "uvloop"},
+    # INGEST_EVENT_LOOP: uvloop is the default, asyncio's own loop the alternative.
+    "asyncio": {"INGEST_EVENT_LOOP": "asyncio"},
+    "uvloop": {"INGEST_EVENT_LOOP": "uvloop"},
     "hiredis": {"BENCH_REDIS_PARSER": "hiredis"},
 }
 

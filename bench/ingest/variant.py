@@ -1,16 +1,15 @@
 """Runs the ingest as ``python -m services.ingest`` does, with a bench variant applied first.
 
-Candidates that are not settings of the ingest (measured, not adopted: docs/ingest.md)
-are chosen here, from the environment the bench sets: ``BENCH_EVENT_LOOP=uvloop`` runs
-uvloop's event loop, ``BENCH_REDIS_PARSER=hiredis`` lets redis-py use hiredis's reply
-parser (hiredis is not a dependency: ``.venv/bin/python -m uv pip install hiredis`` first;
-every other variant hides it from redis-py). Without them the process is what production
-runs: asyncio's loop and redis-py's own parser.
+A candidate that is not a setting of the ingest is chosen here, from the environment the
+bench sets: ``BENCH_REDIS_PARSER=hiredis`` lets redis-py use hiredis's reply parser
+(measured, not adopted: docs/ingest.md; hiredis is not a dependency, so
+``.venv/bin/python -m uv pip install hiredis`` first). Every other variant hides hiredis
+from redis-py, as production does not have it. The event loop is a setting
+(``INGEST_EVENT_LOOP``), which the bench sets in the environment.
 """
 
 from __future__ import annotations
 
-import asyncio
 import importlib.util
 import os
 import sys
@@ -21,10 +20,6 @@ def main() -> None:
         sys.modules["hiredis"] = None  # type: ignore[assignment]  # import fails: not used
     elif importlib.util.find_spec("hiredis") is None:
         sys.exit("the hiredis variant needs hiredis: .venv/bin/python -m uv pip install hiredis")
-    if os.environ.get("BENCH_EVENT_LOOP") == "uvloop":
-        import uvloop
-
-        asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
     from services.ingest.__main__ import main as ingest_main
 
     ingest_main()
