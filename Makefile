@@ -28,7 +28,7 @@ kafka: ## only a local Kafka broker on 127.0.0.1:9092
 	@scripts/bootstrap.sh
 	@$(PYTHON) -m devenv.kafka
 
-bench-ingest: ## full ingest path vs a bare aiohttp handler under wrk (prints ratios)
+bench-ingest: ## full ingest path vs a bare aiohttp handler and the provider page's Flask receiver under wrk (prints ratios)
 	@scripts/bootstrap.sh --bench
 	@$(PYTHON) -m bench.ingest.run $(ARGS)
 

@@ -49,5 +49,6 @@ function request()
     ["X-Webhook-Timestamp"] = e[2],
     ["X-Webhook-Signature"] = e[3],
   }
-  return wrk.format("POST", "/callbacks/suno/midi", headers, prefix .. e[1] .. suffix)
+  -- nil: the path of the URL wrk was given (the ingest, bare and Flask differ).
+  return wrk.format("POST", nil, headers, prefix .. e[1] .. suffix)
 end

@@ -18,7 +18,7 @@ from aiohttp import web
 
 from .errors import ConfigError, PipelineError
 from .logs import configure_logging
-from .settings import Settings
+from .settings import EventLoop, Settings
 
 __all__ = ["ServeHooks", "load_settings", "serve"]
 
@@ -52,13 +52,15 @@ def serve(
     keepalive_timeout: float = 75.0,
     hooks: ServeHooks | None = None,
     reuse_port: Callable[[Settings], bool] | None = None,
+    event_loop: Callable[[Settings], EventLoop] | None = None,
 ) -> None:
     """Run ``factory(settings)`` on ``address(settings)``; SIGTERM drains and exits 0.
 
     ``shutdown_timeout`` is how long handlers still running when the listener closes get
     before the resources are released; ``keepalive_timeout`` how long an idle connection
     stays open (both default to ``aiohttp.web.run_app``'s values); ``reuse_port`` whether
-    other processes may listen on the same port (SO_REUSEPORT).
+    other processes may listen on the same port (SO_REUSEPORT); ``event_loop`` which loop
+    runs it (asyncio's own without).
     """
     settings = load_settings(program)
     configure_logging(settings.log)
@@ -74,11 +76,23 @@ def serve(
     )
     try:
         shared = reuse_port is not None and reuse_port(settings)
-        asyncio.run(_serve(runner, address(settings), shared, hooks or ServeHooks()))
+        loop_factory = _loop_factory(event_loop(settings) if event_loop else "asyncio")
+        with asyncio.Runner(loop_factory=loop_factory) as loop_runner:
+            loop_runner.run(_serve(runner, address(settings), shared, hooks or ServeHooks()))
     except PipelineError as exc:
         # Start-up failed (no broker, bad storage): say what, exit non-zero, no traceback.
         structlog.get_logger(program).error("startup_failed", error=str(exc))
         sys.exit(f"{program}: cannot start: {exc}")
+
+
+def _loop_factory(name: EventLoop) -> Callable[[], asyncio.AbstractEventLoop] | None:
+    """What makes the loop ``name`` names; ``None``: asyncio's own (``asyncio.run``'s)."""
+    if name == "uvloop":
+        # Imported here: only a service that chooses it loads it.
+        import uvloop
+
+        return uvloop.new_event_loop
+    return None
 
 
 async def _serve(

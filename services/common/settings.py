@@ -55,6 +55,7 @@ LogFormat = Literal["auto", "json", "console"]
 RedisMode = Literal["standalone", "cluster", "sentinel"]
 DedupeUnavailablePolicy = Literal["accept", "refuse"]
 PreviewPolicy = Literal["auto", "on", "off"]
+EventLoop = Literal["uvloop", "asyncio"]
 
 _T = TypeVar("_T")
 
@@ -251,6 +252,11 @@ class IngestSettings:
     )
     shutdown_grace_seconds: float = setting(
         "INGEST_SHUTDOWN_GRACE_SECONDS", 10.0, "time in-flight requests get on SIGTERM"
+    )
+    event_loop: EventLoop = setting(
+        "INGEST_EVENT_LOOP",
+        "uvloop",
+        "the ingest's event loop; uvloop (libuv's) spends ~5 % less CPU per callback",
     )
 
 

@@ -26,6 +26,7 @@ def main() -> None:
         keepalive_timeout=_KEEPALIVE_SECONDS,
         hooks=HOOKS,
         reuse_port=lambda s: s.ingest.reuse_port,
+        event_loop=lambda s: s.ingest.event_loop,
     )
 
 

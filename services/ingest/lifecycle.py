@@ -53,7 +53,9 @@ def _listening(app: web.Application, addresses: Sequence[str]) -> None:
     # ~30 ms on average before, ~3 ms after, and the latency tail shrank with it.
     gc.collect()
     gc.freeze()
-    log.info("ingest_listening", addresses=list(addresses))
+    # The loop's package (uvloop or asyncio): INGEST_EVENT_LOOP as it took effect.
+    loop = type(asyncio.get_running_loop()).__module__.split(".")[0]
+    log.info("ingest_listening", addresses=list(addresses), event_loop=loop)
 
 
 async def _drain(app: web.Application) -> None:

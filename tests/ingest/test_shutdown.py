@@ -34,8 +34,12 @@ async def status(session: aiohttp.ClientSession, url: str) -> int | None:
         return None
 
 
-async def test_sigterm_drains_then_exits_zero(kafka_broker: Broker, tmp_path: Path) -> None:
-    """Readiness drops at once, a request in flight completes with 200, the process exits 0."""
+@pytest.mark.parametrize("event_loop", ["uvloop", "asyncio"])
+async def test_sigterm_drains_then_exits_zero(
+    kafka_broker: Broker, tmp_path: Path, event_loop: str
+) -> None:
+    """Readiness drops at once, a request in flight completes with 200, the process exits 0,
+    on either event loop (``INGEST_EVENT_LOOP``), which the start-up line names."""
     port = free_port()
     topic = f"test.{uuid.uuid4().hex[:10]}.callbacks"
     env = {
@@ -48,6 +52,7 @@ async def test_sigterm_drains_then_exits_zero(kafka_broker: Broker, tmp_path: Pa
         "INGEST_SHUTDOWN_GRACE_SECONDS": "10",
         "INGEST_ALLOW_UNSIGNED": "true",
         "LOG_FORMAT": "json",
+        "INGEST_EVENT_LOOP": event_loop,
     }
     env.pop("REDIS_URL", None)
     env.pop("SUNO_WEBHOOK_SECRETS", None)
@@ -104,6 +109,8 @@ async def test_sigterm_drains_then_exits_zero(kafka_broker: Broker, tmp_path: Pa
     ]
     text = (tmp_path / "ingest.log").read_text()
     assert "ingest_draining" in text and "ingest_stopped" in text
+    listening = [json.loads(line) for line in text.splitlines() if "ingest_listening" in line]
+    assert [line["event_loop"] for line in listening] == [event_loop], text
 
 
 async def _is(probe: object, expected: int) -> bool:
