@@ -31,6 +31,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -60,14 +61,14 @@ class Step:
 
     load: RateResult
     seconds: float
-    #: Seconds from the load's end to every group's lag at 0; ``None``: not within the limit.
-    drain: float | None
-    #: The same, however long it took (bounded by ``--settle-limit``).
-    settled: float | None
     #: CPU seconds per process during the load.
     cpu: dict[str, float]
     #: Each group's lag the moment the load ended.
     backlog: dict[str, int]
+    #: Seconds from the load's end to every group's lag at 0; ``None``: not within the limit.
+    drain: float | None
+    #: When not: records per second each group did meanwhile (its pace under a backlog).
+    pace: dict[str, float]
 
     def ok(self) -> bool:
         return self.load.ok == self.load.sent and not self.load.errors and self.drain is not None
@@ -75,14 +76,18 @@ class Step:
     def line(self) -> str:
         cores = " ".join(f"{k} {v / self.seconds:.2f}" for k, v in self.cpu.items())
         answers = f"{self.load.ok}/{self.load.sent} 200"
-        if self.load.other:
-            answers += f" (other: {self.load.other})"
-        drain = "not within the limit" if self.drain is None else f"{self.drain:.1f} s"
-        settled = "" if self.settled is None else f", settled in {self.settled:.1f} s"
+        if self.load.other or self.load.errors:
+            answers += f" (other: {self.load.other} {'; '.join(self.load.errors[:3])})"
+        backlog = " ".join(f"{k} {v}" for k, v in self.backlog.items())
+        if self.drain is not None:
+            drained = f"0 after {self.drain:.1f} s"
+        else:
+            drained = "not 0 within the limit; pace then " + " ".join(
+                f"{k} {v:.0f}/s" for k, v in self.pace.items()
+            )
         return (
             f"{self.load.rate:7.0f}/s for {self.seconds:.0f} s: {answers}, p99 "
-            f"{self.load.p99_ms:.0f} ms, lag at the end "
-            f"{' '.join(f'{k} {v}' for k, v in self.backlog.items())}, 0 after {drain}{settled} -> "
+            f"{self.load.p99_ms:.0f} ms; lag at the end {backlog}, {drained} -> "
             f"{'SUSTAINED' if self.ok() else 'not sustained'} | CPU cores: {cores}"
         )
 
@@ -134,60 +139,63 @@ def ingest_alone(
     return result, cpu
 
 
-def sustain(
-    vegeta: str, system: Pipeline, lag: Lag, args: argparse.Namespace, rate: float, tag: str
-) -> Step:
-    """One step of the search: ``rate`` for ``--step-seconds``, then the drain."""
+def sustain(vegeta: str, system: Pipeline, args: argparse.Namespace, rate: float, tag: str) -> Step:
+    """One step of the search on a fresh pipeline: ``rate`` for ``--step-seconds``, then
+    the lag until it is 0 or ``--drain-limit`` has passed."""
     folder = system.run_dir / "step"
     write_requests(folder, SIZE, int(rate * (args.step_seconds + 1)) + 10, tag)
-    cpu: dict[str, float] = {}
-    with cpu_window(system, cpu):
-        load = open_loop(
-            vegeta, system.url("ingest"), folder, rate=rate, duration=args.step_seconds
-        )
-    backlog = lag.by_group()
-    drain = lag.drain_seconds(args.drain_limit)
-    settled = drain if drain is not None else lag.drain_seconds(args.settle_limit)
-    step = Step(load, args.step_seconds, drain, settled, cpu, backlog)
-    # The files of a step are not read again: gone, so the disk holds one step's at most.
-    for folder_name in ("raw", "midi"):
-        shutil.rmtree(system.data_dir / folder_name, ignore_errors=True)
-    return step
+    with system.stage(tag, args.replicas), Lag(system) as lag:
+        warm_up(vegeta, system, lag, "ingest")
+        cpu: dict[str, float] = {}
+        with cpu_window(system, cpu):
+            load = open_loop(
+                vegeta, system.url("ingest"), folder, rate=rate, duration=args.step_seconds
+            )
+        began = time.monotonic()
+        backlog = lag.by_group()
+        drain = lag.drain_seconds(args.drain_limit)
+        pace = {}
+        if drain is None:
+            left, spent = lag.by_group(), time.monotonic() - began
+            pace = {name: (backlog[name] - left[name]) / spent for name in backlog}
+    return Step(load, args.step_seconds, cpu, backlog, drain, pace)
 
 
 def send_to_file(
-    vegeta: str, system: Pipeline, lag: Lag, args: argparse.Namespace, rate: float
+    vegeta: str, system: Pipeline, args: argparse.Namespace, rate: float
 ) -> tuple[RateResult, list[float], list[str]]:
     """At ``rate``, open loop: per request answered 200, send to its MIDI file written."""
     folder = system.run_dir / "latency"
     write_requests(folder, SIZE, int(rate * (args.latency_seconds + 1)) + 10, "lat")
-    since = lag.end_offsets(system.notes)
     results = system.run_dir / "latency.bin"
-    load = open_loop(
-        vegeta,
-        system.url("ingest"),
-        folder,
-        rate=rate,
-        duration=args.latency_seconds,
-        results_to=results,
-    )
-    lag.drain_seconds(args.settle_limit)
+    with system.stage("latency", args.replicas), Lag(system) as lag:
+        warm_up(vegeta, system, lag, "ingest")
+        since = lag.end_offsets(system.notes)
+        load = open_loop(
+            vegeta,
+            system.url("ingest"),
+            folder,
+            rate=rate,
+            duration=args.latency_seconds,
+            results_to=results,
+        )
+        lag.drain_seconds(args.settle_limit)
+        written = notes_written_at(system, since)
     encoded = subprocess.run(
         [vegeta, "encode", "--to", "json", str(results)],
         capture_output=True,
         text=True,
         check=True,
     ).stdout
-    latencies, missing = send_to_file_ms(
-        sent_at(encoded.splitlines()), notes_written_at(system, since)
-    )
+    latencies, missing = send_to_file_ms(sent_at(encoded.splitlines()), written)
     return load, latencies, missing
 
 
 def profile(
-    vegeta: str, system: Pipeline, lag: Lag, args: argparse.Namespace, rate: float
+    vegeta: str, system: Pipeline, args: argparse.Namespace, rate: float
 ) -> dict[str, Path]:
-    """py-spy on each service (50 Hz, not pausing it) while the pipeline takes ``rate``."""
+    """py-spy on each service (its first replica; 50 Hz, not pausing it) while a fresh
+    pipeline takes ``rate``."""
     spy = shutil.which("py-spy", path=str(Path(sys.executable).parent)) or shutil.which("py-spy")
     if spy is None:
         print("py-spy is not installed (scripts/bootstrap.sh --test): no profiles", flush=True)
@@ -197,18 +205,19 @@ def profile(
     outputs = {name: system.run_dir / f"profile-{name}.txt" for name in SERVICES}
     command = ["record", "--rate", "50", "--nonblocking", "--format", "raw"]
     command += ["--duration", str(int(args.profile_seconds))]
-    spies = [
-        subprocess.Popen(
-            [spy, *command, "--pid", str(system.pids[name]), "--output", str(path)],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
-        for name, path in outputs.items()
-    ]
-    open_loop(vegeta, system.url("ingest"), folder, rate=rate, duration=args.profile_seconds)
-    for spy_process in spies:
-        spy_process.wait(60)
-    lag.drain_seconds(args.settle_limit)
+    with system.stage("profile", args.replicas), Lag(system) as lag:
+        warm_up(vegeta, system, lag, "ingest")
+        spies = [
+            subprocess.Popen(
+                [spy, *command, "--pid", str(system.pids[name][0]), "--output", str(path)],
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+            )
+            for name, path in outputs.items()
+        ]
+        open_loop(vegeta, system.url("ingest"), folder, rate=rate, duration=args.profile_seconds)
+        for spy_process in spies:
+            spy_process.wait(60)
     return {name: path for name, path in outputs.items() if path.exists()}
 
 
@@ -225,7 +234,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--latency-seconds", type=float, help="latency run (30; quick 10)")
     parser.add_argument("--profile-seconds", type=float, help="py-spy run (20; quick 8; 0: none)")
     parser.add_argument("--drain-limit", type=float, default=5.0, help="lag back to 0 within")
-    parser.add_argument("--settle-limit", type=float, default=300.0, help="waited for at most")
+    parser.add_argument(
+        "--settle-limit", type=float, default=120.0, help="latency run: waited for its files"
+    )
+    parser.add_argument(
+        "--replicas", type=int, default=1, help="processes of the processor and of the archiver"
+    )
     args = parser.parse_args(argv)
     defaults = {
         "step_seconds": (60.0, 15.0),
@@ -245,40 +259,37 @@ def main(argv: list[str] | None = None) -> None:
     vegeta = vegeta_path()
     run_dir = Path(tempfile.mkdtemp(prefix="suno-bench-pipeline-"))
     print(f"run directory (logs, profiles): {run_dir}", flush=True)
-    with running(run_dir) as system, Lag(system) as lag:
-        report = Report(args)
-        warm_up(vegeta, system, lag)
+    report = Report(args)
+    with running(run_dir) as system:
+        warm_up(vegeta, system, None, "alone")
         report.peaks.append(ingest_alone(vegeta, system, args, "peak0", guess=4000))
         print(report.peak_line(0), flush=True)
         search = RateSearch(report.peaks[0][0].rate, start=args.start, max_steps=args.max_steps)
         while (rate := search.next_rate()) is not None:
-            step = sustain(vegeta, system, lag, args, rate, f"s{len(search.steps)}")
+            step = sustain(vegeta, system, args, rate, f"s{len(search.steps)}")
             report.steps.append(step)
-            print(f"step {len(search.steps) + 1}: {step.line()}", flush=True)
-            if step.settled is None:
-                print("the backlog did not drain: search stopped", flush=True)
-                break
-            search.record(rate, step.ok())
+            search.record(rate, step.ok(), min(step.pace.values(), default=None))
+            print(f"step {len(search.steps)}: {step.line()}", flush=True)
         report.search = search
         guess = 2 * report.peaks[0][0].rate
         report.peaks.append(ingest_alone(vegeta, system, args, "peak1", guess=guess))
         print(report.peak_line(1), flush=True)
-        half = (search.passed or min(rate for rate, _ in search.steps)) / 2
-        report.latency = send_to_file(vegeta, system, lag, args, half)
+        # Nothing sustained: the lowest rate tried, so the latency still has a scale.
+        base = search.passed or min(rate for rate, _ in search.steps)
+        report.latency = send_to_file(vegeta, system, args, base / 2)
         if args.profile_seconds > 0:
-            at = search.passed or min(rate for rate, _ in search.steps)
-            report.profiles = profile(vegeta, system, lag, args, at)
+            report.profiles = profile(vegeta, system, args, base)
     report.print()
 
 
-def warm_up(vegeta: str, system: Pipeline, lag: Lag) -> None:
-    """Connections, producer metadata, the consumers' first records: a few seconds of
-    each before anything is measured."""
-    for name, rate in (("alone", 300.0), ("ingest", 100.0)):
-        folder = system.run_dir / f"warm-{name}"
-        write_requests(folder, SIZE, int(rate * 4) + 10, f"w{name[0]}")
-        open_loop(vegeta, system.url(name), folder, rate=rate, duration=3)
-    lag.drain_seconds(120)
+def warm_up(vegeta: str, system: Pipeline, lag: Lag | None, target: str) -> None:
+    """Connections, producer metadata, the consumers' first records: a few seconds at a
+    low rate before anything is measured, then until the consumers are done with them."""
+    folder = system.run_dir / f"warm-{target}"
+    write_requests(folder, SIZE, 320, f"w{target[0]}{system.current[:3]}")
+    open_loop(vegeta, system.url(target), folder, rate=100, duration=3)
+    if lag is not None:
+        lag.drain_seconds(120)
 
 
 class Report:
@@ -352,7 +363,14 @@ class Report:
 
     def _print_floor(self) -> None:
         """CPU per callback per process at the highest sustained step and at the lowest
-        failed one: which process is saturated, and what the CPU alone allows."""
+        failed one: which process is saturated, and what the CPU alone allows; the pace
+        the consumers kept under a backlog, what they allow whatever the CPU."""
+        paces = [step.pace for step in self.steps if step.pace]
+        if paces:
+            print(
+                "consumers' pace under a backlog (records/s, per failed step): "
+                + "; ".join(" ".join(f"{k} {v:.0f}" for k, v in pace.items()) for pace in paces)
+            )
         chosen = _bracketing(self.steps)
         for label, step in chosen:
             per = {name: 1000 * cpu / max(1, step.load.ok) for name, cpu in step.cpu.items()}

@@ -28,6 +28,10 @@ class RateSearch:
     and the lowest that failed (``peak`` counts as failed: the whole pipeline holds the
     ingest, so it cannot sustain more than the ingest alone takes). The search ends after
     ``max_steps`` steps, or once the interval is narrower than ``resolution`` x ``peak``.
+
+    A failed step may report the pace its consumers kept under the backlog (records per
+    second): a measured capacity, so the next step goes to 90 % of it when that is below
+    the midpoint, instead of halving its way down a minute at a time.
     """
 
     peak: float
@@ -37,6 +41,8 @@ class RateSearch:
     passed: float = 0.0
     failed: float = field(init=False)
     steps: list[tuple[float, bool]] = field(default_factory=list)
+    #: The slowest consumer pace the last failed step reported.
+    pace: float | None = None
 
     def __post_init__(self) -> None:
         if self.peak <= 0:
@@ -51,14 +57,19 @@ class RateSearch:
             return self.start * self.peak
         if self.failed - self.passed < self.resolution * self.peak:
             return None
-        return (self.passed + self.failed) / 2
+        middle = (self.passed + self.failed) / 2
+        if self.pace is not None and self.passed < 0.9 * self.pace < middle:
+            return 0.9 * self.pace
+        return middle
 
-    def record(self, rate: float, ok: bool) -> None:
+    def record(self, rate: float, ok: bool, pace: float | None = None) -> None:
+        """A step's outcome; ``pace``: the slowest consumer's records/s after a failure."""
         self.steps.append((rate, ok))
         if ok:
             self.passed = max(self.passed, rate)
         else:
             self.failed = min(self.failed, rate)
+            self.pace = pace
 
 
 def group_lag(committed: Mapping[object, int | None], ends: Mapping[object, int]) -> int:

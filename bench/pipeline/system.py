@@ -34,14 +34,21 @@ SERVICES = ("ingest", "processor", "archiver")
 
 @dataclass
 class Pipeline:
-    """Ports, topics, groups and processes of one run."""
+    """Servers, ports, topics, groups and processes of one run.
+
+    The pipeline is started afresh for each load (:meth:`stage`): its own callbacks and
+    notes topics and consumer groups, so a load that left a backlog costs the next nothing.
+    """
 
     run_dir: Path
     bootstrap: str
     redis_url: str
     tag: str = field(default_factory=lambda: uuid.uuid4().hex[:8])
+    #: The stage running now (part of its topics' and groups' names).
+    current: str = "none"
     ports: dict[str, int] = field(default_factory=dict)
-    pids: dict[str, int] = field(default_factory=dict)
+    #: Per process name (``processor`` for all its replicas), its process ids.
+    pids: dict[str, list[int]] = field(default_factory=dict)
 
     @property
     def data_dir(self) -> Path:
@@ -49,15 +56,15 @@ class Pipeline:
 
     @property
     def callbacks(self) -> str:
-        return f"bench.{self.tag}.callbacks"
+        return f"bench.{self.tag}.{self.current}.callbacks"
 
     @property
     def notes(self) -> str:
-        return f"bench.{self.tag}.notes"
+        return f"bench.{self.tag}.{self.current}.notes"
 
     @property
     def groups(self) -> dict[str, str]:
-        return {name: f"bench-{self.tag}-{name}" for name in ("processor", "archiver")}
+        return {name: f"bench-{self.tag}-{self.current}-{name}" for name in SERVICES[1:]}
 
     def url(self, name: str) -> str:
         return f"http://127.0.0.1:{self.ports[name]}/callbacks/suno/midi"
@@ -88,11 +95,26 @@ class Pipeline:
         )
         return env
 
+    @contextlib.contextmanager
+    def stage(self, name: str, replicas: int = 1) -> Iterator[None]:
+        """The pipeline on topics and groups of its own: an ingest, ``replicas`` processors
+        and as many archivers; stopped (and its files removed) on the way out."""
+        self.current = name
+        commands = {"ingest": [sys.executable, "-m", "services.ingest"]}
+        for replica in range(replicas):
+            commands[f"processor-{replica}"] = [sys.executable, "-m", "services.processor"]
+            commands[f"archiver-{replica}"] = [sys.executable, "-m", "services.archiver", "run"]
+        with _processes(self, commands, self.callbacks):
+            yield
+        self.current = "none"
+        for folder in ("raw", "midi"):
+            shutil.rmtree(self.data_dir / folder, ignore_errors=True)
+
 
 @contextlib.contextmanager
 def running(run_dir: Path) -> Iterator[Pipeline]:
-    """Broker and Redis, then the baseline ingest (``alone``, its own topic, no consumer)
-    and the pipeline; everything stopped on the way out."""
+    """Broker and Redis, and the baseline ingest (``alone``: its own topic, no consumer);
+    everything stopped on the way out."""
     external = os.environ.get("KAFKA_BOOTSTRAP_SERVERS", "").strip()
     broker = None if external else LocalKafka(heap="1g", data_dir=run_dir / "kafka").start()
     redis = LocalRedis().start()
@@ -104,10 +126,11 @@ def running(run_dir: Path) -> Iterator[Pipeline]:
         )
         system.data_dir.mkdir(parents=True, exist_ok=True)
         if broker is not None and broker.process is not None:
-            system.pids["broker"] = broker.process.pid
+            system.pids["broker"] = [broker.process.pid]
         if redis.process is not None:
-            system.pids["redis"] = redis.process.pid
-        with _services(system):
+            system.pids["redis"] = [redis.process.pid]
+        alone = {"alone": [sys.executable, "-m", "services.ingest"]}
+        with _processes(system, alone, f"bench.{system.tag}.alone.callbacks"):
             yield system
     finally:
         redis.stop()
@@ -118,35 +141,32 @@ def running(run_dir: Path) -> Iterator[Pipeline]:
             shutil.rmtree(run_dir / bulky, ignore_errors=True)
 
 
+_PORT_VARIABLES = {"processor": "PROCESSOR_PORT", "archiver": "ARCHIVER_PORT"}
+
+
 @contextlib.contextmanager
-def _services(system: Pipeline) -> Iterator[None]:
-    alone = f"bench.{system.tag}.alone.callbacks"
-    commands = {
-        "alone": ([sys.executable, "-m", "services.ingest"], "INGEST_PORT", alone),
-        "ingest": ([sys.executable, "-m", "services.ingest"], "INGEST_PORT", system.callbacks),
-        "processor": (
-            [sys.executable, "-m", "services.processor"],
-            "PROCESSOR_PORT",
-            system.callbacks,
-        ),
-        "archiver": (
-            [sys.executable, "-m", "services.archiver", "run"],
-            "ARCHIVER_PORT",
-            system.callbacks,
-        ),
-    }
+def _processes(system: Pipeline, commands: dict[str, list[str]], topic: str) -> Iterator[None]:
+    """Start each command (its name: ``service`` or ``service-replica``), wait until each
+    answers ``/readyz``; terminate them on the way out."""
     with contextlib.ExitStack() as stack:
         started = {}
-        for name, (command, port_variable, topic) in commands.items():
-            system.ports[name] = free_port()
-            env = {**system.env(topic), port_variable: str(system.ports[name])}
-            log = system.run_dir / f"{name}.log"
-            started[name] = (stack.enter_context(process(command, env, log)), log)
-            system.pids[name] = started[name][0].pid
-        for name, (proc, log) in started.items():
-            ready = f"http://127.0.0.1:{system.ports[name]}/readyz"
-            wait_http(ready, 90, process=proc, name=name, log=log)
-        yield
+        for name, command in commands.items():
+            service = name.split("-")[0]
+            port = free_port()
+            system.ports[name] = port
+            env = {**system.env(topic), _PORT_VARIABLES.get(service, "INGEST_PORT"): str(port)}
+            log = system.run_dir / f"{system.current}-{name}.log"
+            proc = stack.enter_context(process(command, env, log))
+            started[name] = (proc, log)
+            system.pids.setdefault(service, []).append(proc.pid)
+        try:
+            for name, (proc, log) in started.items():
+                ready = f"http://127.0.0.1:{system.ports[name]}/readyz"
+                wait_http(ready, 90, process=proc, name=name, log=log)
+            yield
+        finally:
+            for name, (proc, _) in started.items():
+                system.pids[name.split("-")[0]].remove(proc.pid)
 
 
 class Lag:
@@ -258,5 +278,8 @@ async def _notes(system: Pipeline, since: dict[int, int]) -> dict[str, float]:
 
 
 def cpu_by_process(system: Pipeline) -> dict[str, float]:
-    """CPU seconds each process of the run has used so far (user + system, all threads)."""
-    return {name: cpu_seconds(pid) for name, pid in system.pids.items()}
+    """CPU seconds each process of the run has used so far (user + system, all threads),
+    the replicas of a service summed."""
+    return {
+        name: sum(cpu_seconds(pid) for pid in pids) for name, pids in system.pids.items() if pids
+    }

@@ -56,6 +56,20 @@ class TestRateSearch:
         assert len(run_search(search, capacity=800)) < 20
         assert search.failed - search.passed < 50
 
+    def test_a_measured_pace_steers_the_next_step(self) -> None:
+        """A failed step's consumer pace, below the midpoint, is tried next (at 90 %)."""
+        search = RateSearch(1000, max_steps=4)
+        search.record(700, False, pace=40)
+        assert search.next_rate() == pytest.approx(36)
+        search.record(36, True)
+        assert search.next_rate() == pytest.approx(368)
+
+    def test_a_pace_above_the_midpoint_is_ignored(self) -> None:
+        """The midpoint is the faster way down when the pace is no lower."""
+        search = RateSearch(1000)
+        search.record(700, False, pace=500)
+        assert search.next_rate() == pytest.approx(350)
+
     def test_refuses_a_peak_of_zero(self) -> None:
         """An ingest that answered nothing gives no scale to search on."""
         with pytest.raises(ValueError, match="positive"):
@@ -95,9 +109,7 @@ class TestLatency:
                     "code": 200,
                 }
             ),
-            json.dumps(
-                {"url": "http://x/callbacks?task=t-2", "timestamp": "2026-12-01T01:00:01Z"}
-            ),
+            json.dumps({"url": "http://x/callbacks?task=t-2", "timestamp": "2026-12-01T01:00:01Z"}),
             "",
         ]
         sent = sent_at(lines)
