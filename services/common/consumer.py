@@ -22,8 +22,12 @@ handler raises (the tree in :mod:`services.common.errors`):
   ``<service>_halted_partitions`` gauge counts it, until the partition is revoked or the
   service restarts with a schema that reads it.
 
-An offset is committed only after its record's effects are durable, one record at a time,
-so a committed offset always means done.
+An offset is committed only after the effects of its record and of every record before it
+are durable, so a committed offset always means done. With ``concurrency`` above 1,
+consecutive records of a partition with different keys are handled at once (their storage
+writes and publishes overlap instead of waiting for each other's fsyncs; records of one key,
+one task's callbacks, still go one after the other, in order) and one commit goes past the
+longest run of them, from the first, that is done; a record still retried holds it back.
 
 A record that takes long (retries through an outage) must not cost the group membership:
 after ``KAFKA_MAX_POLL_INTERVAL_SECONDS`` without a poll aiokafka leaves the group and
@@ -175,6 +179,7 @@ class ConsumerLoop:
         backoff_initial: float = 0.2,
         backoff_max: float = 30.0,
         max_poll_records: int = 50,
+        concurrency: int = 1,
     ) -> None:
         self._settings = settings
         self._role = role
@@ -188,6 +193,7 @@ class ConsumerLoop:
         self._backoff_initial = backoff_initial
         self._backoff_max = backoff_max
         self._max_poll_records = max_poll_records
+        self._concurrency = max(1, concurrency)
         self._max_poll_interval = settings.max_poll_interval_seconds
         self._consumer: AIOKafkaConsumer | None = None
         self._stopping = asyncio.Event()
@@ -300,7 +306,7 @@ class ConsumerLoop:
                 batch = await consumer.getmany(timeout_ms=500)
                 generation = self._generation
                 for tp, records in batch.items():
-                    for record in records:
+                    for first in range(0, len(records), self._concurrency):
                         if (
                             self._stopping.is_set()
                             or generation != self._generation
@@ -308,7 +314,7 @@ class ConsumerLoop:
                             or tp not in consumer.assignment()
                         ):
                             break
-                        await self._hold(tp, record)
+                        await self._hold(tp, records[first : first + self._concurrency])
                 await self._update_lag()
                 backoff = self._backoff_initial
             except Exception as exc:  # the loop must outlive any one failure
@@ -318,11 +324,14 @@ class ConsumerLoop:
                     await asyncio.wait_for(self._stopping.wait(), backoff)
                 backoff = min(backoff * 2, self._backoff_max)
 
-    async def _hold(self, tp: TopicPartition, record: ConsumerRecord[bytes, bytes]) -> None:
-        """Handle one record in a task of its own while the loop keeps polling."""
+    async def _hold(
+        self, tp: TopicPartition, records: Sequence[ConsumerRecord[bytes, bytes]]
+    ) -> None:
+        """Handle consecutive records of ``tp`` in a task of their own while the loop keeps
+        polling."""
         if not self._stopping.is_set():
             self._interrupt.clear()
-        task = asyncio.create_task(self._process(tp, record))
+        task = asyncio.create_task(self._process(tp, records))
         self._in_hand = _InHand(tp, task)
         try:
             await self._poll_until(task)
@@ -375,10 +384,49 @@ class ConsumerLoop:
                     consumer.seek(tp, committed)
             self._next_offset.pop(tp, None)
 
-    async def _process(self, tp: TopicPartition, record: ConsumerRecord[bytes, bytes]) -> None:
+    async def _process(
+        self, tp: TopicPartition, records: Sequence[ConsumerRecord[bytes, bytes]]
+    ) -> None:
+        """Handle ``records`` at once; commit past those done from the first on."""
+        # The first record in hand is the next to be done: lag counts from it until committed.
+        self._next_offset[tp] = records[0].offset
+        if len(records) == 1:
+            outcomes = [await self._attempt(records[0])]
+        else:
+            outcomes = await self._attempt_by_key(records)
+        done = None
+        for record, outcome in zip(records, outcomes, strict=True):
+            if outcome == "halted":
+                self._halt(tp, record.offset)
+            if outcome != "done":
+                break  # stopping, revoked or halted: no commit past this record
+            done = record.offset + 1
+        if done is not None:
+            await self._commit(tp, done)
+
+    async def _attempt_by_key(
+        self, records: Sequence[ConsumerRecord[bytes, bytes]]
+    ) -> list[_Outcome]:
+        """The records of each key in turn, in the partition's order (a task's callbacks
+        never race each other), the keys at once; each record's outcome, ``abandoned`` for
+        those left unhandled behind one of their key that was not done."""
+        outcomes: dict[int, _Outcome] = {}
+        by_key: dict[bytes | None, list[ConsumerRecord[bytes, bytes]]] = {}
+        for record in records:
+            by_key.setdefault(record.key, []).append(record)
+
+        async def in_turn(same_key: list[ConsumerRecord[bytes, bytes]]) -> None:
+            for record in same_key:
+                outcomes[record.offset] = await self._attempt(record)
+                if outcomes[record.offset] != "done":
+                    return
+
+        # Each key in a task of its own, so each record has a log context of its own.
+        await asyncio.gather(*(in_turn(same_key) for same_key in by_key.values()))
+        return [outcomes.get(record.offset, "abandoned") for record in records]
+
+    async def _attempt(self, record: ConsumerRecord[bytes, bytes]) -> _Outcome:
         started = time.perf_counter()
-        # The record in hand is the next to be done: lag counts it until it is committed.
-        self._next_offset[tp] = record.offset
         # A log context of this record's own, dropped when it is done: what was bound for
         # one record (task id, delivery key) must not leak onto the next one's lines.
         structlog.contextvars.clear_contextvars()
@@ -387,12 +435,9 @@ class ConsumerLoop:
         )
         try:
             outcome = await self._handle_with_policy(record)
-            if outcome == "halted":
-                self._halt(tp, record.offset)
-            if outcome != "done":
-                return  # stopping, revoked or halted: leave the offset uncommitted
-            self.metrics.processing.labels(record.topic).observe(time.perf_counter() - started)
-            await self._commit(tp, record.offset + 1)
+            if outcome == "done":
+                self.metrics.processing.labels(record.topic).observe(time.perf_counter() - started)
+            return outcome
         finally:
             structlog.contextvars.clear_contextvars()
 

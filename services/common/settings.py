@@ -175,6 +175,14 @@ class KafkaSettings:
         "consumers: longest gap between polls before the member is dropped from its group",
         minimum=1,
     )
+    #: One at a time, a consumer waits for each record's fsyncs in turn (bench/pipeline).
+    consumer_concurrency: int = setting(
+        "KAFKA_CONSUMER_CONCURRENCY",
+        1,
+        "consumers: consecutive records of a partition handled at once, those of one key "
+        "in order; the offset is committed past done records only",
+        minimum=1,
+    )
 
 
 @dataclass(frozen=True)
