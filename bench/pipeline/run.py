@@ -37,6 +37,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from bench.ingest.run import ROOT, RateResult, open_loop, platform_summary, write_requests
+from services.common.settings import KafkaSettings
 
 from .profiles import profile_summary
 from .search import RateSearch, percentile, send_to_file_ms, sent_at
@@ -240,6 +241,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--replicas", type=int, default=1, help="processes of the processor and of the archiver"
     )
+    parser.add_argument(
+        "--consumer-concurrency",
+        type=int,
+        help="KAFKA_CONSUMER_CONCURRENCY for the consumers (default: the setting's default)",
+    )
     args = parser.parse_args(argv)
     defaults = {
         "step_seconds": (60.0, 15.0),
@@ -261,6 +267,8 @@ def main(argv: list[str] | None = None) -> None:
     print(f"run directory (logs, profiles): {run_dir}", flush=True)
     report = Report(args)
     with running(run_dir) as system:
+        if args.consumer_concurrency is not None:
+            system.extra["KAFKA_CONSUMER_CONCURRENCY"] = str(args.consumer_concurrency)
         warm_up(vegeta, system, None, "alone")
         report.peaks.append(ingest_alone(vegeta, system, args, "peak0", guess=4000))
         print(report.peak_line(0), flush=True)
@@ -320,7 +328,9 @@ class Report:
             f"machine: {os.cpu_count()} CPUs, no pinning, {platform_summary()}; load average "
             f"{' '.join(f'{x:.2f}' for x in os.getloadavg())}; 10 KB signed callbacks, "
             f"distinct per request; PROCESSOR_PREVIEWS=off (a preview puts FluidSynth on "
-            f"each record's path); steps of {self.args.step_seconds:.0f} s"
+            f"each record's path); steps of {self.args.step_seconds:.0f} s; "
+            f"{self.args.replicas} processor and archiver process(es), consumer concurrency "
+            f"{self.args.consumer_concurrency or KafkaSettings().consumer_concurrency}"
         )
         self._print_rates()
         self._print_latency()

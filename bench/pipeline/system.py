@@ -49,6 +49,8 @@ class Pipeline:
     ports: dict[str, int] = field(default_factory=dict)
     #: Per process name (``processor`` for all its replicas), its process ids.
     pids: dict[str, list[int]] = field(default_factory=dict)
+    #: Settings the run gives the services besides its own (``--consumer-concurrency``).
+    extra: dict[str, str] = field(default_factory=dict)
 
     @property
     def data_dir(self) -> Path:
@@ -91,6 +93,7 @@ class Pipeline:
                 "PROCESSOR_GROUP_ID": self.groups["processor"],
                 "ARCHIVER_GROUP_ID": self.groups["archiver"],
                 "PROCESSOR_PREVIEWS": "off",
+                **self.extra,
             }
         )
         return env
@@ -155,7 +158,8 @@ def _processes(system: Pipeline, commands: dict[str, list[str]], topic: str) -> 
             port = free_port()
             system.ports[name] = port
             env = {**system.env(topic), _PORT_VARIABLES.get(service, "INGEST_PORT"): str(port)}
-            log = system.run_dir / f"{system.current}-{name}.log"
+            prefix = "" if system.current == "none" else f"{system.current}-"
+            log = system.run_dir / f"{prefix}{name}.log"
             proc = stack.enter_context(process(command, env, log))
             started[name] = (proc, log)
             system.pids.setdefault(service, []).append(proc.pid)
