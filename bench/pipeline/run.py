@@ -54,6 +54,8 @@ SIZE = 10 * 1024
 #: The issue's targets: sustained >= 0.7x the ingest alone; send to file p99 <= 500 ms.
 TARGET_RATIO = 0.7
 TARGET_P99_MS = 500.0
+#: The idle measurement before each step: each process's CPU with nothing to do.
+IDLE_SECONDS = 3.0
 
 
 @dataclass
@@ -70,9 +72,21 @@ class Step:
     drain: float | None
     #: When not: records per second each group did meanwhile (its pace under a backlog).
     pace: dict[str, float]
+    #: CPU cores per process with no load, measured just before it: the fixed cost.
+    idle: dict[str, float]
 
     def ok(self) -> bool:
         return self.load.ok == self.load.sent and not self.load.errors and self.drain is not None
+
+    def marginal_ms(self, name: str) -> float:
+        """CPU milliseconds per callback of ``name`` beyond its idle cost."""
+        busy = self.cpu[name] - self.idle.get(name, 0.0) * self.seconds
+        return 1000 * max(0.0, busy) / self.records(name)
+
+    def records(self, name: str) -> int:
+        """Callbacks ``name`` handled during the load: the accepted ones, less a consumer
+        group's backlog at the end (it started at 0, after the warm-up)."""
+        return max(1, self.load.ok - self.backlog.get(name, 0))
 
     def line(self) -> str:
         cores = " ".join(f"{k} {v / self.seconds:.2f}" for k, v in self.cpu.items())
@@ -147,6 +161,10 @@ def sustain(vegeta: str, system: Pipeline, args: argparse.Namespace, rate: float
     write_requests(folder, SIZE, int(rate * (args.step_seconds + 1)) + 10, tag)
     with system.stage(tag, args.replicas), Lag(system) as lag:
         warm_up(vegeta, system, lag, "ingest")
+        idle: dict[str, float] = {}
+        with cpu_window(system, idle):
+            time.sleep(IDLE_SECONDS)
+        idle = {name: seconds / IDLE_SECONDS for name, seconds in idle.items()}
         cpu: dict[str, float] = {}
         with cpu_window(system, cpu):
             load = open_loop(
@@ -159,7 +177,7 @@ def sustain(vegeta: str, system: Pipeline, args: argparse.Namespace, rate: float
         if drain is None:
             left, spent = lag.by_group(), time.monotonic() - began
             pace = {name: (backlog[name] - left[name]) / spent for name in backlog}
-    return Step(load, args.step_seconds, cpu, backlog, drain, pace)
+    return Step(load, args.step_seconds, cpu, backlog, drain, pace, idle)
 
 
 def send_to_file(
@@ -381,20 +399,21 @@ class Report:
                 "consumers' pace under a backlog (records/s, per failed step): "
                 + "; ".join(" ".join(f"{k} {v:.0f}" for k, v in pace.items()) for pace in paces)
             )
-        chosen = _bracketing(self.steps)
-        for label, step in chosen:
-            per = {name: 1000 * cpu / max(1, step.load.ok) for name, cpu in step.cpu.items()}
+        for label, step in _bracketing(self.steps):
+            per = {name: step.marginal_ms(name) for name in step.cpu}
             total = sum(per.values())
-            cores = os.cpu_count() or 1
+            cores = (os.cpu_count() or 1) - sum(step.idle.values())
             rows = ", ".join(
-                f"{name} {ms:.2f} ms ({step.cpu[name] / step.seconds:.2f} cores)"
+                f"{name} {ms:.2f} ms ({step.cpu[name] / step.seconds:.2f} cores, idle "
+                f"{step.idle.get(name, 0):.2f})"
                 for name, ms in per.items()
             )
-            ceilings = ", ".join(f"{name} {1000 / per[name]:.0f}/s" for name in SERVICES)
+            ceilings = ", ".join(f"{name} {1000 / max(per[name], 1e-3):.0f}/s" for name in SERVICES)
             print(
-                f"CPU per callback at {step.load.rate:.0f}/s ({label}): {rows}; sum "
-                f"{total:.2f} ms -> {cores} cores allow {1000 * cores / total:.0f}/s; one "
-                f"core each (a Python process runs on one) allows {ceilings}"
+                f"CPU per callback beyond idle at {step.load.rate:.0f}/s ({label}): {rows}; "
+                f"sum {total:.2f} ms -> the {cores:.2f} cores left after idle costs allow "
+                f"{1000 * cores / max(total, 1e-3):.0f}/s; one core each (a Python process "
+                f"runs on one) allows {ceilings}"
             )
 
 
