@@ -74,13 +74,16 @@ class Step:
     pace: dict[str, float]
     #: CPU cores per process with no load, measured just before it: the fixed cost.
     idle: dict[str, float]
+    #: Seconds the load took until its last answer (more than ``seconds`` when answers
+    #: were late): what the CPU seconds were spent in.
+    wall: float
 
     def ok(self) -> bool:
         return self.load.ok == self.load.sent and not self.load.errors and self.drain is not None
 
     def marginal_ms(self, name: str) -> float:
         """CPU milliseconds per callback of ``name`` beyond its idle cost."""
-        busy = self.cpu[name] - self.idle.get(name, 0.0) * self.seconds
+        busy = self.cpu[name] - self.idle.get(name, 0.0) * self.wall
         return 1000 * max(0.0, busy) / self.records(name)
 
     def records(self, name: str) -> int:
@@ -89,7 +92,7 @@ class Step:
         return max(1, self.load.ok - self.backlog.get(name, 0))
 
     def line(self) -> str:
-        cores = " ".join(f"{k} {v / self.seconds:.2f}" for k, v in self.cpu.items())
+        cores = " ".join(f"{k} {v / self.wall:.2f}" for k, v in self.cpu.items())
         answers = f"{self.load.ok}/{self.load.sent} 200"
         if self.load.other or self.load.errors:
             answers += f" (other: {self.load.other} {'; '.join(self.load.errors[:3])})"
@@ -101,7 +104,8 @@ class Step:
                 f"{k} {v:.0f}/s" for k, v in self.pace.items()
             )
         return (
-            f"{self.load.rate:7.0f}/s for {self.seconds:.0f} s: {answers}, p99 "
+            f"{self.load.rate:7.0f}/s for {self.seconds:.0f} s (last answer after "
+            f"{self.wall:.0f} s): {answers}, p99 "
             f"{self.load.p99_ms:.0f} ms; lag at the end {backlog}, {drained} -> "
             f"{'SUSTAINED' if self.ok() else 'not sustained'} | CPU cores: {cores}"
         )
@@ -167,9 +171,11 @@ def sustain(vegeta: str, system: Pipeline, args: argparse.Namespace, rate: float
         idle = {name: seconds / IDLE_SECONDS for name, seconds in idle.items()}
         cpu: dict[str, float] = {}
         with cpu_window(system, cpu):
+            began = time.monotonic()
             load = open_loop(
                 vegeta, system.url("ingest"), folder, rate=rate, duration=args.step_seconds
             )
+            wall = time.monotonic() - began
         began = time.monotonic()
         backlog = lag.by_group()
         drain = lag.drain_seconds(args.drain_limit)
@@ -177,7 +183,7 @@ def sustain(vegeta: str, system: Pipeline, args: argparse.Namespace, rate: float
         if drain is None:
             left, spent = lag.by_group(), time.monotonic() - began
             pace = {name: (backlog[name] - left[name]) / spent for name in backlog}
-    return Step(load, args.step_seconds, cpu, backlog, drain, pace, idle)
+    return Step(load, args.step_seconds, cpu, backlog, drain, pace, idle, wall)
 
 
 def send_to_file(
@@ -380,6 +386,8 @@ class Report:
             return
         load, latencies, missing = self.latency
         p99 = percentile(latencies, 0.99)
+        if self.search is not None and not self.search.passed:
+            print("nothing was sustained: the latency below is at half the lowest rate tried")
         print(
             f"send to MIDI file written at {load.rate:.0f} req/s (open loop, "
             f"{self.args.latency_seconds:.0f} s, {len(latencies)} files of {load.ok} answered "
@@ -404,7 +412,7 @@ class Report:
             total = sum(per.values())
             cores = (os.cpu_count() or 1) - sum(step.idle.values())
             rows = ", ".join(
-                f"{name} {ms:.2f} ms ({step.cpu[name] / step.seconds:.2f} cores, idle "
+                f"{name} {ms:.2f} ms ({step.cpu[name] / step.wall:.2f} cores, idle "
                 f"{step.idle.get(name, 0):.2f})"
                 for name, ms in per.items()
             )
