@@ -40,7 +40,7 @@ from bench.ingest.run import ROOT, RateResult, open_loop, platform_summary, writ
 from services.common.settings import KafkaSettings
 
 from .profiles import profile_summary
-from .search import RateSearch, percentile, send_to_file_ms, sent_at
+from .search import RateSearch, limit, percentile, send_to_file_ms, sent_at
 from .system import (
     SERVICES,
     Lag,
@@ -408,6 +408,10 @@ class Report:
                 + "; ".join(" ".join(f"{k} {v:.0f}" for k, v in pace.items()) for pace in paces)
             )
         for label, step in _bracketing(self.steps):
+            if not step.ok():
+                cores_used = {name: cpu / step.wall for name, cpu in step.cpu.items()}
+                verdict = limit(cores_used, os.cpu_count() or 1, step.backlog)
+                print(f"what held {step.load.rate:.0f}/s back: {verdict}")
             per = {name: step.marginal_ms(name) for name in step.cpu}
             total = sum(per.values())
             cores = (os.cpu_count() or 1) - sum(step.idle.values())

@@ -13,6 +13,7 @@ from urllib.parse import parse_qs, urlsplit
 __all__ = [
     "RateSearch",
     "group_lag",
+    "limit",
     "percentile",
     "send_to_file_ms",
     "sent_at",
@@ -133,3 +134,18 @@ def _unix(timestamp: str) -> float:
     fraction, zone = rest[:digits], rest[digits:]
     whole = datetime.fromisoformat(head + (zone.replace("Z", "+00:00") or "+00:00"))
     return whole.timestamp() + float(f"0.{fraction}")
+
+
+#: A process this busy (cores) is taken as saturated: one Python thread holds the GIL.
+SATURATED = 0.9
+
+
+def limit(cores: Mapping[str, float], cpus: int, consumers: Iterable[str]) -> str:
+    """What held a failed step back, from the CPU cores each process used during it."""
+    full = [name for name, used in cores.items() if used >= SATURATED]
+    if full:
+        return f"{', '.join(sorted(full))} saturated (a core each)"
+    if sum(cores.values()) >= SATURATED * cpus:
+        return f"the machine's {cpus} CPUs are full, no one process is"
+    waiting = ", ".join(name for name in consumers if name in cores)
+    return f"no CPU is full: the consumers ({waiting}) wait between records, not compute"

@@ -10,6 +10,7 @@ from bench.pipeline.profiles import Profile
 from bench.pipeline.search import (
     RateSearch,
     group_lag,
+    limit,
     percentile,
     send_to_file_ms,
     sent_at,
@@ -127,15 +128,33 @@ class TestLatency:
 
 class TestProfile:
     def test_leaf_and_own_code(self) -> None:
-        """Self samples go to the top frame; inclusive ones to each of our functions once."""
+        """Self samples go to the top frame; inclusive ones to each of our functions once,
+        even where it calls itself."""
         lines = [
             "<module> (runpy.py:1);handle (services/processor/app.py:10);"
             "render (services/processor/render.py:5) 3",
             "<module> (runpy.py:1);handle (services/processor/app.py:12);"
-            "send (aiokafka/conn.py:9) 1",
+            "handle (services/processor/app.py:14);send (aiokafka/conn.py:9) 1",
         ]
         profile = Profile(lines)
         assert profile.total == 4
         assert profile.leaf["render (services/processor/render.py)"] == 3
         assert profile.inclusive["handle (services/processor/app.py)"] == 4
         assert "send (aiokafka/conn.py)" not in profile.inclusive
+
+
+class TestLimit:
+    def test_a_full_core_names_its_process(self) -> None:
+        """A Python process at a full core is the limit, whatever the others do."""
+        assert limit({"ingest": 0.95, "broker": 0.5}, 2, ["processor"]).startswith("ingest")
+
+    def test_full_machine_without_a_full_process(self) -> None:
+        """Every CPU busy, none of it one process's: the machine is the limit."""
+        verdict = limit({"ingest": 0.7, "broker": 0.6, "processor": 0.6}, 2, ["processor"])
+        assert "CPUs are full" in verdict
+
+    def test_idle_machine_means_waiting_consumers(self) -> None:
+        """Lag grew while no CPU was full: the consumers wait, they do not compute."""
+        verdict = limit({"processor": 0.2, "archiver": 0.2}, 2, ["processor", "archiver"])
+        assert verdict.startswith("no CPU is full")
+        assert "processor, archiver" in verdict
