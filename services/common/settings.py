@@ -175,10 +175,11 @@ class KafkaSettings:
         "consumers: longest gap between polls before the member is dropped from its group",
         minimum=1,
     )
-    #: One at a time, a consumer waits for each record's fsyncs in turn (bench/pipeline).
+    #: One at a time, a consumer waits for each record's fsyncs in turn: 2-3x slower
+    #: (bench/pipeline, docs/profiles/pipeline.md).
     consumer_concurrency: int = setting(
         "KAFKA_CONSUMER_CONCURRENCY",
-        1,
+        8,
         "consumers: consecutive records of a partition handled at once, those of one key "
         "in order; the offset is committed past done records only",
         minimum=1,
