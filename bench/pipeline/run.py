@@ -2,12 +2,13 @@
 and archiver sustain together, against the ingest alone, same machine, same run.
 
     .venv/bin/python -m bench.pipeline.run            # ~12 minutes
-    .venv/bin/python -m bench.pipeline.run --quick    # ~3 minutes, 15 s steps: development
+    .venv/bin/python -m bench.pipeline.run --quick    # ~5 minutes, 15 s steps: development
 
-One broker, one Redis, and two ingests: one with nothing behind it (the baseline), one in
-front of the processor and the archiver. Every process runs on every CPU (no pinning: the
-pipeline's parts compete for the machine as they would on one host). The load is vegeta's,
-a distinct pre-signed callback per request (bench/ingest's generator):
+One broker, one Redis, an ingest with nothing behind it (the baseline), and for each load a
+fresh pipeline: an ingest, the processor and the archiver on topics and consumer groups of
+their own (``--replicas`` consumer processes each). Every process runs on every CPU (no
+pinning: the pipeline's parts compete for the machine as they would on one host). The load
+is vegeta's, a distinct pre-signed callback per request (bench/ingest's generator):
 
 1. the ingest-alone peak, vegeta closed loop at full speed (64 requests in flight), before
    and after the search;
