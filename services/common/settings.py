@@ -180,8 +180,8 @@ class KafkaSettings:
     consumer_concurrency: int = setting(
         "KAFKA_CONSUMER_CONCURRENCY",
         8,
-        "consumers: consecutive records of a partition handled at once, those of one key "
-        "in order; the offset is committed past done records only",
+        "consumers: records of a polled batch handled at once, those of one key in order; "
+        "each partition's offset is committed past done records only",
         minimum=1,
     )
 

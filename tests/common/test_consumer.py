@@ -270,13 +270,15 @@ class TestConsumerLoop:
         real_process = loop._process
         failed = False
 
-        async def fail_once(tp: TopicPartition, record: ConsumerRecord[bytes, bytes]) -> None:
+        async def fail_once(
+            handful: dict[TopicPartition, list[ConsumerRecord[bytes, bytes]]],
+        ) -> None:
             # The loop itself fails (not the handler) before the first record is handled.
             nonlocal failed
             if not failed:
                 failed = True
                 raise RuntimeError("loop failure")
-            await real_process(tp, record)
+            await real_process(handful)
 
         monkeypatch.setattr(loop, "_process", fail_once)
         await loop.start()
@@ -297,14 +299,18 @@ def callback_value(task_id: str) -> bytes:
     ).encode()
 
 
-def keys_on_one_partition(settings: Settings, count: int) -> list[bytes]:
-    """``count`` distinct keys the default partitioner puts on one partition."""
+def keys_on_partitions(settings: Settings, count: int, *, same: bool) -> list[bytes]:
+    """``count`` distinct keys the default partitioner puts on one partition (``same``), or
+    each on a partition of its own."""
     from aiokafka.partitioner import DefaultPartitioner
 
     partitions = list(range(settings.kafka.partitions))
-    keys = (f"key-{i}".encode() for i in range(10_000))
-    chosen = [k for k in keys if DefaultPartitioner()(k, partitions, partitions) == 0]
-    return chosen[:count]
+    chosen: dict[int, list[bytes]] = {}
+    for key in (f"key-{i}".encode() for i in range(10_000)):
+        chosen.setdefault(DefaultPartitioner()(key, partitions, partitions), []).append(key)
+    if same:
+        return chosen[0][:count]
+    return [keys[0] for keys in list(chosen.values())[:count]]
 
 
 class TestConcurrency:
@@ -323,7 +329,7 @@ class TestConcurrency:
             await all_in.wait()  # one record at a time would never get past this
 
         loop = make_loop(settings, publisher, handler, CollectorRegistry(), concurrency=3)
-        for key in keys_on_one_partition(settings, 3):
+        for key in keys_on_partitions(settings, 3, same=True):
             await publisher.publish(
                 settings.kafka.topics.callbacks, key=key, value=b"v", timeout=10
             )
@@ -336,6 +342,36 @@ class TestConcurrency:
         finally:
             await loop.stop()
         assert sum((await committed_offsets(settings, settings.processor.group_id)).values()) == 3
+
+    async def test_records_of_several_partitions_are_handled_at_once(
+        self, settings: Settings, publisher: Publisher
+    ) -> None:
+        """One record on each of three partitions: in the handler together, each committed."""
+        in_handler = 0
+        all_in = asyncio.Event()
+
+        async def handler(_record: ConsumerRecord[bytes, bytes]) -> None:
+            nonlocal in_handler
+            in_handler += 1
+            if in_handler == 3:
+                all_in.set()
+            await all_in.wait()
+
+        loop = make_loop(settings, publisher, handler, CollectorRegistry(), concurrency=3)
+        for key in keys_on_partitions(settings, 3, same=False):
+            await publisher.publish(
+                settings.kafka.topics.callbacks, key=key, value=b"v", timeout=10
+            )
+
+        async def committed_everywhere() -> bool:
+            offsets = await committed_offsets(settings, settings.processor.group_id)
+            return sorted(offsets.values()) == [1, 1, 1]
+
+        await loop.start()
+        try:
+            await eventually(committed_everywhere, what="a commit on each partition")
+        finally:
+            await loop.stop()
 
     async def test_a_record_retried_holds_back_the_commit_of_later_ones(
         self, settings: Settings, publisher: Publisher
@@ -351,7 +387,7 @@ class TestConcurrency:
             handled.append(record.value or b"")
 
         loop = make_loop(settings, publisher, handler, CollectorRegistry(), concurrency=3)
-        keys = keys_on_one_partition(settings, 3)
+        keys = keys_on_partitions(settings, 3, same=True)
         for key, value in zip(keys, (b"1", b"2", b"3"), strict=True):
             await publisher.publish(
                 settings.kafka.topics.callbacks, key=key, value=value, timeout=10
