@@ -1,5 +1,5 @@
 # The two commands a new machine needs: `make run` and `make test`.
-.PHONY: run test send-example demo tasks chaos lint typecheck bench-ingest bench-processor bench-chaos bench-console bench-replay kafka clean
+.PHONY: run test send-example demo tasks chaos lint typecheck bench-ingest bench-pipeline bench-processor bench-chaos bench-console bench-replay kafka clean
 
 PYTHON := .venv/bin/python
 
@@ -31,6 +31,10 @@ kafka: ## only a local Kafka broker on 127.0.0.1:9092
 bench-ingest: ## full ingest path vs a bare aiohttp handler and the provider page's Flask receiver under wrk (prints ratios)
 	@scripts/bootstrap.sh --bench
 	@$(PYTHON) -m bench.ingest.run $(ARGS)
+
+bench-pipeline: ## the whole pipeline's sustained rate vs the ingest alone; send to MIDI file p99 at half of it
+	@scripts/bootstrap.sh --bench
+	@$(PYTHON) -m bench.pipeline.run $(ARGS)
 
 bench-processor: ## the processor's path vs symusic and pretty_midi; the loop stall; the beat estimator vs the renderer (prints ratios)
 	@scripts/bootstrap.sh

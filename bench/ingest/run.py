@@ -164,7 +164,16 @@ def run_wrk(
     )
 
 
-def open_loop(vegeta: str, url: str, folder: Path, *, rate: float, duration: float) -> RateResult:
+def open_loop(
+    vegeta: str,
+    url: str,
+    folder: Path,
+    *,
+    rate: float,
+    duration: float,
+    results_to: Path | None = None,
+    workers: int | None = None,
+) -> RateResult:
     """Open loop, by vegeta: requests leave at a fixed rate whatever the answers' pace.
 
     A closed-loop client (wrk, or any fixed set of connections waiting for answers) sends
@@ -172,10 +181,15 @@ def open_loop(vegeta: str, url: str, folder: Path, *, rate: float, duration: flo
     vegeta keeps the schedule, adding workers when answers are late. It is Go, so it takes
     little of the two cores the ingest, Kafka and Redis share (a Python client took most of
     one at these rates, which the ingest's latency then paid for).
+
+    ``results_to``: vegeta's per-request results are kept there, and each request's URL
+    names its task (``?task=<id>``), so a result can be matched to what the task made.
+    ``workers``: closed loop at full speed instead, that many requests in flight for
+    ``duration`` (``rate`` is then ignored; the result's rate is the throughput achieved).
     """
     prefix, suffix = (folder / "prefix").read_bytes(), (folder / "suffix").read_bytes()
     entries = [line.split() for line in (folder / "signed").read_text().splitlines()]
-    total = min(int(rate * duration), len(entries))
+    total = len(entries) if workers else min(int(rate * duration), len(entries))
     targets = folder / "targets.jsonl"
     with targets.open("w") as out:
         # A few more targets than the schedule needs: vegeta's last tick may round up, and a
@@ -183,7 +197,7 @@ def open_loop(vegeta: str, url: str, folder: Path, *, rate: float, duration: flo
         for task, ts, sig in entries[: total + int(rate) + 1]:
             target = {
                 "method": "POST",
-                "url": url,
+                "url": url if results_to is None else f"{url}?task={task}",
                 "body": base64.b64encode(prefix + task.encode() + suffix).decode(),
                 "header": {
                     "Content-Type": ["application/json"],
@@ -200,8 +214,12 @@ def open_loop(vegeta: str, url: str, folder: Path, *, rate: float, duration: flo
             "-format=json",
             "-lazy",
             f"-targets={targets}",
-            f"-rate={rate:.0f}/s",
-            f"-duration={total / rate:.3f}s",
+            *(
+                ["-rate=0", f"-workers={workers}", f"-max-workers={workers}"]
+                if workers
+                else [f"-rate={rate:.0f}/s"]
+            ),
+            f"-duration={duration if workers else total / rate:.3f}s",
             "-timeout=15s",
             f"-output={results}",
         ],
@@ -215,9 +233,12 @@ def open_loop(vegeta: str, url: str, folder: Path, *, rate: float, duration: flo
     ).stdout
     summary = json.loads(report)
     targets.unlink()
-    results.unlink()
+    if results_to is None:
+        results.unlink()
+    else:
+        results.replace(results_to)
     return RateResult(
-        rate=rate,
+        rate=float(summary["throughput"]) if workers else rate,
         sent=int(summary["requests"]),
         ok=int(summary["status_codes"].get("200", 0)),
         p50_ms=summary["latencies"]["50th"] / 1e6,

@@ -22,8 +22,13 @@ handler raises (the tree in :mod:`services.common.errors`):
   ``<service>_halted_partitions`` gauge counts it, until the partition is revoked or the
   service restarts with a schema that reads it.
 
-An offset is committed only after its record's effects are durable, one record at a time,
-so a committed offset always means done.
+An offset is committed only after the effects of its record and of every record before it
+are durable, so a committed offset always means done. With ``concurrency`` above 1,
+up to that many records of a polled batch are handled at once, taken a partition at a
+time (their storage writes and publishes overlap instead of waiting for each other's
+fsyncs; records of one key, one task's callbacks, still go one after the other, in order),
+and one commit goes, per partition, past the longest run of them from its first that is
+done; a record still retried holds its partition's back.
 
 A record that takes long (retries through an outage) must not cost the group membership:
 after ``KAFKA_MAX_POLL_INTERVAL_SECONDS`` without a poll aiokafka leaves the group and
@@ -96,7 +101,7 @@ _REVOKE_WAIT_MAX = 30.0
 
 @dataclass(frozen=True, slots=True)
 class _InHand:
-    tp: TopicPartition
+    tps: frozenset[TopicPartition]
     task: asyncio.Task[None]
 
 
@@ -175,6 +180,7 @@ class ConsumerLoop:
         backoff_initial: float = 0.2,
         backoff_max: float = 30.0,
         max_poll_records: int = 50,
+        concurrency: int = 1,
     ) -> None:
         self._settings = settings
         self._role = role
@@ -188,6 +194,7 @@ class ConsumerLoop:
         self._backoff_initial = backoff_initial
         self._backoff_max = backoff_max
         self._max_poll_records = max_poll_records
+        self._concurrency = max(1, concurrency)
         self._max_poll_interval = settings.max_poll_interval_seconds
         self._consumer: AIOKafkaConsumer | None = None
         self._stopping = asyncio.Event()
@@ -280,13 +287,16 @@ class ConsumerLoop:
         """
         self._generation += 1
         in_hand = self._in_hand
-        if in_hand is None or in_hand.tp not in revoked:
+        if in_hand is None or not in_hand.tps & revoked:
             return
         self._interrupt.set()
         bound = min(_REVOKE_WAIT_MAX, self._max_poll_interval / 2)
         done, _ = await asyncio.wait({in_hand.task}, timeout=bound)
         if not done:
-            log.warning("record_abandoned", partition=f"{in_hand.tp.topic}:{in_hand.tp.partition}")
+            log.warning(
+                "record_abandoned",
+                partitions=sorted(f"{tp.topic}:{tp.partition}" for tp in in_hand.tps),
+            )
             in_hand.task.cancel()
             await asyncio.wait({in_hand.task})
 
@@ -299,16 +309,12 @@ class ConsumerLoop:
             try:
                 batch = await consumer.getmany(timeout_ms=500)
                 generation = self._generation
-                for tp, records in batch.items():
-                    for record in records:
-                        if (
-                            self._stopping.is_set()
-                            or generation != self._generation
-                            or tp in self._halted
-                            or tp not in consumer.assignment()
-                        ):
-                            break
-                        await self._hold(tp, record)
+                pending = {tp: list(records) for tp, records in batch.items()}
+                while pending and not self._stopping.is_set() and generation == self._generation:
+                    handful = self._handful(pending)
+                    if not handful:
+                        break
+                    await self._hold(handful)
                 await self._update_lag()
                 backoff = self._backoff_initial
             except Exception as exc:  # the loop must outlive any one failure
@@ -318,12 +324,37 @@ class ConsumerLoop:
                     await asyncio.wait_for(self._stopping.wait(), backoff)
                 backoff = min(backoff * 2, self._backoff_max)
 
-    async def _hold(self, tp: TopicPartition, record: ConsumerRecord[bytes, bytes]) -> None:
-        """Handle one record in a task of its own while the loop keeps polling."""
+    def _handful(
+        self, pending: dict[TopicPartition, list[ConsumerRecord[bytes, bytes]]]
+    ) -> dict[TopicPartition, list[ConsumerRecord[bytes, bytes]]]:
+        """Up to ``concurrency`` records to handle at once, taken from ``pending`` a
+        partition at a time, each partition's from its next on (so each partition's are
+        consecutive). Partitions halted or no longer assigned are dropped."""
+        assignment = self.consumer.assignment()
+        handful: dict[TopicPartition, list[ConsumerRecord[bytes, bytes]]] = {}
+        room = self._concurrency
+        while room and pending:
+            for tp in list(pending):
+                if tp in self._halted or tp not in assignment:
+                    del pending[tp]
+                    continue
+                if not room:
+                    break
+                handful.setdefault(tp, []).append(pending[tp].pop(0))
+                room -= 1
+                if not pending[tp]:
+                    del pending[tp]
+        return handful
+
+    async def _hold(
+        self, handful: dict[TopicPartition, list[ConsumerRecord[bytes, bytes]]]
+    ) -> None:
+        """Handle a handful of records in a task of their own while the loop keeps
+        polling."""
         if not self._stopping.is_set():
             self._interrupt.clear()
-        task = asyncio.create_task(self._process(tp, record))
-        self._in_hand = _InHand(tp, task)
+        task = asyncio.create_task(self._process(handful))
+        self._in_hand = _InHand(frozenset(handful), task)
         try:
             await self._poll_until(task)
         except asyncio.CancelledError:
@@ -375,10 +406,54 @@ class ConsumerLoop:
                     consumer.seek(tp, committed)
             self._next_offset.pop(tp, None)
 
-    async def _process(self, tp: TopicPartition, record: ConsumerRecord[bytes, bytes]) -> None:
+    async def _process(
+        self, handful: dict[TopicPartition, list[ConsumerRecord[bytes, bytes]]]
+    ) -> None:
+        """Handle ``handful`` at once; commit, per partition, past those done from its
+        first on."""
+        records = [record for same_tp in handful.values() for record in same_tp]
+        for tp, same_tp in handful.items():
+            # Its first record in hand is the next to be done: lag counts it until committed.
+            self._next_offset[tp] = same_tp[0].offset
+        if len(records) == 1:
+            outcomes = {id(records[0]): await self._attempt(records[0])}
+        else:
+            outcomes = await self._attempt_by_key(records)
+        offsets = {}
+        for tp, same_tp in handful.items():
+            for record in same_tp:
+                outcome = outcomes[id(record)]
+                if outcome == "halted":
+                    self._halt(tp, record.offset)
+                if outcome != "done":
+                    break  # stopping, revoked or halted: no commit past this record
+                offsets[tp] = record.offset + 1
+        if offsets:
+            await self._commit(offsets)
+
+    async def _attempt_by_key(
+        self, records: Sequence[ConsumerRecord[bytes, bytes]]
+    ) -> dict[int, _Outcome]:
+        """The records of each key in turn, in the partition's order (a task's callbacks
+        never race each other), the keys at once; each record's outcome by ``id``,
+        ``abandoned`` for those left unhandled behind one of their key that was not done."""
+        outcomes: dict[int, _Outcome] = {id(record): "abandoned" for record in records}
+        by_key: dict[tuple[str, int, bytes | None], list[ConsumerRecord[bytes, bytes]]] = {}
+        for record in records:
+            by_key.setdefault((record.topic, record.partition, record.key), []).append(record)
+
+        async def in_turn(same_key: list[ConsumerRecord[bytes, bytes]]) -> None:
+            for record in same_key:
+                outcomes[id(record)] = await self._attempt(record)
+                if outcomes[id(record)] != "done":
+                    return
+
+        # Each key in a task of its own, so each record has a log context of its own.
+        await asyncio.gather(*(in_turn(same_key) for same_key in by_key.values()))
+        return outcomes
+
+    async def _attempt(self, record: ConsumerRecord[bytes, bytes]) -> _Outcome:
         started = time.perf_counter()
-        # The record in hand is the next to be done: lag counts it until it is committed.
-        self._next_offset[tp] = record.offset
         # A log context of this record's own, dropped when it is done: what was bound for
         # one record (task id, delivery key) must not leak onto the next one's lines.
         structlog.contextvars.clear_contextvars()
@@ -387,12 +462,9 @@ class ConsumerLoop:
         )
         try:
             outcome = await self._handle_with_policy(record)
-            if outcome == "halted":
-                self._halt(tp, record.offset)
-            if outcome != "done":
-                return  # stopping, revoked or halted: leave the offset uncommitted
-            self.metrics.processing.labels(record.topic).observe(time.perf_counter() - started)
-            await self._commit(tp, record.offset + 1)
+            if outcome == "done":
+                self.metrics.processing.labels(record.topic).observe(time.perf_counter() - started)
+            return outcome
         finally:
             structlog.contextvars.clear_contextvars()
 
@@ -483,16 +555,16 @@ class ConsumerLoop:
         log.warning("record_dead_lettered", reason=reason, error=error[:200])
         return "done"
 
-    async def _commit(self, tp: TopicPartition, offset: int) -> None:
+    async def _commit(self, offsets: dict[TopicPartition, int]) -> None:
         try:
-            await self.consumer.commit({tp: offset})
+            await self.consumer.commit(offsets)
         except KafkaError as exc:  # CommitFailedError among them
             # The partition moved to another member: it will handle the record again,
             # which is safe because every effect is idempotent.
             self.metrics.commit_failures.inc()
             log.warning("commit_failed", error=repr(exc))
             return
-        self._next_offset[tp] = offset
+        self._next_offset.update(offsets)
 
     async def _update_lag(self) -> None:
         consumer = self.consumer

@@ -60,6 +60,7 @@ def create_consumer_app(
             publisher=app[PUBLISHER],
             metrics=metrics,
             unknown_schema=unknown_schema,
+            concurrency=settings.kafka.consumer_concurrency,
         )
         await loop.start()
         app[CONSUMER] = loop

@@ -176,6 +176,15 @@ class KafkaSettings:
         "consumers: longest gap between polls before the member is dropped from its group",
         minimum=1,
     )
+    #: One at a time, a consumer waits for each record's fsyncs in turn: 2-3x slower
+    #: (bench/pipeline, docs/profiles/pipeline.md).
+    consumer_concurrency: int = setting(
+        "KAFKA_CONSUMER_CONCURRENCY",
+        8,
+        "consumers: records of a polled batch handled at once, those of one key in order; "
+        "each partition's offset is committed past done records only",
+        minimum=1,
+    )
 
 
 @dataclass(frozen=True)

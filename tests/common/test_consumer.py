@@ -31,7 +31,11 @@ pytestmark = pytest.mark.kafka
 
 
 def make_loop(
-    settings: Settings, publisher: Publisher, handler: RecordHandler, registry: CollectorRegistry
+    settings: Settings,
+    publisher: Publisher,
+    handler: RecordHandler,
+    registry: CollectorRegistry,
+    concurrency: int = 1,
 ) -> ConsumerLoop:
     return ConsumerLoop(
         settings=settings.kafka,
@@ -43,6 +47,7 @@ def make_loop(
         metrics=ConsumerMetrics("test", registry),
         backoff_initial=0.05,
         backoff_max=0.2,
+        concurrency=concurrency,
     )
 
 
@@ -265,13 +270,15 @@ class TestConsumerLoop:
         real_process = loop._process
         failed = False
 
-        async def fail_once(tp: TopicPartition, record: ConsumerRecord[bytes, bytes]) -> None:
+        async def fail_once(
+            handful: dict[TopicPartition, list[ConsumerRecord[bytes, bytes]]],
+        ) -> None:
             # The loop itself fails (not the handler) before the first record is handled.
             nonlocal failed
             if not failed:
                 failed = True
                 raise RuntimeError("loop failure")
-            await real_process(tp, record)
+            await real_process(handful)
 
         monkeypatch.setattr(loop, "_process", fail_once)
         await loop.start()
@@ -290,6 +297,141 @@ def callback_value(task_id: str) -> bytes:
     return CallbackEvent(
         task_id=task_id, received_at=datetime.now(UTC), body=BODY, body_sha256=sha256_hex(BODY)
     ).encode()
+
+
+def keys_on_partitions(settings: Settings, count: int, *, same: bool) -> list[bytes]:
+    """``count`` distinct keys the default partitioner puts on one partition (``same``), or
+    each on a partition of its own."""
+    from aiokafka.partitioner import DefaultPartitioner
+
+    partitions = list(range(settings.kafka.partitions))
+    chosen: dict[int, list[bytes]] = {}
+    for key in (f"key-{i}".encode() for i in range(10_000)):
+        chosen.setdefault(DefaultPartitioner()(key, partitions, partitions), []).append(key)
+    if same:
+        return chosen[0][:count]
+    return [keys[0] for keys in list(chosen.values())[:count]]
+
+
+class TestConcurrency:
+    async def test_consecutive_records_are_handled_at_once(
+        self, settings: Settings, publisher: Publisher
+    ) -> None:
+        """With concurrency 3, three records of one partition are in the handler together."""
+        in_handler = 0
+        all_in = asyncio.Event()
+
+        async def handler(_record: ConsumerRecord[bytes, bytes]) -> None:
+            nonlocal in_handler
+            in_handler += 1
+            if in_handler == 3:
+                all_in.set()
+            await all_in.wait()  # one record at a time would never get past this
+
+        loop = make_loop(settings, publisher, handler, CollectorRegistry(), concurrency=3)
+        for key in keys_on_partitions(settings, 3, same=True):
+            await publisher.publish(
+                settings.kafka.topics.callbacks, key=key, value=b"v", timeout=10
+            )
+        await loop.start()
+        try:
+            await eventually(
+                lambda: committed_offsets(settings, settings.processor.group_id),
+                what="the commit",
+            )
+        finally:
+            await loop.stop()
+        assert sum((await committed_offsets(settings, settings.processor.group_id)).values()) == 3
+
+    async def test_records_of_several_partitions_are_handled_at_once(
+        self, settings: Settings, publisher: Publisher
+    ) -> None:
+        """One record on each of three partitions: in the handler together, each committed."""
+        in_handler = 0
+        all_in = asyncio.Event()
+
+        async def handler(_record: ConsumerRecord[bytes, bytes]) -> None:
+            nonlocal in_handler
+            in_handler += 1
+            if in_handler == 3:
+                all_in.set()
+            await all_in.wait()
+
+        loop = make_loop(settings, publisher, handler, CollectorRegistry(), concurrency=3)
+        for key in keys_on_partitions(settings, 3, same=False):
+            await publisher.publish(
+                settings.kafka.topics.callbacks, key=key, value=b"v", timeout=10
+            )
+
+        async def committed_everywhere() -> bool:
+            offsets = await committed_offsets(settings, settings.processor.group_id)
+            return sorted(offsets.values()) == [1, 1, 1]
+
+        await loop.start()
+        try:
+            await eventually(committed_everywhere, what="a commit on each partition")
+        finally:
+            await loop.stop()
+
+    async def test_a_record_retried_holds_back_the_commit_of_later_ones(
+        self, settings: Settings, publisher: Publisher
+    ) -> None:
+        """Records after one still retried are done but not committed: a committed offset
+        means every record before it is done."""
+        failing = True
+        handled: list[bytes] = []
+
+        async def handler(record: ConsumerRecord[bytes, bytes]) -> None:
+            if record.value == b"1" and failing:
+                raise Transient("disk full")
+            handled.append(record.value or b"")
+
+        loop = make_loop(settings, publisher, handler, CollectorRegistry(), concurrency=3)
+        keys = keys_on_partitions(settings, 3, same=True)
+        for key, value in zip(keys, (b"1", b"2", b"3"), strict=True):
+            await publisher.publish(
+                settings.kafka.topics.callbacks, key=key, value=value, timeout=10
+            )
+        await loop.start()
+        try:
+            await eventually(lambda: sorted(handled) == [b"2", b"3"], what="the later records")
+            await asyncio.sleep(0.5)  # several retries of the first
+            assert await committed_offsets(settings, settings.processor.group_id) == {}
+            failing = False
+            await eventually(
+                lambda: committed_offsets(settings, settings.processor.group_id),
+                what="the commit",
+            )
+        finally:
+            await loop.stop()
+        assert sum((await committed_offsets(settings, settings.processor.group_id)).values()) == 3
+        assert sorted(handled) == [b"1", b"2", b"3"]
+
+    async def test_records_of_one_key_go_in_turn(
+        self, settings: Settings, publisher: Publisher
+    ) -> None:
+        """A task's callbacks never race: one key's records are handled in order, alone."""
+        in_handler = 0
+        seen: list[tuple[bytes, int]] = []
+
+        async def handler(record: ConsumerRecord[bytes, bytes]) -> None:
+            nonlocal in_handler
+            in_handler += 1
+            seen.append((record.value or b"", in_handler))
+            await asyncio.sleep(0.05)
+            in_handler -= 1
+
+        loop = make_loop(settings, publisher, handler, CollectorRegistry(), concurrency=3)
+        for value in (b"1", b"2", b"3"):
+            await publisher.publish(
+                settings.kafka.topics.callbacks, key=b"k", value=value, timeout=10
+            )
+        await loop.start()
+        try:
+            await eventually(lambda: len(seen) == 3, what="the three records")
+        finally:
+            await loop.stop()
+        assert seen == [(b"1", 1), (b"2", 1), (b"3", 1)]
 
 
 class TestCallbackHandler:
