@@ -37,6 +37,7 @@ from pathlib import Path
 
 from devenv.kafka import LocalKafka
 from services.common.events import CallbackEvent, sha256_hex
+from services.common.settings import KafkaSettings
 from services.common.storage import TEMPORARY_PREFIX
 from services.processor.app import Processed, process_callback
 from services.processor.notes_event import MidiLocation, encode_notes_event, notes_record
@@ -108,7 +109,12 @@ def prepare(data_dir: Path, count: int) -> list[CallbackEvent]:
 
 
 def replay(
-    bootstrap: str | None, data_dir: Path, logs: Path, count: int, profiles: Path | None
+    bootstrap: str | None,
+    data_dir: Path,
+    logs: Path,
+    count: int,
+    profiles: Path | None,
+    concurrency: int | None,
 ) -> ReplayRun:
     with ExitStack() as stack:
         broker_pid = None
@@ -117,7 +123,12 @@ def replay(
             bootstrap = broker.bootstrap_servers
             broker_pid = None if broker.process is None else broker.process.pid
         env = service_env(bootstrap, data_dir)
-        print(f"broker {bootstrap}, topic {env['KAFKA_TOPIC_CALLBACKS']}, PROCESSOR_PREVIEWS=off")
+        if concurrency is not None:
+            env["KAFKA_CONSUMER_CONCURRENCY"] = str(concurrency)
+        print(
+            f"broker {bootstrap}, topic {env['KAFKA_TOPIC_CALLBACKS']}, PROCESSOR_PREVIEWS=off, "
+            f"consumer concurrency {concurrency or KafkaSettings().consumer_concurrency}"
+        )
         service = stack.enter_context(processor(env, logs / "processor.log"))
         return asyncio.run(
             replay_through_kafka(
@@ -131,6 +142,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--count", type=int, default=10_000, help="callbacks (default 10 000)")
     parser.add_argument("--quick", action="store_true", help="1 000 callbacks (development)")
     parser.add_argument("--profile", type=Path, help="py-spy the replay; stacks and logs here")
+    parser.add_argument(
+        "--consumer-concurrency",
+        type=int,
+        help="the processor's KAFKA_CONSUMER_CONCURRENCY (default: the setting's default)",
+    )
     args = parser.parse_args(argv)
     count = 1_000 if args.quick else args.count
     if count < 2:
@@ -144,7 +160,7 @@ def main(argv: list[str] | None = None) -> int:
         events = prepare(data_dir, count)
         half = count // 2
         first = render_pass(events[:half])
-        result = replay(bootstrap, data_dir, logs, count, args.profile)
+        result = replay(bootstrap, data_dir, logs, count, args.profile, args.consumer_concurrency)
         second = render_pass(events[half:])
         files = midi_files(data_dir)
     if args.profile is not None:
