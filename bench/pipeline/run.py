@@ -37,7 +37,13 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from bench.ingest.run import ROOT, RateResult, open_loop, platform_summary, write_requests
+from bench.ingest.run import (
+    RateResult,
+    find_vegeta,
+    open_loop,
+    platform_summary,
+    write_requests,
+)
 from services.common.settings import KafkaSettings
 
 from .profiles import profile_summary
@@ -110,18 +116,6 @@ class Step:
             f"{self.load.p99_ms:.0f} ms; lag at the end {backlog}, {drained} -> "
             f"{'SUSTAINED' if self.ok() else 'not sustained'} | CPU cores: {cores}"
         )
-
-
-def vegeta_path() -> str:
-    try:
-        return subprocess.run(
-            [str(ROOT / "scripts" / "ensure-go-tool.sh"), "vegeta"],
-            capture_output=True,
-            text=True,
-            check=True,
-        ).stdout.strip()
-    except subprocess.CalledProcessError as exc:
-        sys.exit(f"vegeta is needed (scripts/ensure-go-tool.sh vegeta):\n{exc.stderr}")
 
 
 @contextlib.contextmanager
@@ -287,7 +281,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
-    vegeta = vegeta_path()
+    vegeta = find_vegeta()
     run_dir = Path(tempfile.mkdtemp(prefix="suno-bench-pipeline-"))
     print(f"run directory (logs, profiles): {run_dir}", flush=True)
     report = Report(args)

@@ -314,10 +314,14 @@ def keys_on_partitions(settings: Settings, count: int, *, same: bool) -> list[by
 
 
 class TestConcurrency:
-    async def test_consecutive_records_are_handled_at_once(
-        self, settings: Settings, publisher: Publisher
+    @pytest.mark.parametrize(
+        ("same", "committed"), [(True, [3]), (False, [1, 1, 1])], ids=["one", "three"]
+    )
+    async def test_records_are_handled_at_once(
+        self, settings: Settings, publisher: Publisher, same: bool, committed: list[int]
     ) -> None:
-        """With concurrency 3, three records of one partition are in the handler together."""
+        """With concurrency 3, three records, of one partition or one on each of three, are
+        in the handler together, and each partition is committed past its own."""
         in_handler = 0
         all_in = asyncio.Event()
 
@@ -329,47 +333,18 @@ class TestConcurrency:
             await all_in.wait()  # one record at a time would never get past this
 
         loop = make_loop(settings, publisher, handler, CollectorRegistry(), concurrency=3)
-        for key in keys_on_partitions(settings, 3, same=True):
-            await publisher.publish(
-                settings.kafka.topics.callbacks, key=key, value=b"v", timeout=10
-            )
-        await loop.start()
-        try:
-            await eventually(
-                lambda: committed_offsets(settings, settings.processor.group_id),
-                what="the commit",
-            )
-        finally:
-            await loop.stop()
-        assert sum((await committed_offsets(settings, settings.processor.group_id)).values()) == 3
-
-    async def test_records_of_several_partitions_are_handled_at_once(
-        self, settings: Settings, publisher: Publisher
-    ) -> None:
-        """One record on each of three partitions: in the handler together, each committed."""
-        in_handler = 0
-        all_in = asyncio.Event()
-
-        async def handler(_record: ConsumerRecord[bytes, bytes]) -> None:
-            nonlocal in_handler
-            in_handler += 1
-            if in_handler == 3:
-                all_in.set()
-            await all_in.wait()
-
-        loop = make_loop(settings, publisher, handler, CollectorRegistry(), concurrency=3)
-        for key in keys_on_partitions(settings, 3, same=False):
+        for key in keys_on_partitions(settings, 3, same=same):
             await publisher.publish(
                 settings.kafka.topics.callbacks, key=key, value=b"v", timeout=10
             )
 
         async def committed_everywhere() -> bool:
             offsets = await committed_offsets(settings, settings.processor.group_id)
-            return sorted(offsets.values()) == [1, 1, 1]
+            return sorted(offsets.values()) == committed
 
         await loop.start()
         try:
-            await eventually(committed_everywhere, what="a commit on each partition")
+            await eventually(committed_everywhere, what=f"commits {committed}")
         finally:
             await loop.stop()
 
