@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -197,6 +197,19 @@ def _settled(released: Callable[[], None] | None) -> Callable[[asyncio.Future[An
     return done
 
 
+@contextlib.contextmanager
+def _publish_errors(topic: str, timeout: float | None) -> Iterator[None]:
+    """The client's errors of one record's publish as ours, saying what happened to it."""
+    try:
+        yield
+    except TimeoutError as exc:
+        raise PublishTimeoutError(
+            f"Kafka did not acknowledge the record on {topic} within {timeout} s"
+        ) from exc
+    except KafkaError as exc:
+        raise PublishError(f"Kafka refused the record on {topic}: {exc}") from exc
+
+
 @dataclass(frozen=True, slots=True)
 class Acknowledgement:
     """The broker's answer to one enqueued record (:meth:`Publisher.enqueue`)."""
@@ -207,16 +220,10 @@ class Acknowledgement:
     async def wait(self, timeout: float | None = None) -> RecordMetadata:  # noqa: ASYNC109
         """The record's metadata once acknowledged; :class:`PublishTimeoutError` after
         ``timeout`` seconds, :class:`PublishError` when Kafka refused or failed it."""
-        try:
+        with _publish_errors(self.topic, timeout):
             async with asyncio.timeout(timeout):
                 # Shielded: a timeout leaves the record to the producer, as publish() does.
                 return await asyncio.shield(self.future)
-        except TimeoutError as exc:
-            raise PublishTimeoutError(
-                f"Kafka did not acknowledge the record on {self.topic} within {timeout} s"
-            ) from exc
-        except KafkaError as exc:
-            raise PublishError(f"Kafka refused the record on {self.topic}: {exc}") from exc
 
 
 class Publisher:
@@ -300,19 +307,14 @@ class Publisher:
         queued = False
         try:
             producer = self.producer
-            async with asyncio.timeout(timeout):
-                future = await producer.send(topic, value=value, key=key, headers=list(headers))
-                future.add_done_callback(_settled(released))
-                queued = True
-                # Shielded: a timeout must not cancel the record's future before the
-                # producer is done with the record, or ``released`` would come too early.
-                return await asyncio.shield(future)
-        except TimeoutError as exc:
-            raise PublishTimeoutError(
-                f"Kafka did not acknowledge the record on {topic} within {timeout} s"
-            ) from exc
-        except KafkaError as exc:
-            raise PublishError(f"Kafka refused the record on {topic}: {exc}") from exc
+            with _publish_errors(topic, timeout):
+                async with asyncio.timeout(timeout):
+                    future = await producer.send(topic, value=value, key=key, headers=list(headers))
+                    future.add_done_callback(_settled(released))
+                    queued = True
+                    # Shielded: a timeout must not cancel the record's future before the
+                    # producer is done with the record, or ``released`` would come too early.
+                    return await asyncio.shield(future)
         finally:
             if released is not None and not queued:
                 released()
@@ -332,10 +334,8 @@ class Publisher:
 
         Raises :class:`PublishError` when the producer refuses the record outright.
         """
-        try:
+        with _publish_errors(topic, None):
             future = await self.producer.send(topic, value=value, key=key, headers=list(headers))
-        except KafkaError as exc:
-            raise PublishError(f"Kafka refused the record on {topic}: {exc}") from exc
         future.add_done_callback(_settled(None))
         return Acknowledgement(topic, future)
 
